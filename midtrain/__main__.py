@@ -1,0 +1,3 @@
+from midtrain.cli import console_main
+
+console_main()

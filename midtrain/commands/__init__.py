@@ -1,0 +1,1 @@
+"""Thin command functions behind the CLI: each validates, calls the library, prints."""

@@ -1,0 +1,166 @@
+"""The mixture plan: a resolved mixture against a token budget — per shard the tokens on disk, the weight,
+the tokens it will contribute and how many passes over it that means. Printed before training, saved with runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+from midtrain.data.discovery import Shard
+from midtrain.errors import ConfigError, DataError, Problems
+
+# Muennighoff et al. (2023, "Scaling Data-Constrained Language Models") found up to ~4 epochs of repeated data
+# worth almost as much as fresh data, with returns falling off quickly beyond; past that, repetition is more
+# likely a mistake in the mixture than an intent, so it must be asked for.
+DEFAULT_MAX_PASSES = 4.0
+MAX_PASSES_FLAG = "--data.max_passes"
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    id: str
+    domain: str
+    tokens: int
+    samples: int
+    weight: float
+    planned_samples: int
+    planned_tokens: int
+    passes: float
+
+
+@dataclass(frozen=True)
+class MixturePlan:
+    """``samples`` are training sequences of ``seq_length + 1`` tokens read from a shard; ``planned_tokens`` counts
+    the ``seq_length`` tokens trained on per sample, so it adds up to the budget ``max_tokens``."""
+
+    shards: tuple[ShardPlan, ...]
+    seq_length: int
+    max_tokens: int | None
+    total_samples: int | None
+    max_passes: float
+
+    def domains(self) -> dict[str, dict[str, float]]:
+        totals: dict[str, dict[str, float]] = {}
+        for s in self.shards:
+            entry = totals.setdefault(s.domain, {"tokens": 0, "weight": 0.0, "planned_tokens": 0})
+            entry["tokens"] += s.tokens
+            entry["weight"] += s.weight
+            entry["planned_tokens"] += s.planned_tokens
+        return totals
+
+    def to_json(self) -> dict:
+        keys = ("id", "domain", "tokens", "weight", "planned_tokens", "passes", "samples", "planned_samples")
+        return {
+            "seq_length": self.seq_length,
+            "max_tokens": self.max_tokens,
+            "total_samples": self.total_samples,
+            "max_passes": self.max_passes,
+            "shards": [{k: asdict(s)[k] for k in keys} for s in self.shards],
+            "domains": self.domains(),
+        }
+
+
+def apportion(total: int, weights: Mapping[str, float]) -> dict[str, int]:
+    """Split ``total`` items by ``weights`` (summing to 1) into integers that sum to ``total``, each within one of
+    its exact share (largest remainder method)."""
+    exact = {k: w * total for k, w in weights.items()}
+    counts = {k: math.floor(v) for k, v in exact.items()}
+    left = total - sum(counts.values())
+    by_remainder = sorted(exact, key=lambda k: (-(exact[k] - counts[k]), k))
+    for key in by_remainder[:left]:
+        counts[key] += 1
+    return counts
+
+
+def make_plan(
+    shards: Sequence[Shard],
+    weights: Mapping[str, float],
+    seq_length: int,
+    max_tokens: int | None,
+    max_passes: float | None = None,
+) -> MixturePlan:
+    """Resolve the budget into per-shard samples; raises if a used shard is too small or read too often."""
+    if not isinstance(seq_length, int) or seq_length < 1:
+        raise ConfigError(f"--seq_length={seq_length!r} must be a positive integer (the model's context length).")
+    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+        raise ConfigError(f"--train.max_tokens={max_tokens!r} must be a positive integer number of tokens.")
+    if max_passes is None:
+        max_passes = DEFAULT_MAX_PASSES
+    if not max_passes > 0:
+        raise ConfigError(f"{MAX_PASSES_FLAG}={max_passes!r} must be positive (the most passes allowed over any shard).")
+    block_tokens = seq_length + 1
+    total_samples = None if max_tokens is None else max(1, max_tokens // seq_length)
+    planned = apportion(total_samples, weights) if total_samples is not None else {}
+    problems = Problems()
+    rows = []
+    for shard in shards:
+        weight = weights.get(shard.id, 0.0)
+        samples = shard.samples(block_tokens)
+        count = planned.get(shard.id, 0)
+        if weight > 0 and samples == 0:
+            problems.add(
+                f"shard {shard.id!r} ({shard.path}) holds {shard.tokens:,} tokens, less than one sequence of "
+                f"{block_tokens:,} tokens (seq_length + 1), yet has weight {weight:.4g}. Add data to it, give it weight 0, "
+                "or use a shorter --seq_length."
+            )
+            continue
+        passes = count / samples if samples else 0.0
+        if passes > max_passes:
+            problems.add(
+                f"shard {shard.id!r} ({shard.domain}) would be read {passes:.2f} times ({count:,} samples from "
+                f"{samples:,}), more than {MAX_PASSES_FLAG}={max_passes:g}. Lower its weight, add data, lower the budget, "
+                f"or allow it with {MAX_PASSES_FLAG}={math.ceil(passes)}."
+            )
+        rows.append(ShardPlan(shard.id, shard.domain, shard.tokens, samples, weight, count, count * seq_length, passes))
+    problems.raise_if_any(DataError)
+    return MixturePlan(tuple(rows), seq_length, max_tokens, total_samples, float(max_passes))
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
+
+
+def render_plan(plan: MixturePlan) -> str:
+    budget = "no token budget given (--train.max_tokens)" if plan.max_tokens is None else (
+        f"budget {plan.max_tokens:,} tokens = {plan.total_samples:,} sequences of {plan.seq_length:,} tokens"
+    )
+    has_budget = plan.max_tokens is not None
+    headers = ["shard", "domain", "tokens", "weight", "planned tokens", "passes"]
+    right = [False, False, True, True, True, True]
+    rows = [
+        [
+            s.id,
+            s.domain,
+            f"{s.tokens:,}",
+            f"{s.weight:.4f}",
+            f"{s.planned_tokens:,}" if has_budget else "-",
+            f"{s.passes:.3f}" if has_budget else "-",
+        ]
+        for s in plan.shards
+    ]
+    domain_rows = [
+        [
+            domain,
+            f"{int(d['tokens']):,}",
+            f"{d['weight']:.4f}",
+            f"{int(d['planned_tokens']):,}" if has_budget else "-",
+        ]
+        for domain, d in plan.domains().items()
+    ]
+    return "\n".join(
+        [
+            f"Mixture plan: {budget}; max passes per shard {plan.max_passes:g}",
+            "",
+            format_table(headers, rows, right),
+            "",
+            format_table(["domain", "tokens", "weight", "planned tokens"], domain_rows, [False, True, True, True]),
+        ]
+    )

@@ -1,0 +1,262 @@
+"""Tokenize raw text into one litdata token shard (and optionally a held-out shard) with ``litdata.optimize``.
+
+Every document is encoded in batches, followed by EOS. Output is written to a temporary folder next to the
+target and renamed into place only when complete, so a failure or Ctrl-C never leaves a half-written shard
+where a finished one is expected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from midtrain.data.documents import expand_inputs, load_hf_dataset, read_documents
+from midtrain.data.discovery import INDEX_FILE
+from midtrain.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+MANIFEST_FILE = "midtrain_manifest.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
+DEFAULT_CHUNK_TOKENS = 1 << 24  # ~64 MB of int32 per chunk file; a chunk loses < one block to its tail
+HF_ROWS_PER_UNIT = 10_000
+
+
+def tokenizer_fingerprint(tokenizer_dir: Path) -> str:
+    digest = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        path = Path(tokenizer_dir) / name
+        if path.is_file():
+            digest.update(name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def is_held_out(unit_key: str, ordinal: int, val_fraction: float) -> bool:
+    """Deterministic per-document split, independent of worker count and order."""
+    if val_fraction <= 0:
+        return False
+    digest = hashlib.blake2b(f"{unit_key}#{ordinal}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 < val_fraction
+
+
+def encode_batch(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each text as litgpt's ``Tokenizer.encode(text, eos=True)`` gives them, encoded as a batch."""
+    if tokenizer.backend == "huggingface":
+        encoded = [e.ids for e in tokenizer.processor.encode_batch(list(texts), add_special_tokens=True)]
+    else:
+        encoded = tokenizer.processor.encode(list(texts))
+    out = []
+    for ids in encoded:
+        ids = list(ids)
+        if tokenizer.use_bos:
+            if not ids or ids[0] != tokenizer.bos_id:
+                ids.insert(0, tokenizer.bos_id)
+        elif ids and ids[0] == tokenizer.bos_id:
+            ids = ids[1:]
+        if not ids or ids[-1] != tokenizer.eos_id:
+            ids.append(tokenizer.eos_id)
+        out.append(ids)
+    return out
+
+
+@dataclass
+class TokenizeUnit:
+    """The ``fn`` given to ``litdata.optimize``: tokenizes the documents of one unit (a file, or a range of rows of
+    a Hugging Face dataset) that belong to ``split``; writes its counts to ``stats_dir``. Picklable for workers."""
+
+    tokenizer_dir: str
+    text_key: str
+    split: str
+    val_fraction: float
+    batch_size: int
+    stats_dir: str
+    hf: tuple[str, str, str | None] | None = None
+
+    def __call__(self, unit: tuple) -> Iterator:
+        import numpy as np
+        import torch
+
+        tokenizer = _cached_tokenizer(self.tokenizer_dir)
+        key = unit[0]
+        documents = tokens = 0
+        batch: list[str] = []
+        for ordinal, text in enumerate(self._documents(unit)):
+            if is_held_out(key, ordinal, self.val_fraction) != (self.split == "val"):
+                continue
+            batch.append(text)
+            if len(batch) == self.batch_size:
+                for ids in encode_batch(tokenizer, batch):
+                    documents, tokens = documents + 1, tokens + len(ids)
+                    yield torch.from_numpy(np.asarray(ids, dtype=np.int32))
+                batch = []
+        if batch:
+            for ids in encode_batch(tokenizer, batch):
+                documents, tokens = documents + 1, tokens + len(ids)
+                yield torch.from_numpy(np.asarray(ids, dtype=np.int32))
+        name = hashlib.sha1(key.encode()).hexdigest()
+        Path(self.stats_dir, f"{name}.json").write_text(json.dumps({"documents": documents, "tokens": tokens}))
+
+    def _documents(self, unit: tuple) -> Iterator[str]:
+        if self.hf is None:
+            yield from read_documents(Path(unit[0]), self.text_key)
+            return
+        dataset = _cached_hf_dataset(self.hf)
+        _, start, stop = unit
+        for row in dataset.select(range(start, stop)):
+            text = row.get(self.text_key)
+            if isinstance(text, str):
+                yield text
+
+
+_TOKENIZERS: dict = {}
+_HF_DATASETS: dict = {}
+
+
+def _cached_tokenizer(tokenizer_dir: str):
+    if tokenizer_dir not in _TOKENIZERS:
+        from litgpt.tokenizer import Tokenizer
+
+        _TOKENIZERS[tokenizer_dir] = Tokenizer(tokenizer_dir)
+    return _TOKENIZERS[tokenizer_dir]
+
+
+def _cached_hf_dataset(hf: tuple[str, str, str | None]):
+    if hf not in _HF_DATASETS:
+        _HF_DATASETS[hf] = load_hf_dataset(*hf)
+    return _HF_DATASETS[hf]
+
+
+def check_output(path: Path, flag: str, overwrite: bool) -> None:
+    if path.exists() and (not path.is_dir() or any(path.iterdir())) and not overwrite:
+        raise ConfigError(
+            f"{flag}={str(path)!r} is not empty. Choose another folder, or pass --overwrite true to replace it."
+        )
+
+
+def default_val_output(output_dir: Path) -> Path:
+    if output_dir.parent.name == "train":
+        return output_dir.parent.parent / "val" / output_dir.name
+    raise ConfigError(
+        f"--val_fraction is set but --val_output_dir is not, and --output_dir={str(output_dir)!r} is not inside a "
+        "'train' folder (where the held-out shard would go to the sibling 'val' folder). Set --val_output_dir."
+    )
+
+
+def write_split(
+    units: list[tuple], fn: TokenizeUnit, target: Path, num_workers: int, chunk_tokens: int, overwrite: bool, manifest: dict
+) -> dict:
+    """Run ``litdata.optimize`` into a temporary sibling of ``target`` and move it into place when complete."""
+    from litdata import TokensLoader, optimize
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.parent / f".{target.name}.partial-{os.getpid()}"
+    stats = Path(fn.stats_dir)
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.rmtree(stats, ignore_errors=True)
+    stats.mkdir(parents=True)
+    try:
+        optimize(
+            fn=fn,
+            inputs=units,
+            output_dir=str(partial),
+            chunk_size=chunk_tokens,
+            item_loader=TokensLoader(),
+            num_workers=max(1, min(num_workers, len(units))),
+            reorder_files=False,
+            start_method="spawn",
+        )
+        counts = [json.loads(p.read_text()) for p in stats.glob("*.json")]
+        documents = sum(c["documents"] for c in counts)
+        if documents == 0 or not (partial / INDEX_FILE).is_file():
+            raise DataError(
+                f"no documents went to the {fn.split} split for {target}. "
+                + ("Raise --val_fraction or give more documents." if fn.split == "val" else "Check --inputs and --text_key.")
+            )
+        index = json.loads((partial / INDEX_FILE).read_text())
+        tokens = sum(int(c["dim"]) for c in index["chunks"])
+        record = {**manifest, "split": fn.split, "documents": documents, "tokens": tokens}
+        (partial / MANIFEST_FILE).write_text(json.dumps(record, indent=2))
+        if target.exists():
+            retired = target.parent / f".{target.name}.old-{os.getpid()}"
+            os.rename(target, retired)
+            os.rename(partial, target)
+            shutil.rmtree(retired)
+        else:
+            os.rename(partial, target)
+        return record
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(stats, ignore_errors=True)
+
+
+def prepare_shard(
+    output_dir: Path,
+    tokenizer_dir: Path,
+    inputs: Sequence[str] = (),
+    hf_dataset: str | None = None,
+    hf_split: str = "train",
+    hf_subset: str | None = None,
+    text_key: str = "text",
+    val_fraction: float = 0.0,
+    val_output_dir: Path | None = None,
+    num_workers: int = 1,
+    batch_size: int = 256,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    overwrite: bool = False,
+) -> list[dict]:
+    """Tokenize ``inputs`` (or ``hf_dataset``) into the shard ``output_dir``; returns the manifest of each split."""
+    output_dir = Path(output_dir)
+    tokenizer_dir = Path(tokenizer_dir)
+    if not (tokenizer_dir / "tokenizer.json").is_file() and not (tokenizer_dir / "tokenizer.model").is_file():
+        raise ConfigError(
+            f"--tokenizer_dir={str(tokenizer_dir)!r} has no tokenizer.json or tokenizer.model. Point it at a litgpt "
+            "checkpoint or tokenizer folder."
+        )
+    if not 0 <= val_fraction < 1:
+        raise ConfigError(f"--val_fraction={val_fraction!r} must be at least 0 and below 1, e.g. 0.01.")
+    for flag, value in (("--num_workers", num_workers), ("--batch_size", batch_size), ("--chunk_tokens", chunk_tokens)):
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{flag}={value!r} must be a positive integer.")
+    if bool(inputs) == bool(hf_dataset):
+        raise ConfigError("give exactly one of --inputs (files, globs, folders) and --hf_dataset.")
+    if hf_dataset:
+        dataset = load_hf_dataset(hf_dataset, hf_split, hf_subset)
+        if text_key not in dataset.column_names:
+            raise ConfigError(f"--text_key={text_key!r} is not a column of {hf_dataset} (columns: {', '.join(dataset.column_names)}).")
+        units = [(f"{hf_dataset}:{hf_split}:{i}", i, min(i + HF_ROWS_PER_UNIT, len(dataset))) for i in range(0, len(dataset), HF_ROWS_PER_UNIT)]
+        hf = (hf_dataset, hf_split, hf_subset)
+        described_inputs = [f"hf:{hf_dataset}:{hf_split}" + (f":{hf_subset}" if hf_subset else "")]
+    else:
+        files = expand_inputs(inputs)
+        units = [(str(p),) for p in files]
+        hf = None
+        described_inputs = [str(p) for p in files]
+    targets = [("train", output_dir, "--output_dir")]
+    if val_fraction > 0:
+        val_output_dir = Path(val_output_dir) if val_output_dir is not None else default_val_output(output_dir)
+        targets.append(("val", val_output_dir, "--val_output_dir"))
+    for _, target, flag in targets:
+        check_output(target, flag, overwrite)
+    manifest = {
+        "inputs": described_inputs,
+        "text_key": text_key,
+        "tokenizer_dir": str(tokenizer_dir),
+        "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer_dir),
+        "val_fraction": val_fraction,
+        "eos_after_every_document": True,
+    }
+    records = []
+    for split, target, _ in targets:
+        fn = TokenizeUnit(str(tokenizer_dir), text_key, split, val_fraction, batch_size,
+                          str(target.parent / f".{target.name}.stats-{os.getpid()}"), hf)
+        records.append(write_split(units, fn, target, num_workers, chunk_tokens, overwrite, manifest))
+        log.info("Wrote %s split: %s documents, %s tokens -> %s", split, f"{records[-1]['documents']:,}",
+                 f"{records[-1]['tokens']:,}", target)
+    return records

@@ -1,0 +1,36 @@
+"""Error types that carry a user-facing message: what is wrong, the value, the flag and the fix."""
+
+from __future__ import annotations
+
+
+class MidtrainError(Exception):
+    """Base class for errors caused by user input (config or data), never by a bug in midtrain."""
+
+
+class ConfigError(MidtrainError, ValueError):
+    """A config value is invalid. The message names the key as a CLI flag and says how to fix it."""
+
+
+class DataError(MidtrainError, RuntimeError):
+    """The data on disk does not match what the config asks for."""
+
+
+class Problems:
+    """Collects every problem found while validating, so the user sees all of them in one error."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.messages.append(message)
+
+    def __bool__(self) -> bool:
+        return bool(self.messages)
+
+    def raise_if_any(self, error_type: type[MidtrainError]) -> None:
+        if not self.messages:
+            return
+        if len(self.messages) == 1:
+            raise error_type(self.messages[0])
+        listed = "\n".join(f"  - {m}" for m in self.messages)
+        raise error_type(f"{len(self.messages)} problems:\n{listed}")

@@ -1,0 +1,41 @@
+"""Build a small byte-level BPE tokenizer offline, in litgpt's tokenizer folder format.
+
+litgpt's ``Tokenizer`` reads ``tokenizer.json`` and needs ``tokenizer_config.json`` with ``tokenizer_class``
+and the BOS/EOS tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+BOS_TOKEN = "<|bos|>"
+EOS_TOKEN = "<|endoftext|>"
+
+
+def train_bpe_tokenizer(texts: Iterable[str], out_dir: Path, vocab_size: int = 1024) -> Path:
+    """Train a byte-level BPE of ``vocab_size`` tokens on ``texts`` and write it to ``out_dir``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS_TOKEN, BOS_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(out_dir / "tokenizer.json"))
+    config = {
+        "bos_token": BOS_TOKEN,
+        "eos_token": EOS_TOKEN,
+        "add_bos_token": False,
+        "tokenizer_class": "PreTrainedTokenizerFast",
+    }
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    return out_dir

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory):
+    """A byte-level BPE trained offline on Python's own sources, in litgpt's tokenizer folder format."""
+    import inspect
+    import json as json_module
+    import textwrap
+
+    from midtrain.tokenizer import train_bpe_tokenizer
+
+    texts = [inspect.getsource(m) for m in (json_module, textwrap, inspect)]
+    return train_bpe_tokenizer(texts, tmp_path_factory.mktemp("tokenizer"), vocab_size=600)
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory):
+    """Real litdata shards: train main/1, main/2, c1, m1 and val main/1, c1, m1, each domain its own token range.
+
+    Shard k's tokens start at ``(k + 1) * DOMAIN_BASE``; sizes differ so that passes differ.
+    """
+    from tests.helpers import DOMAIN_BASE, write_token_shard
+
+    root = tmp_path_factory.mktemp("data")
+    layout = {"train/1": 6000, "train/2": 4000, "train/c1": 2000, "train/m1": 1000, "val/1": 600, "val/c1": 400, "val/m1": 300}
+    for k, (name, n_tokens) in enumerate(layout.items()):
+        write_token_shard(root / name, (k + 1) * DOMAIN_BASE, n_tokens)
+    return root

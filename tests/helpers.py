@@ -1,0 +1,56 @@
+"""Test data: real litdata token shards whose tokens tell where they came from.
+
+Domain ``d`` (0, 1, 2, ...) writes tokens ``DOMAIN_BASE * (d + 1) + position`` so the first token of any sample
+names its shard and its position in it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+DOMAIN_BASE = 1_000_000
+
+
+def _documents(spec):
+    import torch
+
+    start, n_tokens, doc_tokens = spec
+    for offset in range(0, n_tokens, doc_tokens):
+        yield torch.arange(start + offset, start + min(offset + doc_tokens, n_tokens), dtype=torch.int32)
+
+
+def _yield_document(spec):
+    yield from _documents(spec)
+
+
+def write_token_shard(path: Path, start: int, n_tokens: int, doc_tokens: int = 64, chunk_tokens: int = 4096) -> Path:
+    """A real shard written by litdata.optimize: tokens ``start .. start + n_tokens - 1`` in documents of
+    ``doc_tokens``, several chunk files."""
+    from litdata import TokensLoader, optimize
+
+    inputs = [(start + o, min(doc_tokens * 16, n_tokens - o), doc_tokens) for o in range(0, n_tokens, doc_tokens * 16)]
+    optimize(
+        fn=_yield_document,
+        inputs=inputs,
+        output_dir=str(path),
+        chunk_size=chunk_tokens,
+        item_loader=TokensLoader(),
+        num_workers=1,
+        reorder_files=False,
+        verbose=False,
+    )
+    return path
+
+
+def write_index_only(path: Path, dims: list[int], items: int = 4) -> Path:
+    """A shard folder with a litdata-format index.json and empty chunk files (for discovery/plan tests only)."""
+    path.mkdir(parents=True, exist_ok=True)
+    chunks = []
+    for i, dim in enumerate(dims):
+        name = f"chunk-0-{i}.bin"
+        (path / name).write_bytes(b"")
+        chunks.append({"chunk_bytes": dim * 4, "chunk_size": items, "dim": dim, "filename": name})
+    config = {"chunk_size": 4096, "compression": None, "data_format": ["no_header_tensor:16"], "item_loader": "TokensLoader"}
+    (path / "index.json").write_text(json.dumps({"chunks": chunks, "config": config}))
+    return path

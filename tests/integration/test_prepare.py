@@ -1,0 +1,121 @@
+import gzip
+import json
+
+import pytest
+
+from midtrain.cli import main
+from midtrain.data.discovery import read_shard
+from midtrain.data.prepare import MANIFEST_FILE, encode_batch, prepare_shard
+from midtrain.errors import ConfigError, DataError
+
+DOCS = [f"def function_{i}(x):\n    return x * {i}  # document {i}\n" * (1 + i % 5) for i in range(60)]
+
+
+def write_inputs(folder):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zstandard
+
+    folder.mkdir()
+    lines = [json.dumps({"text": d, "id": i}) + "\n" for i, d in enumerate(DOCS)]
+    (folder / "a.jsonl").write_text("".join(lines[:15]) + "\n")  # a blank line is skipped
+    with gzip.open(folder / "b.jsonl.gz", "wt") as handle:
+        handle.write("".join(lines[15:30]))
+    (folder / "c.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress("".join(lines[30:45]).encode()))
+    pq.write_table(pa.table({"text": DOCS[45:59]}), folder / "d.parquet")
+    (folder / "e.txt").write_text(DOCS[59])
+    (folder / "notes.md").write_text("ignored: not an input format")
+
+
+def test_encode_batch_matches_litgpt(tokenizer_dir):
+    from litgpt.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer(tokenizer_dir)
+    texts = DOCS[:7] + [""]
+    assert encode_batch(tokenizer, texts) == [tokenizer.encode(t, eos=True).tolist() for t in texts]
+
+
+def test_prepare_reads_every_format_and_holds_out_validation(tmp_path, tokenizer_dir):
+    from litgpt.tokenizer import Tokenizer
+
+    write_inputs(tmp_path / "raw")
+    root = tmp_path / "data"
+    code = main(["prepare", "--inputs", str(tmp_path / "raw"), "--tokenizer_dir", str(tokenizer_dir),
+                 "--output_dir", str(root / "train" / "c1"), "--val_fraction", "0.25", "--num_workers", "2"])
+    assert code == 0
+    train = json.loads((root / "train" / "c1" / MANIFEST_FILE).read_text())
+    val = json.loads((root / "val" / "c1" / MANIFEST_FILE).read_text())
+    assert train["documents"] + val["documents"] == len(DOCS)
+    assert 0 < val["documents"] < len(DOCS) / 2
+    tokenizer = Tokenizer(tokenizer_dir)
+    expected_tokens = sum(len(tokenizer.encode(d, eos=True)) for d in DOCS)
+    assert train["tokens"] + val["tokens"] == expected_tokens
+    assert read_shard(root / "train" / "c1", "c1", "code").tokens == train["tokens"]
+    assert len(train["inputs"]) == 5 and train["tokenizer_fingerprint"] and train["eos_after_every_document"]
+    leftovers = [p.name for p in (root / "train").iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_prepare_refuses_non_empty_output_and_overwrites_atomically(tmp_path, tokenizer_dir):
+    raw = tmp_path / "a.jsonl"
+    raw.write_text("".join(json.dumps({"text": d}) + "\n" for d in DOCS[:10]))
+    out = tmp_path / "shard"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    with pytest.raises(ConfigError, match=r"--output_dir='.*shard' is not empty.*--overwrite true"):
+        prepare_shard(out, tokenizer_dir, [str(raw)])
+    assert (out / "keep.txt").read_text() == "precious"
+    prepare_shard(out, tokenizer_dir, [str(raw)], overwrite=True)
+    assert not (out / "keep.txt").exists() and (out / "index.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "shard"]
+
+
+def test_prepare_failure_leaves_no_partial_shard(tmp_path, tokenizer_dir):
+    raw = tmp_path / "a.jsonl"
+    raw.write_text(json.dumps({"text": "fine"}) + "\n" + json.dumps({"body": "wrong key"}) + "\n")
+    with pytest.raises(Exception):
+        prepare_shard(tmp_path / "shard", tokenizer_dir, [str(raw)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl"]
+
+
+def test_prepare_from_a_local_hugging_face_dataset(tmp_path, tokenizer_dir):
+    import datasets
+
+    datasets.Dataset.from_dict({"content": DOCS[:20]}).save_to_disk(str(tmp_path / "hf"))
+    records = prepare_shard(tmp_path / "m1", tokenizer_dir, hf_dataset=str(tmp_path / "hf"), text_key="content")
+    assert records[0]["documents"] == 20 and records[0]["inputs"] == [f"hf:{tmp_path / 'hf'}:train"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"inputs": ["missing.jsonl"]}, ConfigError, r"--inputs file 'missing.jsonl' does not exist"),
+        ({"inputs": ["*.nothing"]}, ConfigError, r"--inputs pattern '\*.nothing' matches no files"),
+        ({"inputs": ["x.jsonl"], "val_fraction": 1.5}, ConfigError, r"--val_fraction=1.5 must be at least 0 and below 1"),
+        ({"inputs": ["x.jsonl"], "val_fraction": 0.1}, ConfigError, r"--val_fraction is set but --val_output_dir is not"),
+        ({"inputs": []}, ConfigError, r"give exactly one of --inputs"),
+        ({"inputs": ["x.jsonl"], "num_workers": 0}, ConfigError, r"--num_workers=0 must be a positive integer"),
+    ],
+)
+def test_prepare_input_errors(tmp_path, tokenizer_dir, monkeypatch, kwargs, error, match):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.jsonl").write_text('{"text": "a"}\n')
+    with pytest.raises(error, match=match):
+        prepare_shard(tmp_path / "out", tokenizer_dir, **kwargs)
+
+
+def test_prepare_needs_a_tokenizer(tmp_path):
+    with pytest.raises(ConfigError, match=r"--tokenizer_dir='.*' has no tokenizer.json or tokenizer.model"):
+        prepare_shard(tmp_path / "out", tmp_path, ["x.jsonl"])
+
+
+def test_documents_errors_name_the_line(tmp_path):
+    from midtrain.data.documents import read_documents
+
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"text": "ok"}\n{"body": "x"}\n')
+    with pytest.raises(DataError, match=r"a.jsonl:2 has no key 'text' \(has: body\)\. Set --text_key"):
+        list(read_documents(path, "text"))
+    path.write_text('{"text": "ok"}\n{oops\n')
+    with pytest.raises(DataError, match=r"a.jsonl:2 is not valid JSON"):
+        list(read_documents(path, "text"))
