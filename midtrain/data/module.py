@@ -1,0 +1,103 @@
+"""``ShardedMixedDataset``: the litgpt ``DataModule`` for sharded, mixed pretraining and midtraining data.
+
+Use it in a litgpt-style config as ``data: {class_path: midtrain.data.ShardedMixedDataset, init_args: ...}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from litgpt.data import DataModule
+from litgpt.tokenizer import Tokenizer
+from torch.utils.data import DataLoader
+
+from midtrain.data.args import MixtureArgs
+from midtrain.data.mixture import ResolvedMixture, resolve_mixture
+from midtrain.data.plan import MixturePlan
+from midtrain.data.stream import MixedStreamLoader, build_train_loader
+from midtrain.data.validation import HeldOutBlocks
+from midtrain.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ShardedMixedDataset(MixtureArgs, DataModule):
+    """Shards under ``data_path`` mixed exactly by the given weights, resumable across mixture changes.
+
+    ``connect`` sets the batch size and the context length (samples are ``max_seq_length + 1`` tokens);
+    ``train_dataloader()`` returns an endless loader with ``state_dict``/``load_state_dict`` and a ``ledger()``;
+    ``val_dataloader()`` covers all held-out data and ``val_dataloaders()`` gives one loader per domain.
+    """
+
+    val_samples_per_domain: int | None = None
+    """Cap on validation samples per domain (the first ones on disk, so the set is fixed); default all."""
+
+    tokenizer: Tokenizer | None = field(default=None, init=False, repr=False)
+    batch_size: int = field(default=1, init=False, repr=False)
+    seq_length: int = field(default=2048, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        DataModule.__init__(self)  # the dataclass __init__ set the fields; this sets up LightningDataModule
+        self._mixture: ResolvedMixture | None = None
+
+    def connect(self, tokenizer: Tokenizer | None = None, batch_size: int = 1, max_seq_length: int | None = None, **_) -> None:
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"--train.micro_batch_size={batch_size!r} must be a positive integer.")
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        if max_seq_length is not None:
+            if max_seq_length < 1:
+                raise ConfigError(f"--train.max_seq_length={max_seq_length!r} must be a positive integer.")
+            self.seq_length = max_seq_length
+
+    @property
+    def block_tokens(self) -> int:
+        return self.seq_length + 1
+
+    @property
+    def mixture(self) -> ResolvedMixture:
+        """The mixture resolved against the shards on disk (discovered once, on first use)."""
+        if self._mixture is None:
+            self._mixture = resolve_mixture(self)
+        return self._mixture
+
+    def setup(self, stage: str = "") -> None:
+        self.mixture  # discover and validate early, before any loader or model exists
+
+    def plan(self, max_tokens: int | None) -> MixturePlan:
+        return self.mixture.plan(self.seq_length, max_tokens, self.max_passes)
+
+    def train_dataloader(self) -> MixedStreamLoader:
+        mixture = self.mixture
+        members = mixture.used_shards()
+        self.plan(None)  # every used shard holds at least one sample of this length
+        return build_train_loader(
+            members,
+            [mixture.weights[s.id] for s in members],
+            block_tokens=self.block_tokens,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            sampling=self.sampling,
+            num_workers=self.num_workers,
+        )
+
+    def val_dataloaders(self) -> dict[str, DataLoader]:
+        """One loader per domain that has held-out shards, in domain order."""
+        shards = self.mixture.val_shards()
+        loaders = {}
+        for domain in dict.fromkeys(s.domain for s in shards):
+            dataset = HeldOutBlocks([s for s in shards if s.domain == domain], self.block_tokens, self.val_samples_per_domain)
+            if len(dataset):
+                loaders[domain] = DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=0)
+        return loaders
+
+    def val_dataloader(self) -> DataLoader | None:
+        """All held-out data (each domain's fixed set, concatenated) for litgpt's single validation loss."""
+        from torch.utils.data import ConcatDataset
+
+        datasets = [loader.dataset for loader in self.val_dataloaders().values()]
+        if not datasets:
+            return None
+        return DataLoader(ConcatDataset(datasets), batch_size=self.batch_size, shuffle=False, num_workers=0)

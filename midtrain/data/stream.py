@@ -1,0 +1,108 @@
+"""The mixed training stream as a PyTorch DataLoader with ``state_dict``/``load_state_dict``.
+
+Each rank's stream is the schedule of ``midtrain.data.schedule`` over the shards with positive weight; DataLoader
+worker w produces the batches b with ``b % num_workers == w`` (the order in which PyTorch collects them), so the
+sequence does not depend on the number of workers. The loader's main process counts the batches it hands out
+and so knows the exact state to save, whatever the workers have prefetched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from midtrain.data.discovery import Shard
+from midtrain.data.shard_reader import ShardReader
+from midtrain.data.stream_state import StreamTracker, Transition
+
+log = logging.getLogger(__name__)
+
+
+def distributed_rank_and_size() -> tuple[int, int]:
+    """Global rank and world size from torch.distributed, else the launcher's environment (torchrun/Lightning:
+    ``RANK``/``GLOBAL_RANK`` with ``WORLD_SIZE``), else a single process."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", os.environ.get("GLOBAL_RANK", "0")))
+    return (rank, world) if world > 1 else (0, 1)
+
+
+class MixedStream(IterableDataset):
+    """Endless samples (int64 tensors of ``block_tokens``) of one rank's stream, from a tracker snapshot."""
+
+    def __init__(self, tracker: StreamTracker, readers: Sequence[ShardReader], batch_size: int) -> None:
+        self.tracker = tracker
+        self.readers = list(readers)
+        self.batch_size = batch_size
+        self.start: dict = tracker.snapshot()
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        schedule, position, counts = self.tracker.replay(self.start)
+        bases = self.start["bases"]
+        batch_size = self.batch_size
+        batch = 0
+        while True:
+            draws = list(counts)  # counts before this batch: the draw number of each sample's shard
+            chosen = schedule.run(position, counts, batch_size)
+            position += batch_size
+            if batch % workers == worker:
+                for member in chosen:
+                    stream_pos = self.tracker.stream_position(member, draws[member], bases[member])
+                    draws[member] += 1
+                    yield torch.from_numpy(self.readers[member].read(stream_pos).astype("int64", copy=False))
+            batch += 1
+
+
+class MixedStreamLoader(DataLoader):
+    """A DataLoader over a ``MixedStream`` whose state is exact at batch granularity."""
+
+    def __init__(self, stream: MixedStream, num_workers: int, pin_memory: bool = False) -> None:
+        super().__init__(stream, batch_size=stream.batch_size, num_workers=num_workers, pin_memory=pin_memory,
+                         persistent_workers=False)
+        self.stream = stream
+        self.tracker = stream.tracker
+        self.last_transitions: list[Transition] = []
+
+    def __iter__(self):
+        # workers start from the batches actually handed out, not from what earlier workers prefetched
+        self.stream.start = self.tracker.snapshot()
+        for batch in super().__iter__():
+            self.tracker.advance(self.batch_size)
+            yield batch
+
+    def __len__(self) -> int:
+        raise TypeError("the mixed stream is endless; its length is set by the token budget, not the data")
+
+    def state_dict(self) -> dict:
+        return self.tracker.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.last_transitions = self.tracker.load_state_dict(state)
+
+    def ledger(self) -> dict:
+        return self.tracker.ledger()
+
+
+def build_train_loader(
+    members: Sequence[Shard],
+    weights: Sequence[float],
+    block_tokens: int,
+    batch_size: int,
+    seed: int,
+    sampling: str,
+    num_workers: int,
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> MixedStreamLoader:
+    if rank is None or world_size is None:
+        rank, world_size = distributed_rank_and_size()
+    tracker = StreamTracker(members, weights, block_tokens, seed, sampling, rank, world_size)
+    readers = [ShardReader(shard, block_tokens, seed) for shard in members]
+    return MixedStreamLoader(MixedStream(tracker, readers, batch_size), num_workers)
