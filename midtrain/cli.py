@@ -14,10 +14,10 @@ import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from midtrain.commands.mix import mix, mix_config_from_pretrain
-from midtrain.commands.prepare import prepare
+from midtrain.data.prepare import prepare_shard
 from midtrain.errors import ConfigError, MidtrainError
 
-COMMANDS: dict[str, Callable] = {"mix": mix, "prepare": prepare}
+COMMANDS: dict[str, Callable] = {"mix": mix, "prepare": prepare_shard}
 EXIT_BAD_INPUT = 2
 
 

@@ -3,7 +3,6 @@
 ``midtrain.data.ShardedMixedDataset`` takes exactly these fields; ``midtrain mix`` takes them as ``--data.*``.
 """
 
-from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path

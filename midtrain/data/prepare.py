@@ -199,7 +199,7 @@ def write_split(
 def prepare_shard(
     output_dir: Path,
     tokenizer_dir: Path,
-    inputs: Sequence[str] = (),
+    inputs: list[str] | str | None = None,
     hf_dataset: str | None = None,
     hf_split: str = "train",
     hf_subset: str | None = None,
@@ -211,7 +211,26 @@ def prepare_shard(
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
     overwrite: bool = False,
 ) -> list[dict]:
-    """Tokenize ``inputs`` (or ``hf_dataset``) into the shard ``output_dir``; returns the manifest of each split."""
+    """Tokenize raw text into one shard (EOS after every document), with an optional held-out shard.
+
+    Returns the manifest of each split written.
+
+    Args:
+        output_dir: The shard folder to write, e.g. ``data/train/c1`` (refused if not empty, unless ``overwrite``).
+        tokenizer_dir: A litgpt checkpoint or tokenizer folder (``tokenizer.json`` or ``tokenizer.model``).
+        inputs: Files, globs or folders of ``.jsonl``, ``.jsonl.gz``, ``.jsonl.zst``, ``.parquet`` or ``.txt``.
+        hf_dataset: Instead of ``inputs``: a Hugging Face dataset name or a local ``save_to_disk`` folder.
+        hf_split: Split of ``hf_dataset``.
+        hf_subset: Config (subset) name of ``hf_dataset``.
+        text_key: The JSON key or column holding the text (``.txt`` files are one document each).
+        val_fraction: Share of documents held out into ``val_output_dir`` (chosen by a hash of each document's place).
+        val_output_dir: Where the held-out shard goes; default: ``<root>/val/<name>`` for ``<root>/train/<name>``.
+        num_workers: Tokenizer processes.
+        batch_size: Documents encoded per batch.
+        chunk_tokens: Tokens per chunk file.
+        overwrite: Replace a non-empty ``output_dir`` (atomically, once the new shard is complete).
+    """
+    inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
     output_dir = Path(output_dir)
     tokenizer_dir = Path(tokenizer_dir)
     if not (tokenizer_dir / "tokenizer.json").is_file() and not (tokenizer_dir / "tokenizer.model").is_file():

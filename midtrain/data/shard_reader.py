@@ -46,6 +46,9 @@ class ShardReader:
         self.items_per_chunk = [dim // block_tokens for dim in shard.chunk_tokens]
         self.samples_per_pass = sum(self.items_per_chunk)
         self.dtype = _numpy_dtype(shard.data_format)
+        # samples keep the shard's integer width (half the inter-process traffic of int64); unsigned types widen
+        # to a signed one torch handles everywhere
+        self.sample_dtype = {np.dtype("uint16"): np.dtype("int32"), np.dtype("uint32"): np.dtype("int64")}.get(self.dtype, self.dtype)
         self._pass = -1
         self._order: list[int] = []
         self._ends: list[int] = []
@@ -99,7 +102,7 @@ class ShardReader:
     def read(self, position: int) -> np.ndarray:
         _, chunk, item = self.locate(position)
         start = item * self.block_tokens
-        return np.array(self._chunk_map(chunk)[start : start + self.block_tokens])
+        return np.array(self._chunk_map(chunk)[start : start + self.block_tokens], dtype=self.sample_dtype)
 
     def read_natural(self, index: int) -> np.ndarray:
         """Sample ``index`` in on-disk order (chunk by chunk), for fixed validation sets."""
@@ -108,4 +111,4 @@ class ShardReader:
             index -= self.items_per_chunk[chunk]
             chunk += 1
         start = index * self.block_tokens
-        return np.array(self._chunk_map(chunk)[start : start + self.block_tokens])
+        return np.array(self._chunk_map(chunk)[start : start + self.block_tokens], dtype=self.sample_dtype)

@@ -56,7 +56,7 @@ class MixedStream(IterableDataset):
                 for member in chosen:
                     stream_pos = self.tracker.stream_position(member, draws[member], bases[member])
                     draws[member] += 1
-                    yield torch.from_numpy(self.readers[member].read(stream_pos).astype("int64", copy=False))
+                    yield torch.from_numpy(self.readers[member].read(stream_pos))
             batch += 1
 
 

@@ -32,4 +32,4 @@ class HeldOutBlocks(Dataset):
             raise IndexError(index)
         slot = bisect.bisect_right(self.ends, index)
         within = index - (self.ends[slot - 1] if slot else 0)
-        return torch.from_numpy(self.readers[slot].read_natural(within).astype("int64", copy=False))
+        return torch.from_numpy(self.readers[slot].read_natural(within))

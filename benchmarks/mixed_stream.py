@@ -1,0 +1,134 @@
+"""Throughput and mixture accuracy of midtrain's mixed stream beside litdata's, measured side by side.
+
+    .venv/bin/python benchmarks/mixed_stream.py [--batches 400] [--total_tokens 24000000]
+
+Writes token shards (shard k holds tokens (k+1)*1e8 + position, so every sample names its source) into a
+temporary folder, then reads ``--batches`` batches of 8 x 2049 tokens (warm cache, median of 3) from:
+  single    one litdata StreamingDataset over the same total data (the speed ceiling)
+  combined  litdata CombinedStreamingDataset over the shards (weighted, iterate_over_all=False)
+  ours      midtrain's ShardedMixedDataset over the shards (exact schedule)
+with num_workers 0 and 2, and prints tokens/s and the ratios. Then prints the largest deviation of realised from
+target fractions over the first 100 / 1,000 / 10,000 samples of each mixed stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")
+BLOCK = 2049
+BATCH = 8
+BASE = 100_000_000
+
+
+def _tokens(spec):
+    import torch
+
+    start, count = spec
+    yield torch.arange(start, start + count, dtype=torch.int32)
+
+
+def write_shard(path: Path, start: int, n_tokens: int) -> None:
+    from litdata import TokensLoader, optimize
+
+    piece = 200_000
+    inputs = [(start + o, min(piece, n_tokens - o)) for o in range(0, n_tokens, piece)]
+    optimize(fn=_tokens, inputs=inputs, output_dir=str(path), chunk_size=BLOCK * 1024, item_loader=TokensLoader(),
+             num_workers=1, verbose=False)
+
+
+def time_loader(make_loader, batches: int) -> float:
+    rates = []
+    for _ in range(4):  # the first run warms the page cache and is dropped
+        loader = make_loader()
+        iterator = iter(loader)
+        next(iterator)
+        start = time.perf_counter()
+        for _ in range(batches):
+            next(iterator)
+        rates.append(batches * BATCH * BLOCK / (time.perf_counter() - start))
+        del iterator, loader
+    return statistics.median(rates[1:])
+
+
+def litdata_single(root: Path, workers: int):
+    from litdata import StreamingDataLoader, StreamingDataset, TokensLoader
+
+    dataset = StreamingDataset(str(root / "single"), item_loader=TokensLoader(block_size=BLOCK), shuffle=True, drop_last=True)
+    return StreamingDataLoader(dataset, batch_size=BATCH, num_workers=workers)
+
+
+def litdata_combined(root: Path, shards: int, workers: int, weights=None):
+    from litdata import CombinedStreamingDataset, StreamingDataLoader, StreamingDataset, TokensLoader
+
+    datasets = [StreamingDataset(str(root / f"mix{shards}" / str(k + 1)), item_loader=TokensLoader(block_size=BLOCK),
+                                 shuffle=True, drop_last=True) for k in range(shards)]
+    weights = weights or [1 / shards] * shards
+    combined = CombinedStreamingDataset(datasets, seed=42, iterate_over_all=False, weights=weights)
+    return StreamingDataLoader(combined, batch_size=BATCH, num_workers=workers)
+
+
+def ours(root: Path, shards: int, workers: int, weights=None):
+    from midtrain.data.module import ShardedMixedDataset
+
+    weights = weights or [1 / shards] * shards
+    literal = ",".join(f"main/{k + 1}:{w}" for k, w in enumerate(weights))
+    module = ShardedMixedDataset(data_path=root / f"mix{shards}", literal_weights_str=literal, num_workers=workers, max_passes=100)
+    module.connect(batch_size=BATCH, max_seq_length=BLOCK - 1)
+    return module.train_dataloader()
+
+
+def max_deviation(loader, weights, samples: int) -> float:
+    counts = [0] * len(weights)
+    iterator = iter(loader)
+    seen = 0
+    while seen < samples:
+        try:
+            batch = next(iterator)
+        except StopIteration:  # litdata ends the epoch when its first source runs out; training cycles on
+            iterator = iter(loader)
+            continue
+        for row in batch:
+            if seen == samples:
+                break
+            counts[int(row[0]) // BASE - 1] += 1
+            seen += 1
+    return max(abs(c / samples - w) for c, w in zip(counts, weights))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=600)
+    parser.add_argument("--total_tokens", type=int, default=24_000_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for shards in (4, 10):
+            for k in range(shards):
+                write_shard(root / f"mix{shards}" / str(k + 1), (k + 1) * BASE, args.total_tokens // shards)
+        write_shard(root / "single", BASE, args.total_tokens)
+        print(f"tokens/s (millions), {args.batches} batches of {BATCH} x {BLOCK} tokens, median of 3, warm cache")
+        print(f"{'shards':>6} {'workers':>7} {'single':>8} {'combined':>9} {'ours':>8} {'ours/single':>12} {'combined/single':>16} {'ours/combined':>14}")
+        for shards in (4, 10):
+            for workers in (0, 2):
+                single = time_loader(lambda: litdata_single(root, workers), args.batches)
+                combined = time_loader(lambda: litdata_combined(root, shards, workers), args.batches)
+                mine = time_loader(lambda: ours(root, shards, workers), args.batches)
+                print(f"{shards:>6} {workers:>7} {single / 1e6:>8.1f} {combined / 1e6:>9.1f} {mine / 1e6:>8.1f} "
+                      f"{mine / single:>12.2f} {combined / single:>16.2f} {mine / combined:>14.2f}")
+        print("\nlargest |realised - target| fraction over the first N samples (weights 0.7/0.2/0.05/0.05, 4 shards)")
+        weights = [0.7, 0.2, 0.05, 0.05]
+        print(f"{'N':>7} {'litdata combined':>17} {'ours':>10}")
+        for n in (100, 1_000, 10_000):
+            theirs = max_deviation(litdata_combined(root, 4, 0, weights), weights, n)
+            mine = max_deviation(ours(root, 4, 0, weights), weights, n)
+            print(f"{n:>7,} {theirs:>17.4f} {mine:>10.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+import random
+
+import pytest
+
+from midtrain.data.schedule import SCALE, ExactSchedule, RandomSchedule, quantise
+
+
+def random_mixture(rng: random.Random) -> list[float]:
+    k = rng.choice([1, 2, 3, 5, 8, 13, 30])
+    mode = rng.random()
+    if mode < 0.3:
+        raw = [rng.random() ** 4 + 1e-9 for _ in range(k)]
+    elif mode < 0.6:
+        raw = [1.0] + [rng.random() * 0.01 + 1e-9 for _ in range(k - 1)]
+    else:
+        raw = [rng.random() + 1e-9 for _ in range(k)]
+    return raw
+
+
+def test_quantise_sums_exactly_and_keeps_proportions():
+    weights = quantise([0.88, 0.12])
+    assert sum(weights) == SCALE and abs(weights[1] / SCALE - 0.12) < 1e-12
+    assert sum(quantise([1 / 3] * 3)) == SCALE
+
+
+def test_exact_schedule_holds_every_prefix_within_one_sample():
+    rng = random.Random(1234)
+    for _ in range(300):
+        int_weights = quantise(random_mixture(rng))
+        schedule = ExactSchedule(int_weights)
+        counts = [0] * len(int_weights)
+        for n, chosen in enumerate(schedule.run(0, counts[:], 2000), start=1):
+            counts[chosen] += 1
+            for i, w in enumerate(int_weights):
+                assert abs(counts[i] - round(w * n / SCALE)) <= 1, (int_weights, n, i)
+
+
+def test_exact_schedule_replays_from_any_position():
+    schedule = ExactSchedule(quantise([0.5, 0.3, 0.15, 0.05]))
+    whole = schedule.run(0, [0] * 4, 500)
+    counts = [0] * 4
+    first = schedule.run(0, counts, 137)
+    assert first + schedule.run(137, counts, 363) == whole
+
+
+def test_exact_schedule_paper_mixture_per_batch():
+    # main 0.95 + instruct 0.05: every 1024-sample batch holds 51 or 52 instruct samples (random draws vary ~±7)
+    schedule = ExactSchedule(quantise([0.95, 0.05]))
+    counts = [0, 0]
+    for step in range(20):
+        before = counts[1]
+        schedule.run(step * 1024, counts, 1024)
+        assert counts[1] - before in (51, 52)
+
+
+def test_random_schedule_is_counter_based_and_resumable():
+    weights = quantise([0.7, 0.2, 0.1])
+    whole = RandomSchedule(weights, seed=7, phase=0).run(0, [0] * 3, 9000)
+    counts = [0] * 3
+    resumed = RandomSchedule(weights, seed=7, phase=0).run(0, counts, 4100)
+    resumed += RandomSchedule(weights, seed=7, phase=0).run(4100, counts, 4900)
+    assert resumed == whole
+    assert abs(whole.count(2) / 9000 - 0.1) < 0.02
+    assert RandomSchedule(weights, seed=8, phase=0).run(0, [0] * 3, 100) != whole[:100]
+
+
+def test_schedule_rejects_bad_weights():
+    with pytest.raises(ValueError):
+        ExactSchedule([1, 2])

@@ -1,0 +1,64 @@
+import pytest
+
+from midtrain.data.discovery import Shard
+from midtrain.data.stream import distributed_rank_and_size
+from midtrain.data.stream_state import StreamTracker, render_transitions
+
+
+def shard(shard_id, domain, tokens, fingerprint="f0"):
+    return Shard(shard_id, domain, None, ("chunk-0-0.bin",), (tokens,), (1,), "no_header_tensor:16", fingerprint)
+
+
+def tracker(members, weights, world_size=1):
+    return StreamTracker(members, weights, block_tokens=10, seed=1, sampling="exact", rank=0, world_size=world_size)
+
+
+def test_tracker_state_round_trip_and_ledger():
+    main, code = shard("main/1", "main", 1000), shard("c1", "code", 100)
+    first = tracker([main, code], [0.75, 0.25], world_size=2)
+    first.advance(40)
+    state = first.state_dict()
+    assert state["shards"]["c1"]["consumed"] == 10 * 2 and state["shards"]["main/1"]["consumed"] == 30 * 2
+    second = tracker([main, code], [0.75, 0.25], world_size=2)
+    rows = second.load_state_dict(state)
+    assert second.snapshot() == first.snapshot()
+    assert {r.shard: r.status for r in rows} == {"main/1": "continued", "c1": "continued"}
+    ledger = second.ledger()
+    assert ledger["shards"]["c1"] == {"domain": "code", "samples": 20, "tokens": 180, "passes": 2.0, "completed_passes": 2}
+    assert ledger["domains"]["main"]["tokens"] == 60 * 9
+
+
+def test_new_world_size_starts_a_new_phase_at_the_same_cursors():
+    main = shard("main/1", "main", 1000)
+    first = tracker([main], [1.0], world_size=4)
+    first.advance(5)
+    second = tracker([main], [1.0], world_size=2)
+    second.load_state_dict(first.state_dict())
+    assert second.position == 0 and second.consumed(0) == 20 and len(second.phases) == 2
+    second.advance(3)
+    assert second.consumed(0) == 26
+
+
+def test_transition_table_lists_every_status():
+    first = tracker([shard("main/1", "main", 1000), shard("c1", "code", 100)], [0.5, 0.5])
+    first.advance(4)
+    second = tracker([shard("main/1", "main", 1000), shard("m1", "math", 100)], [0.5, 0.5])
+    table = render_transitions(second.load_state_dict(first.state_dict()))
+    assert "continued" in table and "started" in table and "dropped" in table
+    assert second.ledger()["phases"][0]["tokens"] == {"main/1": 18, "c1": 18}
+
+
+def test_rank_from_the_launcher_environment(monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("GLOBAL_RANK", "3")
+    assert distributed_rank_and_size() == (3, 4)
+    monkeypatch.setenv("RANK", "2")
+    assert distributed_rank_and_size() == (2, 4)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distributed_rank_and_size() == (0, 1)
+
+
+def test_tracker_needs_a_member():
+    with pytest.raises(ValueError):
+        tracker([], [])
