@@ -34,12 +34,18 @@ def mix(
     """
     mixture = resolve_mixture(data)
     plan = mixture.plan(seq_length, max_tokens, data.max_passes)
+    validation: dict[str, int] = {}
+    for shard in mixture.val_shards:
+        validation[shard.domain] = validation.get(shard.domain, 0) + shard.tokens
+    payload = {**plan.to_json(), "validation_tokens": validation}
     if format == "json":
-        print(json.dumps(plan.to_json(), indent=2))
+        print(json.dumps(payload, indent=2))
     else:
         print(f"Training shards: {mixture.train_root}   mixture: {mixture.spec.describe()} ({mixture.spec.flag})")
         print(render_plan(plan))
-    return plan.to_json()
+        held_out = ", ".join(f"{d} {t:,} tokens" for d, t in validation.items()) or "none"
+        print(f"\nValidation data ({mixture.val_root or 'no validation root'}): {held_out}")
+    return payload
 
 
 def data_init_args(data_section: Any, where: str) -> dict:

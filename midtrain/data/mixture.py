@@ -21,18 +21,14 @@ class ResolvedMixture:
     val_root: Path | None
     shards: tuple[Shard, ...]
     weights: dict[str, float]
+    val_shards: tuple[Shard, ...]
+    """Held-out shards (any domain found under the validation root), or none."""
 
     def used_shards(self) -> list[Shard]:
         return [s for s in self.shards if self.weights[s.id] > 0]
 
     def plan(self, seq_length: int, max_tokens: int | None, max_passes: float | None) -> MixturePlan:
         return make_plan(self.shards, self.weights, seq_length, max_tokens, max_passes)
-
-    def val_shards(self) -> list[Shard]:
-        """Held-out shards (any domain found under the validation root), or none."""
-        if self.val_root is None:
-            return []
-        return discover_shards(self.val_root, self.registry, flag="--data.val_data_path")
 
 
 def resolve_mixture(args: MixtureArgs) -> ResolvedMixture:
@@ -62,4 +58,6 @@ def resolve_mixture(args: MixtureArgs) -> ResolvedMixture:
         )
     shards = tuple(discover_shards(train_root, registry))
     weights = resolve_weights(spec, shards, registry)
-    return ResolvedMixture(spec, registry, train_root, val_root, shards, weights)
+    # held-out data is checked now too, so a broken validation shard fails before training, not at the first eval
+    val_shards = () if val_root is None else tuple(discover_shards(val_root, registry, flag="--data.val_data_path"))
+    return ResolvedMixture(spec, registry, train_root, val_root, shards, weights, val_shards)

@@ -5,7 +5,6 @@ Use it in a litgpt-style config as ``data: {class_path: midtrain.data.ShardedMix
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 from litgpt.data import DataModule
@@ -18,8 +17,6 @@ from midtrain.data.plan import MixturePlan
 from midtrain.data.stream import MixedStreamLoader, build_train_loader
 from midtrain.data.validation import HeldOutBlocks
 from midtrain.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -85,7 +82,7 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
 
     def val_dataloaders(self) -> dict[str, DataLoader]:
         """One loader per domain that has held-out shards, in domain order."""
-        shards = self.mixture.val_shards()
+        shards = self.mixture.val_shards
         loaders = {}
         for domain in dict.fromkeys(s.domain for s in shards):
             dataset = HeldOutBlocks([s for s in shards if s.domain == domain], self.block_tokens, self.val_samples_per_domain)

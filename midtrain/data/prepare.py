@@ -45,7 +45,10 @@ def is_held_out(unit_key: str, ordinal: int, val_fraction: float) -> bool:
 
 
 def encode_batch(tokenizer, texts: Sequence[str]) -> list[list[int]]:
-    """Token ids of each text as litgpt's ``Tokenizer.encode(text, eos=True)`` gives them, encoded as a batch."""
+    """Token ids of each text as litgpt's ``Tokenizer.encode(text, eos=True)`` gives them, encoded as a batch.
+
+    ``tokenizer`` is a litgpt ``Tokenizer`` or a ``BatchEncoder`` (the same ``backend``, ``processor``, ``bos_id``,
+    ``eos_id`` and ``use_bos``)."""
     if tokenizer.backend == "huggingface":
         encoded = [e.ids for e in tokenizer.processor.encode_batch(list(texts), add_special_tokens=True)]
     else:
@@ -64,12 +67,51 @@ def encode_batch(tokenizer, texts: Sequence[str]) -> list[list[int]]:
     return out
 
 
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What a worker needs to encode like litgpt: the special tokens are decided once, by litgpt's ``Tokenizer`` in
+    the parent process, so that workers need not import litgpt (~4 s each) just to encode."""
+
+    tokenizer_dir: str
+    backend: str
+    bos_id: int | None
+    eos_id: int
+    use_bos: bool
+
+    @classmethod
+    def from_tokenizer_dir(cls, tokenizer_dir: Path) -> EncoderSpec:
+        from litgpt.tokenizer import Tokenizer
+
+        tokenizer = Tokenizer(tokenizer_dir)
+        if tokenizer.eos_id is None:
+            raise ConfigError(
+                f"--tokenizer_dir={str(tokenizer_dir)!r} defines no EOS token, and prepare ends every document with "
+                "one. Add \"eos_token\" to its tokenizer_config.json."
+            )
+        return cls(str(tokenizer_dir), tokenizer.backend, tokenizer.bos_id, tokenizer.eos_id, tokenizer.use_bos)
+
+
+class BatchEncoder:
+    """The tokenizer's own processor (``tokenizers`` or ``sentencepiece``) with litgpt's special-token choices."""
+
+    def __init__(self, spec: EncoderSpec) -> None:
+        self.backend, self.bos_id, self.eos_id, self.use_bos = spec.backend, spec.bos_id, spec.eos_id, spec.use_bos
+        if spec.backend == "huggingface":
+            from tokenizers import Tokenizer
+
+            self.processor = Tokenizer.from_file(str(Path(spec.tokenizer_dir) / "tokenizer.json"))
+        else:
+            from sentencepiece import SentencePieceProcessor
+
+            self.processor = SentencePieceProcessor(model_file=str(Path(spec.tokenizer_dir) / "tokenizer.model"))
+
+
 @dataclass
 class TokenizeUnit:
     """The ``fn`` given to ``litdata.optimize``: tokenizes the documents of one unit (a file, or a range of rows of
     a Hugging Face dataset) that belong to ``split``; writes its counts to ``stats_dir``. Picklable for workers."""
 
-    tokenizer_dir: str
+    encoder: EncoderSpec
     text_key: str
     split: str
     val_fraction: float
@@ -81,7 +123,7 @@ class TokenizeUnit:
         import numpy as np
         import torch
 
-        tokenizer = _cached_tokenizer(self.tokenizer_dir)
+        tokenizer = _cached_encoder(self.encoder)
         key = unit[0]
         documents = tokens = 0
         batch: list[str] = []
@@ -113,16 +155,14 @@ class TokenizeUnit:
                 yield text
 
 
-_TOKENIZERS: dict = {}
+_ENCODERS: dict = {}
 _HF_DATASETS: dict = {}
 
 
-def _cached_tokenizer(tokenizer_dir: str):
-    if tokenizer_dir not in _TOKENIZERS:
-        from litgpt.tokenizer import Tokenizer
-
-        _TOKENIZERS[tokenizer_dir] = Tokenizer(tokenizer_dir)
-    return _TOKENIZERS[tokenizer_dir]
+def _cached_encoder(spec: EncoderSpec) -> BatchEncoder:
+    if spec not in _ENCODERS:
+        _ENCODERS[spec] = BatchEncoder(spec)
+    return _ENCODERS[spec]
 
 
 def _cached_hf_dataset(hf: tuple[str, str, str | None]):
@@ -263,6 +303,7 @@ def prepare_shard(
         targets.append(("val", val_output_dir, "--val_output_dir"))
     for _, target, flag in targets:
         check_output(target, flag, overwrite)
+    encoder = EncoderSpec.from_tokenizer_dir(tokenizer_dir)
     manifest = {
         "inputs": described_inputs,
         "text_key": text_key,
@@ -273,7 +314,7 @@ def prepare_shard(
     }
     records = []
     for split, target, _ in targets:
-        fn = TokenizeUnit(str(tokenizer_dir), text_key, split, val_fraction, batch_size,
+        fn = TokenizeUnit(encoder, text_key, split, val_fraction, batch_size,
                           str(target.parent / f".{target.name}.stats-{os.getpid()}"), hf)
         records.append(write_split(units, fn, target, num_workers, chunk_tokens, overwrite, manifest))
         log.info("Wrote %s split: %s documents, %s tokens -> %s", split, f"{records[-1]['documents']:,}",

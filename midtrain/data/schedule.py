@@ -35,8 +35,6 @@ def quantise(weights: Sequence[float]) -> list[int]:
 class ExactSchedule:
     """Greedy largest-deficit sequence over integer weights (see module docstring)."""
 
-    kind = "exact"
-
     def __init__(self, int_weights: Sequence[int]) -> None:
         if sum(int_weights) != SCALE or min(int_weights) <= 0:
             raise ValueError("int_weights must be positive and sum to SCALE")
@@ -63,8 +61,6 @@ class ExactSchedule:
 
 class RandomSchedule:
     """Independent weighted draws, counter-based so that any position can be replayed."""
-
-    kind = "random"
 
     def __init__(self, int_weights: Sequence[int], seed: int, phase: int) -> None:
         self.cumulative = list(np.cumsum(int_weights, dtype=np.int64) / SCALE)

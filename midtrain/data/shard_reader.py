@@ -45,6 +45,7 @@ class ShardReader:
         self.key = shard_key(shard.id)
         self.items_per_chunk = [dim // block_tokens for dim in shard.chunk_tokens]
         self.samples_per_pass = sum(self.items_per_chunk)
+        self._natural_ends = np.cumsum(self.items_per_chunk).tolist()
         self.dtype = _numpy_dtype(shard.data_format)
         # samples keep the shard's integer width (half the inter-process traffic of int64); unsigned types widen
         # to a signed one torch handles everywhere
@@ -79,15 +80,15 @@ class ShardReader:
                 self._item_orders.popitem(last=False)
         return order
 
-    def locate(self, position: int) -> tuple[int, int, int]:
-        """(pass, chunk index, item within chunk) of stream position ``position``."""
+    def locate(self, position: int) -> tuple[int, int]:
+        """(chunk index, item within chunk) of stream position ``position``."""
         pass_index, within = divmod(position, self.samples_per_pass)
         if pass_index != self._pass:
             self._enter_pass(pass_index)
         slot = bisect.bisect_right(self._ends, within)
         chunk = self._order[slot]
         offset = within - (self._ends[slot - 1] if slot else 0)
-        return pass_index, chunk, self._item_order(pass_index, chunk)[offset]
+        return chunk, self._item_order(pass_index, chunk)[offset]
 
     def _chunk_map(self, chunk: int) -> np.memmap:
         mapped = self._maps.get(chunk)
@@ -100,15 +101,13 @@ class ShardReader:
         return mapped
 
     def read(self, position: int) -> np.ndarray:
-        _, chunk, item = self.locate(position)
-        start = item * self.block_tokens
-        return np.array(self._chunk_map(chunk)[start : start + self.block_tokens], dtype=self.sample_dtype)
+        return self._read_item(*self.locate(position))
 
     def read_natural(self, index: int) -> np.ndarray:
         """Sample ``index`` in on-disk order (chunk by chunk), for fixed validation sets."""
-        chunk = 0
-        while index >= self.items_per_chunk[chunk]:
-            index -= self.items_per_chunk[chunk]
-            chunk += 1
-        start = index * self.block_tokens
+        chunk = bisect.bisect_right(self._natural_ends, index)
+        return self._read_item(chunk, index - (self._natural_ends[chunk - 1] if chunk else 0))
+
+    def _read_item(self, chunk: int, item: int) -> np.ndarray:
+        start = item * self.block_tokens
         return np.array(self._chunk_map(chunk)[start : start + self.block_tokens], dtype=self.sample_dtype)

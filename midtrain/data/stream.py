@@ -33,7 +33,8 @@ def distributed_rank_and_size() -> tuple[int, int]:
 
 
 class MixedStream(IterableDataset):
-    """Endless samples (int64 tensors of ``block_tokens``) of one rank's stream, from a tracker snapshot."""
+    """Endless samples (integer tensors of ``block_tokens`` tokens, in the shard's own width) of one rank's
+    stream, starting from ``start`` (a tracker snapshot)."""
 
     def __init__(self, tracker: StreamTracker, readers: Sequence[ShardReader], batch_size: int) -> None:
         self.tracker = tracker
@@ -54,7 +55,7 @@ class MixedStream(IterableDataset):
             position += batch_size
             if batch % workers == worker:
                 for member in chosen:
-                    stream_pos = self.tracker.stream_position(member, draws[member], bases[member])
+                    stream_pos = self.tracker.stream_position(draws[member], bases[member])
                     draws[member] += 1
                     yield torch.from_numpy(self.readers[member].read(stream_pos))
             batch += 1
@@ -66,13 +67,12 @@ class MixedStreamLoader(DataLoader):
     def __init__(self, stream: MixedStream, num_workers: int, pin_memory: bool = False) -> None:
         super().__init__(stream, batch_size=stream.batch_size, num_workers=num_workers, pin_memory=pin_memory,
                          persistent_workers=False)
-        self.stream = stream
         self.tracker = stream.tracker
         self.last_transitions: list[Transition] = []
 
     def __iter__(self):
         # workers start from the batches actually handed out, not from what earlier workers prefetched
-        self.stream.start = self.tracker.snapshot()
+        self.dataset.start = self.tracker.snapshot()
         for batch in super().__iter__():
             self.tracker.advance(self.batch_size)
             yield batch

@@ -93,7 +93,8 @@ class StreamTracker:
         schedule = make_schedule(self.sampling, self.int_weights, self.seed, snapshot["phase"])
         return schedule, snapshot["position"], list(snapshot["counts"])
 
-    def stream_position(self, member: int, draw: int, base: int) -> int:
+    def stream_position(self, draw: int, base: int) -> int:
+        """This rank's ``draw``-th sample (in the current phase) of a shard whose phase started at ``base``."""
         return base + draw * self.world_size + self.rank
 
     def consumed(self, member: int) -> int:

@@ -21,6 +21,7 @@ def test_mix_prints_an_exact_plan(data_root, capsys):
     assert rows["c1"]["weight"] == pytest.approx(0.2) and rows["main/1"]["weight"] == pytest.approx(0.35)
     assert sum(s["planned_tokens"] for s in plan["shards"]) == 6400 // 31 * 31
     assert plan["domains"]["math"]["planned_tokens"] == rows["m1"]["planned_tokens"]
+    assert plan["validation_tokens"] == {"main": 600, "code": 400, "math": 300}
     # m1: 1000 tokens in chunks of <= 4096 tokens hold 1000 // 32 = 31 samples of 32 tokens
     assert rows["m1"]["passes"] == pytest.approx(rows["m1"]["planned_tokens"] / 31 / 31)
 
@@ -30,6 +31,7 @@ def test_mix_table_is_readable(data_root, capsys):
                  "--max_tokens", "3200", "--seq_length", "31"]) == 0
     out = capsys.readouterr().out
     assert "Mixture plan: budget 3,200 tokens" in out and "c1" in out and "planned tokens" in out
+    assert "Validation data" in out and "code 400 tokens" in out
 
 
 def test_mix_reads_a_pretrain_config(data_root, tmp_path, capsys):

@@ -119,3 +119,16 @@ def test_documents_errors_name_the_line(tmp_path):
     path.write_text('{"text": "ok"}\n{oops\n')
     with pytest.raises(DataError, match=r"a.jsonl:2 is not valid JSON"):
         list(read_documents(path, "text"))
+
+
+def test_prepare_needs_an_eos_token(tmp_path, tokenizer_dir):
+    import shutil
+
+    broken = tmp_path / "tok"
+    shutil.copytree(tokenizer_dir, broken)
+    config = json.loads((broken / "tokenizer_config.json").read_text())
+    del config["eos_token"]
+    (broken / "tokenizer_config.json").write_text(json.dumps(config))
+    (tmp_path / "x.jsonl").write_text('{"text": "a"}\n')
+    with pytest.raises(ConfigError, match=r"defines no EOS token.*Add \"eos_token\""):
+        prepare_shard(tmp_path / "out", broken, [str(tmp_path / "x.jsonl")])

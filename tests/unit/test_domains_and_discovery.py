@@ -122,3 +122,16 @@ def test_data_roots_follow_the_papers_layout(tmp_path):
 
 def test_sort_key_orders_numbers_numerically():
     assert sorted(["c10", "main/10", "c2", "main/9"], key=shard_sort_key) == ["main/9", "main/10", "c2", "c10"]
+
+
+def test_broken_validation_shards_fail_when_the_mixture_is_resolved(tmp_path):
+    from midtrain.data.args import MixtureArgs
+    from midtrain.data.mixture import resolve_mixture
+
+    write_index_only(tmp_path / "train" / "1", [100])
+    write_index_only(tmp_path / "val" / "1", [10])
+    (tmp_path / "val" / "c1").mkdir()
+    with pytest.raises(DataError, match=r"looks like shard 'c1' but has no index.json"):
+        resolve_mixture(MixtureArgs(data_path=tmp_path))
+    (tmp_path / "val" / "c1").rmdir()
+    assert [s.id for s in resolve_mixture(MixtureArgs(data_path=tmp_path)).val_shards] == ["main/1"]
