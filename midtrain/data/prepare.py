@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import shutil
 from collections.abc import Iterator, Sequence
@@ -19,8 +18,9 @@ from pathlib import Path
 from midtrain.data.documents import expand_inputs, load_hf_dataset, read_documents
 from midtrain.data.discovery import INDEX_FILE
 from midtrain.errors import ConfigError, DataError
+from midtrain.distributed import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 MANIFEST_FILE = "midtrain_manifest.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
 DEFAULT_CHUNK_TOKENS = 1 << 24  # ~64 MB of int32 per chunk file; a chunk loses < one block to its tail

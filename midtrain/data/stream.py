@@ -8,8 +8,6 @@ and so knows the exact state to save, whatever the workers have prefetched.
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -18,18 +16,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from midtrain.data.discovery import Shard
 from midtrain.data.shard_reader import ShardReader
 from midtrain.data.stream_state import StreamTracker, Transition
-
-log = logging.getLogger(__name__)
-
-
-def distributed_rank_and_size() -> tuple[int, int]:
-    """Global rank and world size from torch.distributed, else the launcher's environment (torchrun/Lightning:
-    ``RANK``/``GLOBAL_RANK`` with ``WORLD_SIZE``), else a single process."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", os.environ.get("GLOBAL_RANK", "0")))
-    return (rank, world) if world > 1 else (0, 1)
+from midtrain.distributed import rank_and_world_size
 
 
 class MixedStream(IterableDataset):
@@ -102,7 +89,7 @@ def build_train_loader(
     world_size: int | None = None,
 ) -> MixedStreamLoader:
     if rank is None or world_size is None:
-        rank, world_size = distributed_rank_and_size()
+        rank, world_size = rank_and_world_size()
     tracker = StreamTracker(members, weights, block_tokens, seed, sampling, rank, world_size)
     readers = [ShardReader(shard, block_tokens, seed) for shard in members]
     return MixedStreamLoader(MixedStream(tracker, readers, batch_size), num_workers)

@@ -9,7 +9,6 @@ another: shared shards continue at their cursors, new shards start at 0, dropped
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,8 +16,9 @@ from midtrain.data.discovery import Shard
 from midtrain.data.plan import format_table
 from midtrain.data.schedule import make_schedule, quantise
 from midtrain.errors import ConfigError, DataError
+from midtrain.distributed import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 STATE_FORMAT = "midtrain.mixed_stream/1"
 
 

@@ -1,7 +1,7 @@
 import pytest
 
 from midtrain.data.discovery import Shard
-from midtrain.data.stream import distributed_rank_and_size
+from midtrain.distributed import RankZeroFilter, rank_and_world_size
 from midtrain.data.stream_state import StreamTracker, render_transitions
 
 
@@ -52,13 +52,29 @@ def test_rank_from_the_launcher_environment(monkeypatch):
     monkeypatch.delenv("RANK", raising=False)
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("GLOBAL_RANK", "3")
-    assert distributed_rank_and_size() == (3, 4)
+    assert rank_and_world_size() == (3, 4)
     monkeypatch.setenv("RANK", "2")
-    assert distributed_rank_and_size() == (2, 4)
+    assert rank_and_world_size() == (2, 4)
     monkeypatch.setenv("WORLD_SIZE", "1")
-    assert distributed_rank_and_size() == (0, 1)
+    assert rank_and_world_size() == (0, 1)
 
 
 def test_tracker_needs_a_member():
     with pytest.raises(ValueError):
         tracker([], [])
+
+
+def test_library_messages_only_on_rank_zero(monkeypatch, caplog):
+    import logging
+
+    from midtrain.distributed import get_logger
+
+    logger = get_logger("midtrain.data.example")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with caplog.at_level(logging.INFO, logger="midtrain"):
+        logger.info("from rank one")
+        monkeypatch.setenv("RANK", "0")
+        logger.info("from rank zero")
+    assert "from rank zero" in caplog.text and "from rank one" not in caplog.text
+    assert sum(isinstance(f, RankZeroFilter) for f in get_logger("midtrain.data.example").filters) == 1
