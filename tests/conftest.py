@@ -33,3 +33,16 @@ def data_root(tmp_path_factory):
     for k, (name, n_tokens) in enumerate(layout.items()):
         write_token_shard(root / name, (k + 1) * DOMAIN_BASE, n_tokens)
     return root
+
+
+@pytest.fixture(scope="session")
+def train_root(tmp_path_factory):
+    """Shards for training a tiny model: main/1, c1, m1 and their held-out sets, token ids inside a 4096 vocab,
+    each shard its own contiguous range (see ``tests/integration/train_helpers.py``)."""
+    from tests.helpers import write_token_shard
+    from tests.integration.train_helpers import TRAIN_SHARDS, VAL_SHARDS
+
+    root = tmp_path_factory.mktemp("train_data")
+    for name, (start, n_tokens) in {**TRAIN_SHARDS, **VAL_SHARDS}.items():
+        write_token_shard(root / name, start, n_tokens, doc_tokens=50, chunk_tokens=512)
+    return root

@@ -27,8 +27,10 @@ class ResolvedMixture:
     def used_shards(self) -> list[Shard]:
         return [s for s in self.shards if self.weights[s.id] > 0]
 
-    def plan(self, seq_length: int, max_tokens: int | None, max_passes: float | None) -> MixturePlan:
-        return make_plan(self.shards, self.weights, seq_length, max_tokens, max_passes)
+    def plan(
+        self, seq_length: int, max_tokens: int | None, max_passes: float | None, start_samples: dict[str, int] | None = None
+    ) -> MixturePlan:
+        return make_plan(self.shards, self.weights, seq_length, max_tokens, max_passes, start_samples)
 
 
 def resolve_mixture(args: MixtureArgs) -> ResolvedMixture:

@@ -16,7 +16,7 @@ from midtrain.data.mixture import ResolvedMixture, resolve_mixture
 from midtrain.data.plan import MixturePlan
 from midtrain.data.stream import MixedStreamLoader, build_train_loader
 from midtrain.data.validation import HeldOutBlocks
-from midtrain.errors import ConfigError
+from midtrain.errors import ConfigError, DataError
 
 
 @dataclass
@@ -63,10 +63,12 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
     def setup(self, stage: str = "") -> None:
         self.mixture  # discover and validate early, before any loader or model exists
 
-    def plan(self, max_tokens: int | None) -> MixturePlan:
-        return self.mixture.plan(self.seq_length, max_tokens, self.max_passes)
+    def plan(self, max_tokens: int | None, start_samples: dict[str, int] | None = None) -> MixturePlan:
+        """The plan for ``max_tokens`` more tokens, with ``start_samples`` per shard id already read."""
+        return self.mixture.plan(self.seq_length, max_tokens, self.max_passes, start_samples)
 
-    def train_dataloader(self) -> MixedStreamLoader:
+    def train_dataloader(self, rank: int | None = None, world_size: int | None = None) -> MixedStreamLoader:
+        """Rank and world size default to the running process group's (or the launcher's environment)."""
         mixture = self.mixture
         members = mixture.used_shards()
         self.plan(None)  # every used shard holds at least one sample of this length
@@ -78,23 +80,39 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
             seed=self.seed,
             sampling=self.sampling,
             num_workers=self.num_workers,
+            rank=rank,
+            world_size=world_size,
         )
+
+    def val_datasets(self, default_samples: int | None = None) -> dict[str, HeldOutBlocks]:
+        """Each domain's fixed held-out set: its first ``val_samples_per_domain`` samples (else
+        ``default_samples``, else all), for domains with at least one sample, in domain order."""
+        cap = self.val_samples_per_domain if self.val_samples_per_domain is not None else default_samples
+        shards = self.mixture.val_shards
+        datasets = {}
+        for domain in dict.fromkeys(s.domain for s in shards):
+            dataset = HeldOutBlocks([s for s in shards if s.domain == domain], self.block_tokens, cap)
+            if len(dataset):
+                datasets[domain] = dataset
+        return datasets
 
     def val_dataloaders(self) -> dict[str, DataLoader]:
         """One loader per domain that has held-out shards, in domain order."""
-        shards = self.mixture.val_shards
-        loaders = {}
-        for domain in dict.fromkeys(s.domain for s in shards):
-            dataset = HeldOutBlocks([s for s in shards if s.domain == domain], self.block_tokens, self.val_samples_per_domain)
-            if len(dataset):
-                loaders[domain] = DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=0)
-        return loaders
+        return {
+            domain: DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=0)
+            for domain, dataset in self.val_datasets().items()
+        }
 
-    def val_dataloader(self) -> DataLoader | None:
+    def val_dataloader(self) -> DataLoader:
         """All held-out data (each domain's fixed set, concatenated) for litgpt's single validation loss."""
         from torch.utils.data import ConcatDataset
 
-        datasets = [loader.dataset for loader in self.val_dataloaders().values()]
+        datasets = list(self.val_datasets().values())
         if not datasets:
-            return None
+            # litgpt's pretrain loop validates unconditionally and cannot take None; say what is missing instead
+            raise DataError(
+                f"no held-out shards for validation under {self.mixture.val_root or 'the data root'} "
+                "(--data.val_data_path). litgpt pretrain needs validation data: make it with 'midtrain prepare "
+                "--val_fraction 0.01' (or point --data.val_data_path at held-out shards)."
+            )
         return DataLoader(ConcatDataset(datasets), batch_size=self.batch_size, shuffle=False, num_workers=0)

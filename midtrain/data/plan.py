@@ -28,6 +28,8 @@ class ShardPlan:
     planned_samples: int
     planned_tokens: int
     passes: float
+    """Passes over the shard at the end of the budget, counting ``start_samples`` already read (a branch's trunk)."""
+    start_samples: int = 0
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,10 @@ def make_plan(
     seq_length: int,
     max_tokens: int | None,
     max_passes: float | None = None,
+    start_samples: Mapping[str, int] | None = None,
 ) -> MixturePlan:
-    """Resolve the budget into per-shard samples; raises if a used shard is too small or read too often."""
+    """Resolve the budget into per-shard samples; raises if a used shard is too small or read too often.
+    ``start_samples`` are samples already read per shard id (a branch continues its trunk's cursors)."""
     if not isinstance(seq_length, int) or seq_length < 1:
         raise ConfigError(f"--seq_length={seq_length!r} must be a positive integer (the model's context length).")
     if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
@@ -106,14 +110,15 @@ def make_plan(
                 "or use a shorter --seq_length."
             )
             continue
-        passes = count / samples if samples else 0.0
+        start = (start_samples or {}).get(shard.id, 0)
+        passes = (start + count) / samples if samples else 0.0
         if passes > max_passes:
             problems.add(
                 f"shard {shard.id!r} ({shard.domain}) would be read {passes:.2f} times ({count:,} samples from "
-                f"{samples:,}), more than {MAX_PASSES_FLAG}={max_passes:g}. Lower its weight, add data, lower the budget, "
+                f"{samples:,}{f', after {start:,} already read' if start else ''}), more than {MAX_PASSES_FLAG}={max_passes:g}. Lower its weight, add data, lower the budget, "
                 f"or allow it with {MAX_PASSES_FLAG}={math.ceil(passes)}."
             )
-        rows.append(ShardPlan(shard.id, shard.domain, shard.tokens, samples, weight, count, count * seq_length, passes))
+        rows.append(ShardPlan(shard.id, shard.domain, shard.tokens, samples, weight, count, count * seq_length, passes, start))
     problems.raise_if_any(DataError)
     return MixturePlan(tuple(rows), seq_length, max_tokens, total_samples, float(max_passes))
 

@@ -8,6 +8,7 @@ and so knows the exact state to save, whatever the workers have prefetched.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -65,7 +66,10 @@ class MixedStreamLoader(DataLoader):
             yield batch
 
     def __len__(self) -> int:
-        raise TypeError("the mixed stream is endless; its length is set by the token budget, not the data")
+        """Batches per rank in one *epoch*, taken to be as many samples as the used shards hold once. The stream
+        itself is endless; this serves litgpt's ``lr_warmup_fraction`` ("a fraction of an epoch")."""
+        tracker = self.tracker
+        return max(1, math.ceil(sum(tracker.samples_per_pass) / tracker.world_size / self.batch_size))
 
     def state_dict(self) -> dict:
         return self.tracker.state_dict()

@@ -60,6 +60,8 @@ class StreamTracker:
         self.bases = [0] * len(members)
         self.carried: dict[str, dict] = {}
         self.phases: list[dict] = [self._new_phase_record(0)]
+        self.announce_transitions = True
+        """Log the cursor table when a loaded state starts a new phase (off where the caller prints it itself)."""
         self._schedule = make_schedule(sampling, self.int_weights, seed, 0)
 
     # -- the schedule -------------------------------------------------------------------------------------
@@ -176,7 +178,7 @@ class StreamTracker:
         self.carried = {i: dict(v) for i, v in saved.items() if i not in self.ids}
         self._schedule = make_schedule(self.sampling, self.int_weights, self.seed, self.phase_index)
         transitions = self.transitions(saved)
-        if not same_phase:
+        if not same_phase and self.announce_transitions:
             log.info("Data mixture changed; shard cursors carried over by id:\n%s", render_transitions(transitions))
         return transitions
 

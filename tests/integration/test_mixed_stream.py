@@ -194,9 +194,11 @@ def source_val(token):
     return {5: "val/1", 6: "val/c1", 7: "val/m1"}[token // 1_000_000]
 
 
-def test_no_validation_data_gives_no_loader(data_root):
+def test_no_validation_data_gives_no_loaders_and_a_clear_error_for_litgpt(data_root):
     module = make_module(data_root / "train", mix_weights_str=MIX)
-    assert module.val_dataloaders() == {} and module.val_dataloader() is None
+    assert module.val_dataloaders() == {} and module.val_datasets() == {}
+    with pytest.raises(DataError, match=r"no held-out shards .* litgpt pretrain needs validation data"):
+        module.val_dataloader()
 
 
 def test_data_module_from_a_litgpt_style_config(data_root):

@@ -1,0 +1,1 @@
+"""Training: the loop, LR schedules, budgets, checkpoints (resume and branch), validation, metrics, preemption."""

@@ -1,0 +1,63 @@
+"""Config groups for ``midtrain pretrain``: litgpt's ``train``/``eval`` keys plus ours (budgets, LR schedules,
+checkpoint retention), with the spellings of the paper's fork accepted.
+
+No ``from __future__ import annotations`` here: jsonargparse reads these annotations to build the CLI.
+"""
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from litgpt.args import EvalArgs as LitEvalArgs
+from litgpt.args import TrainArgs as LitTrainArgs
+
+LRSchedulerName = Literal["cosine", "wsd", "linear", "constant", "decay"]
+
+
+
+@dataclass
+class TrainArgs(LitTrainArgs):
+    """litgpt's training arguments plus midtrain's. A *step* is an optimizer step; an *iteration* is one
+    forward/backward on one micro-batch (``global_batch_size / (micro_batch_size * ranks)`` iterations per step)."""
+
+    lr_warmup_steps: int | None = None
+    """Optimizer steps of linear warmup. With neither this nor ``lr_warmup_fraction`` set, litgpt's 2000 (capped at
+    the run's length)."""
+    lr_warmup_fraction: float | None = None
+    """Warmup as a fraction of the run's total steps (the horizon), instead of ``lr_warmup_steps``."""
+    max_steps: int | None = None
+    """Total optimizer steps of the run: the LR schedule's horizon (alternative to ``max_tokens``)."""
+    max_additional_steps: int | None = None
+    """Stop after this many optimizer steps in this invocation (saving a checkpoint); the horizon is unchanged."""
+    max_iters: int | None = None
+    """The paper fork's cap: total micro-batch iterations. Sets the horizon when neither ``max_tokens`` nor
+    ``max_steps`` is given; otherwise the run also stops when it is reached."""
+    max_time: float | None = None
+    """Seconds of training in this invocation; then save and exit with the 'preempted' status, to be resumed."""
+    lr_scheduler: LRSchedulerName = "cosine"
+    """``cosine``; ``wsd`` (warmup, stable, linear decay); ``linear``; ``constant``; ``decay`` (linear from the LR in
+    effect where this run starts, e.g. a branch point, down to ``min_lr`` at the horizon)."""
+    stable_steps: int | None = None
+    """``wsd``: steps at the peak after warmup; decay starts after them."""
+    decay_fraction: float | None = None
+    """``wsd``: fraction of the total steps spent decaying, at the end (instead of ``stable_steps``; default 0.1)."""
+    max_lr: float | None = None
+    """Peak LR. Default: the optimizer's ``lr``. Given, it replaces the optimizer's ``lr``."""
+    keep_last_checkpoints: int | None = None
+    """Keep only the newest N ``step-*`` checkpoints (plus ``keep_checkpoint_steps``); default keep all."""
+    keep_checkpoint_steps: list[int] = field(default_factory=list)
+    """Steps whose checkpoints are always kept (e.g. the branch points 20000, 30000, 40000, 50000)."""
+
+    def __post_init__(self) -> None:
+        # litgpt's checks raise plain ValueErrors during parsing; ours are collected in ``midtrain.train.budget``
+        # and reported together with the key and the fix.
+        pass
+
+
+@dataclass
+class EvalArgs(LitEvalArgs):
+    """litgpt's evaluation arguments. ``max_iters`` × ``train.micro_batch_size`` held-out samples per domain (the
+    first ones on disk, or ``data.val_samples_per_domain``) form each domain's fixed validation set, the same
+    whatever the number of ranks."""
+
+    interval: int = 1000
+    """Optimizer steps between validations."""

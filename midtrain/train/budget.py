@@ -1,0 +1,127 @@
+"""The run's length and its stop criteria, resolved from the ``train`` keys (pure logic, no torch).
+
+The horizon (``total_steps``) is absolute: a branch from step 40,000 of a 61,035-step trunk ends at 61,035 like
+the trunk, so restarts never edit "steps remaining" into a config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from midtrain.errors import ConfigError, Problems
+
+
+@dataclass(frozen=True)
+class Budget:
+    total_steps: int
+    """The horizon: optimizer steps of the whole run (over its lineage), the LR schedule's length."""
+    accumulation_iters: int
+    """Micro-batches per rank per optimizer step."""
+    micro_batch_size: int
+    global_batch_size: int
+    world_size: int
+    seq_length: int
+    max_iters: int | None
+    """Stop at this many micro-batch iterations (the paper fork's cap), if given."""
+    max_additional_steps: int | None
+    max_time_s: float | None
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.global_batch_size * self.seq_length
+
+    def stop_step(self, start_step: int) -> int:
+        """The last step this invocation may reach, from the horizon and the per-invocation caps."""
+        stop = self.total_steps
+        if self.max_additional_steps is not None:
+            stop = min(stop, start_step + self.max_additional_steps)
+        if self.max_iters is not None:
+            stop = min(stop, self.max_iters // self.accumulation_iters)
+        return stop
+
+    def stop_reason(self, stop_step: int, start_step: int) -> str:
+        """Which per-invocation cap ``stop_step`` came from."""
+        if self.max_additional_steps is not None and stop_step == start_step + self.max_additional_steps:
+            return "max_additional_steps"
+        return "max_iters"
+
+
+def _positive_int(problems: Problems, flag: str, value: Any, allow_none: bool = True) -> bool:
+    if value is None:
+        return allow_none
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        problems.add(f"--{flag}={value!r} must be a positive integer.")
+        return False
+    return True
+
+
+def resolve_budget(train: Any, world_size: int, seq_length: int) -> Budget:
+    """``train`` is a ``TrainArgs``; every inconsistency is reported at once, naming the flags."""
+    problems = Problems()
+    for name in ("micro_batch_size", "global_batch_size", "log_interval"):
+        _positive_int(problems, f"train.{name}", getattr(train, name), allow_none=False)
+    for name in ("save_interval", "max_steps", "max_tokens", "max_iters", "max_additional_steps"):
+        _positive_int(problems, f"train.{name}", getattr(train, name))
+    if train.epochs is not None:
+        problems.add(
+            f"--train.epochs={train.epochs!r} is not used by pretraining: the length comes from the token budget. "
+            "Remove it and set --train.max_tokens (or --train.max_steps)."
+        )
+    if train.max_time is not None and not train.max_time > 0:
+        problems.add(f"--train.max_time={train.max_time!r} must be a positive number of seconds.")
+    if train.max_norm is not None and not train.max_norm > 0:
+        problems.add(f"--train.max_norm={train.max_norm!r} must be positive (or unset for no gradient clipping).")
+    problems.raise_if_any(ConfigError)
+
+    per_step = train.micro_batch_size * world_size
+    if train.global_batch_size % per_step:
+        raise ConfigError(
+            f"--train.global_batch_size={train.global_batch_size} is not a multiple of --train.micro_batch_size="
+            f"{train.micro_batch_size} × {world_size} rank(s) = {per_step}. Set it to a multiple of {per_step}, e.g. "
+            f"{max(per_step, train.global_batch_size // per_step * per_step)}."
+        )
+    accumulation = train.global_batch_size // per_step
+    tokens_per_step = train.global_batch_size * seq_length
+
+    horizons = {}
+    if train.max_steps is not None:
+        horizons["--train.max_steps"] = train.max_steps
+    if train.max_tokens is not None:
+        if train.max_tokens < tokens_per_step:
+            raise ConfigError(
+                f"--train.max_tokens={train.max_tokens:,} is less than one optimizer step ({tokens_per_step:,} tokens = "
+                f"global_batch_size {train.global_batch_size} × {seq_length} tokens). Raise it."
+            )
+        horizons["--train.max_tokens"] = train.max_tokens // tokens_per_step
+    if len(set(horizons.values())) > 1:
+        raise ConfigError(
+            f"--train.max_steps={train.max_steps:,} and --train.max_tokens={train.max_tokens:,} "
+            f"({train.max_tokens // tokens_per_step:,} steps of {tokens_per_step:,} tokens) give different run lengths. "
+            "Set only one of them."
+        )
+    if horizons:
+        total_steps = next(iter(horizons.values()))
+    elif train.max_iters is not None:
+        if train.max_iters % accumulation:
+            raise ConfigError(
+                f"--train.max_iters={train.max_iters:,} micro-batch iterations is not a whole number of optimizer steps "
+                f"({accumulation} iterations each). Set it to a multiple of {accumulation}, or set --train.max_steps."
+            )
+        total_steps = train.max_iters // accumulation
+    else:
+        raise ConfigError(
+            "the run has no length: set --train.max_tokens (total tokens, as litgpt) or --train.max_steps (optimizer "
+            "steps). It is the LR schedule's horizon; a branch uses the trunk's, so both end at the same step."
+        )
+    return Budget(
+        total_steps=total_steps,
+        accumulation_iters=accumulation,
+        micro_batch_size=train.micro_batch_size,
+        global_batch_size=train.global_batch_size,
+        world_size=world_size,
+        seq_length=seq_length,
+        max_iters=train.max_iters,
+        max_additional_steps=train.max_additional_steps,
+        max_time_s=train.max_time,
+    )

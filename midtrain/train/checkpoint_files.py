@@ -1,0 +1,127 @@
+"""Checkpoint folders on disk (pure file logic, no torch): names, discovery, atomic publication, retention.
+
+A checkpoint is written into a hidden sibling (``.step-00001000.partial``) and renamed into place only when
+complete, so a crash or kill during a save leaves the previous checkpoints intact and a partial one is never
+found. Every complete checkpoint holds ``checkpoint.json`` (step, counters, lineage), read without torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from midtrain.errors import ConfigError
+
+MODEL_FILE = "lit_model.pth"
+INFO_FILE = "checkpoint.json"
+FINAL = "final"
+_STEP_DIR = re.compile(r"^step-(\d{8,})$")
+
+
+def step_dir_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def partial_dir(out_dir: Path, name: str) -> Path:
+    return out_dir / f".{name}.partial"
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    path: Path
+    """The checkpoint folder (holding ``lit_model.pth``)."""
+    step: int
+    info: dict
+
+    @property
+    def model_file(self) -> Path:
+        return self.path / MODEL_FILE
+
+
+def read_info(folder: Path) -> CheckpointInfo | None:
+    """The checkpoint in ``folder`` if it is complete; None otherwise."""
+    if not (folder / MODEL_FILE).is_file():
+        return None
+    info_file = folder / INFO_FILE
+    if info_file.is_file():
+        info = json.loads(info_file.read_text())
+        return CheckpointInfo(folder, int(info["step"]), info)
+    match = _STEP_DIR.match(folder.name)  # written by plain litgpt: the folder name carries the step
+    return CheckpointInfo(folder, int(match.group(1)), {}) if match else None
+
+
+def list_checkpoints(out_dir: Path) -> list[CheckpointInfo]:
+    """Complete checkpoints directly under ``out_dir`` (``step-*`` and ``final``), by step (final last on ties)."""
+    if not out_dir.is_dir():
+        return []
+    found = []
+    for child in out_dir.iterdir():
+        if child.is_dir() and (_STEP_DIR.match(child.name) or child.name == FINAL):
+            checkpoint = read_info(child)
+            if checkpoint is not None:
+                found.append(checkpoint)
+    return sorted(found, key=lambda c: (c.step, c.path.name == FINAL))
+
+
+def latest_checkpoint(out_dir: Path) -> CheckpointInfo | None:
+    checkpoints = list_checkpoints(out_dir)
+    return checkpoints[-1] if checkpoints else None
+
+
+def checkpoint_folder(value: str | Path, flag: str) -> CheckpointInfo:
+    """A checkpoint given by its folder or its ``lit_model.pth``; a clear error when it is not one."""
+    path = Path(value).expanduser()
+    folder = path.parent if path.name == MODEL_FILE or path.suffix == ".pth" else path
+    if not folder.exists():
+        raise ConfigError(f"{flag}={str(value)!r} does not exist. Point it at a checkpoint folder (e.g. out/trunk/step-00020000).")
+    checkpoint = read_info(folder)
+    if checkpoint is None:
+        candidates = ", ".join(c.path.name for c in list_checkpoints(folder)[-3:])
+        hint = f" It is a run folder; name one of its checkpoints, e.g. {folder / candidates.split(', ')[-1]}." if candidates else ""
+        raise ConfigError(
+            f"{flag}={str(value)!r} is not a complete checkpoint (no {MODEL_FILE} in {folder}).{hint}"
+        )
+    if checkpoint.step == 0 and not checkpoint.info:
+        raise ConfigError(f"{flag}={str(value)!r}: cannot tell the step of this checkpoint (no {INFO_FILE}, and its folder is not step-XXXXXXXX).")
+    return checkpoint
+
+
+def publish(staging: Path, target: Path) -> None:
+    """Move a fully written checkpoint folder into place; an existing one of the same name is replaced."""
+    if target.exists():
+        # rename the old one away first: at every moment one complete copy exists under a findable or hidden name
+        retired = target.parent / f".{target.name}.retired"
+        shutil.rmtree(retired, ignore_errors=True)
+        os.replace(target, retired)
+        os.replace(staging, target)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, target)
+
+
+def remove_partials(out_dir: Path) -> list[Path]:
+    """Delete what interrupted saves left behind (hidden ``.partial``/``.retired`` folders)."""
+    removed = []
+    if out_dir.is_dir():
+        for child in out_dir.iterdir():
+            if child.name.endswith(".retired") and not (out_dir / child.name[1 : -len(".retired")]).exists():
+                os.replace(child, out_dir / child.name[1 : -len(".retired")])  # killed mid-replace: restore it
+            elif child.is_dir() and child.name.startswith(".") and child.name.endswith((".partial", ".retired")):
+                shutil.rmtree(child, ignore_errors=True)
+                removed.append(child)
+    return removed
+
+
+def prune(out_dir: Path, keep_last: int | None, keep_steps: set[int]) -> list[Path]:
+    """Delete ``step-*`` checkpoints beyond the newest ``keep_last``, except those at ``keep_steps``."""
+    if keep_last is None:
+        return []
+    steps = [c for c in list_checkpoints(out_dir) if c.path.name != FINAL]
+    doomed = [c for c in steps[: max(0, len(steps) - keep_last)] if c.step not in keep_steps]
+    for checkpoint in doomed:
+        shutil.rmtree(checkpoint.path)
+    return [c.path for c in doomed]

@@ -1,0 +1,61 @@
+"""Writing checkpoints in litgpt's layout, atomically, on any number of ranks.
+
+``<out_dir>/step-XXXXXXXX/`` (or ``final/``) holds ``lit_model.pth`` (model, optimizer, ``train_dataloader``
+cursors, ``iter_num``, ``step_count``, as litgpt's pretrain saves it), ``model_config.yaml``,
+``hyperparameters.yaml``, the tokenizer files, ``ledger.json`` and ``checkpoint.json``. litgpt's own tools
+(``convert_pretrained_checkpoint``, ``generate``, ``finetune``) read it as one of theirs.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import yaml
+from litgpt.config import Config
+from litgpt.utils import save_config
+
+from midtrain.train import checkpoint_files as files
+from midtrain.train.run_dir import write_json_atomic
+from midtrain.train.startup import TOKENIZER_FILES
+
+
+class Checkpointer:
+    def __init__(
+        self,
+        fabric,
+        out_dir: Path,
+        model_config: Config,
+        tokenizer_dir: Path | None,
+        hyperparameters: dict,
+        keep_last: int | None,
+        keep_steps: set[int],
+    ) -> None:
+        self.fabric, self.out_dir, self.model_config = fabric, out_dir, model_config
+        self.tokenizer_dir, self.hyperparameters = tokenizer_dir, hyperparameters
+        self.keep_last, self.keep_steps = keep_last, keep_steps
+
+    def save(self, state: dict, step: int, final: bool, info: dict, ledger: dict) -> Path:
+        fabric = self.fabric
+        name = files.FINAL if final else files.step_dir_name(step)
+        staging, target = files.partial_dir(self.out_dir, name), self.out_dir / name
+        if fabric.global_rank == 0:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        fabric.barrier()
+        fabric.save(staging / files.MODEL_FILE, state)
+        fabric.barrier()
+        if fabric.global_rank == 0:
+            save_config(self.model_config, staging)
+            (staging / "hyperparameters.yaml").write_text(yaml.safe_dump(self.hyperparameters, sort_keys=False))
+            if self.tokenizer_dir is not None:
+                for file_name in TOKENIZER_FILES:
+                    if (self.tokenizer_dir / file_name).is_file():
+                        shutil.copy(self.tokenizer_dir / file_name, staging / file_name)
+            write_json_atomic(staging / "ledger.json", ledger)
+            write_json_atomic(staging / files.INFO_FILE, {**info, "step": step, "final": final})
+            files.publish(staging, target)
+            files.prune(self.out_dir, self.keep_last, self.keep_steps)
+        fabric.barrier()
+        fabric.print(f"Saved checkpoint {target}")
+        return target

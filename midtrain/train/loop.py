@@ -1,0 +1,173 @@
+"""The training loop: optimizer steps of gradient-accumulated micro-batches, with logging, validation,
+checkpointing and the stop criteria. It knows nothing of configs, files or schedulers' signals beyond what it is
+handed; ``midtrain.train.run`` assembles it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+
+import torch
+from litgpt.utils import chunked_cross_entropy
+from torch.utils.data import Dataset
+
+from midtrain.distributed import get_logger
+from midtrain.train.budget import Budget
+from midtrain.train.lr_schedule import LRSchedule
+from midtrain.train.preemption import StopRequest
+from midtrain.train.validation import validate
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Counters:
+    """What the loop advances; saved in every checkpoint (``step_count``/``iter_num`` as litgpt names them)."""
+
+    step: int = 0
+    iter_num: int = 0
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    log_interval: int
+    eval_interval: int
+    save_interval: int | None
+    max_norm: float | None
+    initial_validation: bool
+    final_validation: bool
+
+
+class Trainer:
+    def __init__(
+        self,
+        fabric,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loader,
+        budget: Budget,
+        schedule: LRSchedule,
+        settings: LoopSettings,
+        val_sets: Mapping[str, Dataset],
+        save: Callable[[Counters, bool], None],
+        domain_tokens: Callable[[], dict[str, int]],
+        metrics,
+    ) -> None:
+        self.fabric, self.model, self.optimizer, self.loader = fabric, model, optimizer, loader
+        self.budget, self.schedule, self.settings = budget, schedule, settings
+        self.val_sets, self.save, self.domain_tokens = val_sets, save, domain_tokens
+        self.metrics = metrics  # has log_dict(metrics, step)
+
+    def fit(self, counters: Counters, stop_request: StopRequest) -> str:
+        """Train from ``counters`` until a stop criterion; returns why it stopped (``finished`` if the horizon was
+        reached, else the criterion). A checkpoint is saved whenever it stops."""
+        fabric, budget, settings = self.fabric, self.budget, self.settings
+        start_step = counters.step
+        stop_step = budget.stop_step(start_step)
+        if settings.initial_validation and self.val_sets:
+            self.log_validation(counters.step)
+        batches = iter(self.loader)
+        started = self.fit_started = time.perf_counter()
+        window = _Window(started, counters.step)
+        saved_step = None
+        reason = "finished" if counters.step >= budget.total_steps else None
+        while reason is None:
+            if counters.step >= stop_step:
+                reason = budget.stop_reason(stop_step, start_step)
+                break
+            lr = self.schedule.lr_at(counters.step)
+            loss = self.optimizer_step(batches, lr)
+            counters.step += 1
+            counters.iter_num += budget.accumulation_iters
+            window.add(loss)
+            if counters.step % settings.log_interval == 0:
+                self.log_training(counters, lr, window)
+            if self.val_sets and counters.step % settings.eval_interval == 0 and counters.step < budget.total_steps:
+                self.log_validation(counters.step)
+            reason = self.stop_reason(counters, stop_request, started)
+            if settings.save_interval and counters.step % settings.save_interval == 0 and reason != "finished":
+                self.save(counters, False)
+                saved_step = counters.step
+        if reason == "finished" and settings.final_validation and self.val_sets:
+            self.log_validation(counters.step)
+        if saved_step != counters.step or reason == "finished":
+            self.save(counters, reason == "finished")
+        return reason
+
+    def optimizer_step(self, batches: Iterator[torch.Tensor], lr: float) -> torch.Tensor:
+        fabric, model, accumulation = self.fabric, self.model, self.budget.accumulation_iters
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total = torch.zeros((), device=fabric.device)
+        for i in range(accumulation):
+            batch = next(batches).to(fabric.device, non_blocking=True).long()
+            with fabric.no_backward_sync(model, enabled=i < accumulation - 1):
+                logits = model(batch[:, :-1])
+                loss = chunked_cross_entropy(logits, batch[:, 1:])
+                fabric.backward(loss / accumulation)
+            total += loss.detach()
+        if self.settings.max_norm is not None:
+            fabric.clip_gradients(model, self.optimizer, max_norm=self.settings.max_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total / accumulation
+
+    def stop_reason(self, counters: Counters, stop_request: StopRequest, started: float) -> str | None:
+        if counters.step >= self.budget.total_steps:
+            return "finished"
+        out_of_time = self.budget.max_time_s is not None and time.perf_counter() - started >= self.budget.max_time_s
+        local = stop_request.signal_name is not None or out_of_time
+        # every rank must agree, or one would wait forever in the next collective
+        if not self.fabric.strategy.reduce_boolean_decision(local, all=False):
+            return None
+        if stop_request.signal_name is not None:
+            return f"signal {stop_request.signal_name}"
+        return "max_time" if out_of_time else "stop requested on another rank"
+
+    def log_training(self, counters: Counters, lr: float, window: _Window) -> None:
+        loss = self.fabric.all_reduce(window.mean_loss(), reduce_op="mean").item()
+        now = time.perf_counter()
+        steps = counters.step - window.start_step
+        tokens_per_s = steps * self.budget.tokens_per_step / max(now - window.start_time, 1e-9)
+        metrics = {
+            "train/loss": loss,
+            "train/lr": lr,
+            "train/tokens_per_s": tokens_per_s,
+            "train/tokens": counters.step * self.budget.tokens_per_step,
+            "train/iter": counters.iter_num,
+            "train/time_s": now - self.fit_started,
+        }
+        metrics.update({f"data/{domain}/tokens": tokens for domain, tokens in self.domain_tokens().items()})
+        self.metrics.log_dict(metrics, step=counters.step)
+        self.fabric.print(
+            f"step {counters.step:,}/{self.budget.total_steps:,} | loss {loss:.4f} | lr {lr:.3e} | "
+            f"{tokens_per_s:,.0f} tok/s"
+        )
+        window.reset(now, counters.step)
+
+    def log_validation(self, step: int) -> dict[str, float]:
+        started = time.perf_counter()
+        losses = validate(self.fabric, self.model, self.val_sets, self.budget.micro_batch_size)
+        self.metrics.log_dict({f"val/{domain}/loss": value for domain, value in losses.items()}, step=step)
+        shown = ", ".join(f"{domain} {value:.4f}" for domain, value in losses.items())
+        self.fabric.print(f"step {step:,} | validation loss: {shown} ({time.perf_counter() - started:.1f} s)")
+        return losses
+
+
+class _Window:
+    """Losses and time since the last log line."""
+
+    def __init__(self, start_time: float, start_step: int) -> None:
+        self.reset(start_time, start_step)
+
+    def reset(self, start_time: float, start_step: int) -> None:
+        self.start_time, self.start_step = start_time, start_step
+        self.losses: list[torch.Tensor] = []
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.losses.append(loss)
+
+    def mean_loss(self) -> torch.Tensor:
+        return torch.stack(self.losses).mean()

@@ -1,0 +1,34 @@
+"""Stop requests from the scheduler: SIGUSR1 or SIGTERM (SLURM's ``--signal``) ask the run to finish its current
+optimizer step, save a checkpoint and exit with ``EXIT_PREEMPTED`` so the sbatch script can requeue it."""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+
+# EX_TEMPFAIL from sysexits.h: "temporary failure, the user is invited to retry". The run saved a checkpoint and
+# is not finished; `resume: auto` continues it exactly. Also used when train.max_time runs out.
+EXIT_PREEMPTED = 75
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+
+
+class StopRequest:
+    """Installs handlers for the stop signals while active; ``signal_name`` is set once one arrives."""
+
+    def __init__(self, signals: tuple[signal.Signals, ...] = STOP_SIGNALS) -> None:
+        self.signals = signals
+        self.signal_name: str | None = None
+        self._previous: dict[signal.Signals, object] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signal_name = signal.Signals(signum).name
+
+    def __enter__(self) -> StopRequest:
+        for sig in self.signals:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()

@@ -1,0 +1,207 @@
+"""Running a planned pretraining/midtraining run: launch Fabric, build the model, optimizer and data stream,
+restore a checkpoint (resume or branch), train, save. ``midtrain.train.startup.plan_run`` has already checked
+everything that can be checked without an accelerator.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.fabric.strategies import DDPStrategy, FSDPStrategy
+from litgpt.model import GPT, Block
+from litgpt.utils import instantiate_torch_optimizer
+
+from midtrain.data.plan import render_plan
+from midtrain.data.stream_state import render_transitions
+from midtrain.train import checkpoint_files as files
+from midtrain.train import run_dir
+from midtrain.train.checkpointer import Checkpointer
+from midtrain.train.loggers import build_logger
+from midtrain.train.loop import Counters, LoopSettings, Trainer
+from midtrain.train.preemption import EXIT_PREEMPTED, StopRequest
+from midtrain.train.lr_schedule import LRSchedule
+from midtrain.train.startup import RunPlan
+
+# Stop reasons after which the run is not finished and should be requeued (exit EXIT_PREEMPTED).
+REQUEUE_REASONS = ("max_time", "signal")
+
+
+def describe(plan: RunPlan) -> str:
+    """The start-up summary printed before training (and by ``--dry_run``)."""
+    b, s, start = plan.budget, plan.schedule, plan.start
+    lines = [
+        f"Model {plan.model_config.name}: {plan.parameters:,} parameters, context {b.seq_length:,} tokens",
+        f"Devices: {plan.world_size} × {plan.accelerator} ({plan.devices} per node × {plan.settings.num_nodes} node(s)), "
+        f"precision {plan.precision}, compile {'on' if plan.compile else 'off'}",
+        f"Budget: {b.total_steps:,} steps × {b.global_batch_size:,} sequences × {b.seq_length:,} tokens = "
+        f"{b.total_steps * b.tokens_per_step:,} tokens; {b.accumulation_iters} micro-batch(es) of "
+        f"{b.micro_batch_size} per rank per step",
+        f"This invocation: steps {plan.start_step:,} → {b.stop_step(plan.start_step):,}"
+        + (f", at most {b.max_time_s:g} s" if b.max_time_s else ""),
+        f"LR: {s.name}, peak {s.peak_lr:g}, min {s.min_lr:g}, warmup {s.warmup_steps:,} steps"
+        + (f", decay from step {s.decay_start_step:,}" if s.decay_start_step is not None else ""),
+    ]
+    if start.kind == "fresh":
+        lines.append("Start: from scratch" + (f", weights from {start.initial_weights}" if start.initial_weights else ""))
+    else:
+        lines.append(f"Start: {start.kind} from {start.checkpoint.path} (step {start.checkpoint.step:,})")
+    if plan.transitions and plan.mixture_before != plan.mixture_after:
+        lines += ["Data mixture changed; shard cursors carried over by id:", render_transitions(plan.transitions)]
+    lines += ["", render_plan(plan.plan)]
+    return "\n".join(lines)
+
+
+def make_strategy(plan: RunPlan):
+    if plan.world_size == 1:
+        return "auto"
+    if plan.accelerator == "cpu":
+        return DDPStrategy(process_group_backend="gloo")  # Fabric's FSDP refuses CPU
+    return FSDPStrategy(auto_wrap_policy={Block}, state_dict_type="full", sharding_strategy="HYBRID_SHARD")
+
+
+def execute(plan: RunPlan) -> int:
+    """Train; returns the process exit status (0, or ``EXIT_PREEMPTED`` when stopped early to be requeued)."""
+    settings, budget = plan.settings, plan.budget
+    strategy = make_strategy(plan)
+    fabric = L.Fabric(accelerator=plan.accelerator, devices=plan.devices, num_nodes=settings.num_nodes,
+                      strategy=strategy, precision=plan.precision)
+    fabric.launch()
+    run = _open_run(fabric, plan)
+    fabric.print(describe(plan))
+
+    model, optimizer = _build_model_and_optimizer(fabric, plan, empty_init=isinstance(strategy, FSDPStrategy))
+    loader = plan.data.train_dataloader()
+    loader.tracker.announce_transitions = False  # describe() printed them
+    state = {"model": model, "optimizer": optimizer, "train_dataloader": loader, "iter_num": 0, "step_count": 0,
+             "midtrain": {}}
+    schedule = _restore(fabric, plan, state)
+    counters = Counters(step=int(state["step_count"]), iter_num=int(state["iter_num"]))
+    save = _saver(fabric, plan, run, state, schedule)
+
+    resume_step = counters.step if plan.start.kind == "resume" else None
+    logger = build_logger(settings.logger_name, settings.out_dir, run["run_id"], resume_step, settings.log,
+                          settings.out_dir.name) if fabric.global_rank == 0 else None
+    metrics = _MetricSink(logger)
+    loop_settings = LoopSettings(
+        log_interval=settings.train.log_interval,
+        eval_interval=settings.eval.interval,
+        save_interval=settings.train.save_interval,
+        max_norm=settings.train.max_norm,
+        initial_validation=settings.eval.initial_validation,
+        final_validation=settings.eval.final_validation,
+    )
+    val_sets = plan.data.val_datasets(settings.eval.max_iters * budget.micro_batch_size)
+    trainer = Trainer(fabric, model, optimizer, loader, budget, schedule, loop_settings, val_sets, save,
+                      lambda: {d: v["tokens"] for d, v in loader.ledger()["domains"].items()}, metrics)
+    with StopRequest() as stop_request:
+        reason = trainer.fit(counters, stop_request)
+    metrics.finalize()
+    fabric.print(f"Stopped at step {counters.step:,} of {budget.total_steps:,}: {reason}")
+    if reason.startswith(REQUEUE_REASONS):
+        fabric.print(f"Exiting with status {EXIT_PREEMPTED} (preempted): resume with --resume=auto to continue exactly.")
+        return EXIT_PREEMPTED
+    return 0
+
+
+def _build_model_and_optimizer(fabric, plan: RunPlan, empty_init: bool):
+    settings = plan.settings
+    fabric.seed_everything(settings.seed)
+    with fabric.init_module(empty_init=empty_init):
+        model = GPT(plan.model_config)
+    from litgpt.pretrain import initialize_weights  # litgpt's GPT-NeoX initialisation, as `litgpt pretrain`
+
+    initialize_weights(fabric, model, n_layer=plan.model_config.n_layer, n_embd=plan.model_config.n_embd)
+    if settings.train.tie_embeddings:
+        model.transformer.wte.weight = model.lm_head.weight
+    model.max_seq_length = plan.budget.seq_length
+    if plan.compile:
+        model = torch.compile(model)
+    model = fabric.setup(model)
+    optimizer = instantiate_torch_optimizer(copy.deepcopy(settings.optimizer), model.parameters(),
+                                            fused=fabric.device.type == "cuda", lr=plan.peak_lr)
+    return model, fabric.setup_optimizers(optimizer)
+
+
+def _restore(fabric, plan: RunPlan, state: dict) -> LRSchedule:
+    """Load the starting checkpoint into ``state``; returns the LR schedule, anchored where ``decay`` starts."""
+    start = plan.start
+    if start.checkpoint is not None:
+        fabric.load(start.checkpoint.model_file, state, strict=False)
+        if start.kind == "branch":  # 'decay' anneals from the LR the parent would have used next
+            anchor_lr = start.checkpoint.info.get("lr_next", state["optimizer"].param_groups[0]["lr"])
+            state["midtrain"] = {"lr_anchor": [state["step_count"], anchor_lr]}
+    elif start.initial_weights is not None:
+        if _nested(start.initial_weights):  # one of our (or litgpt pretrain's) full checkpoints
+            fabric.load(start.initial_weights, {"model": state["model"]}, strict=False)
+        else:  # a raw state dict, as litgpt's downloaded/converted checkpoints
+            fabric.load_raw(start.initial_weights, state["model"])
+    anchor = (state.get("midtrain") or {}).get("lr_anchor")
+    return plan.schedule if anchor is None else plan.schedule.anchored(int(anchor[0]), float(anchor[1]))
+
+
+def _saver(fabric, plan: RunPlan, run: dict, state: dict, schedule: LRSchedule) -> Callable[[Counters, bool], None]:
+    settings = plan.settings
+    checkpointer = Checkpointer(fabric, settings.out_dir, plan.model_config, settings.tokenizer_dir,
+                                settings.config_dump, settings.train.keep_last_checkpoints,
+                                set(settings.train.keep_checkpoint_steps))
+
+    def save(counters: Counters, final: bool) -> None:
+        state["step_count"], state["iter_num"] = counters.step, counters.iter_num
+        ledger = state["train_dataloader"].ledger()
+        info = {
+            "iter_num": counters.iter_num,
+            "tokens": sum(d["tokens"] for d in ledger["domains"].values()),
+            "lr_next": schedule.lr_at(counters.step),
+            "run_id": run["run_id"],
+            "out_dir": run["out_dir"],
+            "lineage": run["lineage"],
+            "world_size": fabric.world_size,
+            "saved_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        checkpointer.save(state, counters.step, final, info, ledger)
+
+    return save
+
+
+def _nested(path: Path) -> bool:
+    payload = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    return isinstance(payload, dict) and "model" in payload and isinstance(payload["model"], dict)
+
+
+def _open_run(fabric, plan: RunPlan) -> dict:
+    """Rank 0 creates or updates ``run.json`` (lineage, this invocation) and the run's config and plan files."""
+    out_dir = plan.settings.out_dir
+    run = None
+    if fabric.global_rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        files.remove_partials(out_dir)
+        run = run_dir.load_run(out_dir) or run_dir.new_run(out_dir)
+        start = plan.start
+        if start.kind == "branch":
+            parent = start.checkpoint.info
+            run["lineage"] = list(parent.get("lineage", [])) + [run_dir.branch_record(
+                parent, start.checkpoint.path, start.checkpoint.step, plan.mixture_before, plan.mixture_after)]
+        started_from = str(start.checkpoint.path) if start.checkpoint else None
+        run["invocations"].append(run_dir.invocation_record(plan.start_step, plan.world_size, started_from))
+        run_dir.save_run_files(out_dir, run, plan.settings.config_dump, plan.plan.to_json())
+    return fabric.broadcast(run, src=0)
+
+
+class _MetricSink:
+    """Metrics go to the logger on rank 0 only."""
+
+    def __init__(self, logger) -> None:
+        self.logger = logger
+
+    def log_dict(self, metrics: dict[str, float], step: int) -> None:
+        if self.logger is not None:
+            self.logger.log_metrics(metrics, step=step)
+
+    def finalize(self) -> None:
+        if self.logger is not None:
+            self.logger.finalize("success")

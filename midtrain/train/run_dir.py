@@ -1,0 +1,82 @@
+"""The run directory's records (pure file logic, no torch): ``run.json`` (run id, lineage, one entry per
+invocation with git commit and SLURM job id), the resolved ``config.yaml`` and the mixture ``plan.json``."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import socket
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RUN_FILE = "run.json"
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    os.replace(staging, path)
+
+
+def load_run(out_dir: Path) -> dict | None:
+    path = out_dir / RUN_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def new_run(out_dir: Path) -> dict:
+    """A run record with a fresh id (also the wandb run id, so restarts stay one curve)."""
+    return {"run_id": uuid.uuid4().hex[:16], "out_dir": str(out_dir.resolve()), "created": _now(), "lineage": [],
+            "invocations": []}
+
+
+def git_commit() -> str | None:
+    """The commit of the midtrain checkout this runs from (None when it is not a git checkout)."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                                text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def invocation_record(start_step: int, world_size: int, started_from: str | None) -> dict:
+    return {
+        "started": _now(),
+        "start_step": start_step,
+        "started_from": started_from,
+        "world_size": world_size,
+        "host": socket.gethostname(),
+        "git_commit": git_commit(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
+        "slurm_restart_count": os.environ.get("SLURM_RESTART_COUNT"),
+    }
+
+
+def branch_record(parent_info: dict, checkpoint: Path, step: int, mixture_before: dict | None, mixture_after: dict) -> dict:
+    """One lineage entry: which run and checkpoint this run continued from, with the mixtures on either side."""
+    return {
+        "parent_run_id": parent_info.get("run_id"),
+        "parent_out_dir": parent_info.get("out_dir", str(checkpoint.parent.resolve())),
+        "checkpoint": str(checkpoint.resolve()),
+        "step": step,
+        "mixture_before": mixture_before,
+        "mixture_after": mixture_after,
+    }
+
+
+def save_run_files(out_dir: Path, run: dict, config: dict, plan: dict | None) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / RUN_FILE, run)
+    (out_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    if plan is not None:
+        write_json_atomic(out_dir / "plan.json", plan)

@@ -1,0 +1,318 @@
+"""Everything a run checks before it touches an accelerator: model config, budget, LR schedule, logger, data
+mixture and plan, the checkpoint to start from (its model shapes and data cursors). ``--dry_run`` stops here, so
+every error a real run would hit at start-up is found on a login node.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from litgpt.config import Config
+
+from midtrain.data.module import ShardedMixedDataset
+from midtrain.data.plan import MixturePlan
+from midtrain.data.stream_state import Transition
+from midtrain.errors import ConfigError, MidtrainError, Problems
+from midtrain.train import checkpoint_files as files
+from midtrain.train.budget import Budget, resolve_budget
+from midtrain.train.loggers import check_logger
+from midtrain.train.lr_schedule import LRSchedule, resolve_lr_schedule
+from midtrain.train.run_dir import load_run
+
+PRECISIONS = ("32-true", "bf16-true", "bf16-mixed", "16-mixed", "16-true")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+                   "generation_config.json")
+
+
+@dataclass
+class RunSettings:
+    """The command's arguments (litgpt's pretrain keys plus ours), as parsed."""
+
+    model_name: str | None
+    model_config: Config | None
+    out_dir: Path
+    precision: str | None
+    initial_checkpoint_dir: Path | None
+    resume: bool | str | Path
+    data: Any
+    train: Any
+    eval: Any
+    log: Any
+    optimizer: str | dict
+    devices: int | str
+    num_nodes: int
+    tokenizer_dir: Path | None
+    logger_name: str
+    seed: int
+    branch_from: Path | None = None
+    accelerator: str = "auto"
+    compile: bool | None = None
+    config_dump: dict = field(default_factory=dict)
+
+
+@dataclass
+class StartPoint:
+    kind: str
+    """``fresh``, ``resume`` (this run's own checkpoint), ``branch`` (another run's), or ``finished``."""
+    checkpoint: files.CheckpointInfo | None = None
+    flag: str | None = None
+    initial_weights: Path | None = None
+
+
+@dataclass
+class RunPlan:
+    settings: RunSettings
+    model_config: Config
+    parameters: int
+    accelerator: str
+    devices: int
+    world_size: int
+    precision: str
+    compile: bool
+    budget: Budget
+    schedule: LRSchedule
+    peak_lr: float
+    start: StartPoint
+    data: ShardedMixedDataset
+    plan: MixturePlan
+    transitions: list[Transition]
+    mixture_before: dict | None
+    mixture_after: dict
+    start_step: int
+
+
+def resolve_model_config(model_name: str | None, model_config: Config | None) -> Config:
+    if model_config is not None:
+        return model_config
+    if not model_name:
+        raise ConfigError("no model given: set --model_name (a litgpt model, e.g. pythia-160m) or --model_config.")
+    try:
+        return Config.from_name(model_name)
+    except ValueError:
+        from litgpt.config import name_to_config
+
+        close = [n for n in name_to_config if model_name.lower() in n.lower()][:5]
+        hint = f" Close names: {', '.join(close)}." if close else " See 'litgpt pretrain list' for the names."
+        raise ConfigError(f"--model_name={model_name!r} is not a litgpt model.{hint}") from None
+
+
+def optimizer_peak_lr(optimizer: str | dict, max_lr: float | None) -> float:
+    """The peak LR: ``train.max_lr`` if given, else the optimizer config's ``lr``, else the class default."""
+    if isinstance(optimizer, dict):
+        class_path, init_args = optimizer.get("class_path"), optimizer.get("init_args") or {}
+    else:
+        class_path, init_args = optimizer, {}
+    if not isinstance(class_path, str) or not class_path:
+        raise ConfigError(f"--optimizer={optimizer!r} needs a class, e.g. AdamW or torch.optim.AdamW.")
+    module_name, _, class_name = class_path.rpartition(".")
+    try:
+        optimizer_class = getattr(importlib.import_module(module_name or "torch.optim"), class_name)
+    except (ImportError, AttributeError):
+        raise ConfigError(f"--optimizer={class_path!r} is not an optimizer class (e.g. AdamW, torch.optim.SGD).") from None
+    if max_lr is not None:
+        return float(max_lr)
+    if "lr" in init_args:
+        return float(init_args["lr"])
+    default = inspect.signature(optimizer_class).parameters.get("lr")
+    if default is None or default.default is inspect.Parameter.empty:
+        raise ConfigError(f"--optimizer={class_path} has no default lr; set --train.max_lr or --optimizer.init_args.lr.")
+    return float(default.default)
+
+
+def resolve_devices(accelerator: str, devices: int | str, num_nodes: int) -> tuple[str, int]:
+    if accelerator not in ("auto", "cpu", "cuda", "gpu"):
+        raise ConfigError(f"--accelerator={accelerator!r} is not one of auto, cpu, cuda, gpu.")
+    if accelerator == "auto":
+        accelerator = "cuda" if torch.cuda.is_available() else "cpu"
+    accelerator = "cuda" if accelerator == "gpu" else accelerator
+    if accelerator == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--accelerator=cuda, but no CUDA device is visible here. Use --accelerator=cpu (or auto).")
+    if devices in ("auto", -1):
+        count = torch.cuda.device_count() if accelerator == "cuda" else 1
+    elif isinstance(devices, int) and not isinstance(devices, bool) and devices > 0:
+        count = devices
+    else:
+        raise ConfigError(f"--devices={devices!r} must be 'auto' or a positive number of devices per node.")
+    if not isinstance(num_nodes, int) or num_nodes < 1:
+        raise ConfigError(f"--num_nodes={num_nodes!r} must be a positive integer.")
+    return accelerator, count
+
+
+def find_start(settings: RunSettings, total_steps: int) -> StartPoint:
+    out_dir, resume = settings.out_dir, settings.resume
+    problems = Problems()
+    if settings.branch_from is not None and settings.initial_checkpoint_dir is not None:
+        problems.add("--branch_from and --initial_checkpoint_dir both give a starting checkpoint. --branch_from continues "
+                     "the whole state (optimizer, step, data cursors); --initial_checkpoint_dir loads weights only. Choose one.")
+    if resume not in (False, "auto") and settings.initial_checkpoint_dir is not None:
+        problems.add(f"--resume={resume} and --initial_checkpoint_dir both give a starting checkpoint. Use --resume=auto "
+                     "(weights from --initial_checkpoint_dir on the first start, the run's own checkpoints after that).")
+    if isinstance(resume, (str, Path)) and resume != "auto" and settings.branch_from is not None:
+        problems.add(f"--resume={resume} and --branch_from={settings.branch_from} both name a checkpoint. Use one.")
+    problems.raise_if_any(ConfigError)
+
+    own = files.latest_checkpoint(out_dir)
+    if isinstance(resume, (str, Path)) and resume != "auto":
+        start = StartPoint("resume", files.checkpoint_folder(resume, "--resume"), "--resume")
+    elif own is not None and (resume or settings.branch_from is not None):
+        start = StartPoint("resume", own, "--resume")
+    elif settings.branch_from is not None:
+        start = StartPoint("branch", files.checkpoint_folder(settings.branch_from, "--branch_from"), "--branch_from")
+    elif resume is True:
+        raise ConfigError(f"--resume=true, but --out_dir={str(out_dir)!r} holds no complete checkpoint. Use --resume=auto "
+                          "to start fresh when there is none, or point --resume at a checkpoint.")
+    elif own is not None:
+        raise ConfigError(
+            f"--out_dir={str(out_dir)!r} already holds checkpoints (latest {own.path.name}). Set --resume=auto to continue "
+            "that run, or choose a new --out_dir."
+        )
+    else:
+        weights = None
+        if settings.initial_checkpoint_dir is not None:
+            weights = files.checkpoint_folder(settings.initial_checkpoint_dir, "--initial_checkpoint_dir").model_file
+        return StartPoint("fresh", initial_weights=weights)
+    if start.kind == "resume":
+        # a checkpoint written by another run (copied into out_dir, as the paper did, or named by --resume) starts a
+        # branch of that run here: lineage recorded, LR 'decay' anchored at it
+        own_run = load_run(out_dir)
+        saved_run = start.checkpoint.info.get("run_id")
+        if saved_run is not None and (own_run is None or own_run["run_id"] != saved_run):
+            start.kind = "branch"
+    if start.checkpoint.step >= total_steps and start.checkpoint.info.get("final", start.checkpoint.path.name == files.FINAL):
+        start.kind = "finished"
+    return start
+
+
+def load_checkpoint_payload(checkpoint: files.CheckpointInfo, flag: str) -> dict:
+    try:
+        payload = torch.load(checkpoint.model_file, map_location="cpu", mmap=True, weights_only=False)
+    except Exception as exc:  # a truncated or foreign file: say which and why
+        raise ConfigError(f"{flag}: {checkpoint.model_file} cannot be read as a checkpoint ({type(exc).__name__}: {exc}).") from None
+    if not isinstance(payload, dict):
+        raise ConfigError(f"{flag}: {checkpoint.model_file} is not a litgpt checkpoint (no state mapping).")
+    return payload
+
+
+def check_model_state(model_state: dict, model_config: Config, flag: str, where: Path) -> None:
+    """Compare a checkpoint's tensors with the configured model (built on the meta device)."""
+    from litgpt.model import GPT
+
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in GPT(model_config).state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in model_state.items() if hasattr(v, "shape")}
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    wrong = [f"{k} {found[k]} vs {expected[k]}" for k in expected if k in found and found[k] != expected[k]]
+    if missing or unexpected or wrong:
+        details = "; ".join(filter(None, [
+            f"missing {', '.join(missing[:4])}{' …' if len(missing) > 4 else ''}" if missing else "",
+            f"unexpected {', '.join(unexpected[:4])}{' …' if len(unexpected) > 4 else ''}" if unexpected else "",
+            f"shapes (checkpoint vs config) {', '.join(wrong[:4])}" if wrong else "",
+        ]))
+        raise ConfigError(f"{flag}: the checkpoint in {where} does not fit the configured model "
+                          f"({model_config.name}): {details}. Use the model config it was trained with.")
+
+
+def plan_run(settings: RunSettings) -> RunPlan:
+    """Resolve and check everything; raises ``ConfigError``/``DataError`` naming the flag and the fix."""
+    train = settings.train
+    model_config = resolve_model_config(settings.model_name, settings.model_config)
+    seq_length = train.max_seq_length or model_config.block_size
+    if seq_length > model_config.block_size:
+        raise ConfigError(f"--train.max_seq_length={seq_length} exceeds the model's block_size {model_config.block_size}. "
+                          f"Lower it, or raise --model_config.block_size.")
+    accelerator, devices = resolve_devices(settings.accelerator, settings.devices, settings.num_nodes)
+    world_size = devices * settings.num_nodes
+    precision = settings.precision or ("32-true" if accelerator == "cpu" else _default_gpu_precision())
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision={precision!r} is not one of {', '.join(PRECISIONS)}.")
+    compile_model = accelerator == "cuda" if settings.compile is None else bool(settings.compile)
+    check_logger(settings.logger_name)
+    if settings.eval.max_new_tokens is not None:
+        raise ConfigError(f"--eval.max_new_tokens={settings.eval.max_new_tokens} is for fine-tuning; pretraining generates "
+                          "nothing. Remove it.")
+    if settings.eval.evaluate_example != "first":
+        raise ConfigError(f"--eval.evaluate_example={settings.eval.evaluate_example!r} is for fine-tuning; pretraining "
+                          "evaluates no examples. Remove it.")
+    lit_logger_only = {"teamspace": None, "metadata": None, "checkpoint_name": None, "log_model": False}
+    for key, default in lit_logger_only.items():
+        if getattr(settings.log, key) != default:
+            raise ConfigError(f"--log.{key}={getattr(settings.log, key)!r} applies to litgpt's LitLogger, which midtrain "
+                              "does not support (use tensorboard, csv or wandb). Remove it.")
+    if not isinstance(settings.eval.interval, int) or settings.eval.interval < 1:
+        raise ConfigError(f"--eval.interval={settings.eval.interval!r} must be a positive number of steps.")
+    budget = resolve_budget(train, world_size, seq_length)
+    peak_lr = optimizer_peak_lr(settings.optimizer, train.max_lr)
+    schedule = resolve_lr_schedule(train, peak_lr, budget.total_steps)
+
+    data = settings.data
+    if not isinstance(data, ShardedMixedDataset):
+        raise ConfigError(
+            f"--data is {type(data).__name__ if data is not None else 'not set'}; midtrain pretrain trains on "
+            "midtrain.data.ShardedMixedDataset (set data.class_path to it and data.init_args.data_path to your shards)."
+        )
+    data.connect(tokenizer=None, batch_size=train.micro_batch_size, max_seq_length=seq_length)
+    data.setup()  # discovery, weights and held-out shards: every data error now
+    if settings.tokenizer_dir is not None:
+        _check_tokenizer(settings.tokenizer_dir)
+
+    start = find_start(settings, budget.total_steps)
+    loader = data.train_dataloader(rank=0, world_size=world_size)
+    transitions: list[Transition] = []
+    mixture_before = None
+    start_step, start_samples = 0, None
+    if start.checkpoint is not None:
+        payload = load_checkpoint_payload(start.checkpoint, start.flag)
+        missing = [k for k in ("model", "optimizer", "train_dataloader", "step_count") if k not in payload]
+        if missing:
+            raise ConfigError(
+                f"{start.flag}: {start.checkpoint.model_file} lacks {', '.join(missing)}, so the run cannot continue from it "
+                "(it holds weights only). Use --initial_checkpoint_dir for weights-only initialisation."
+            )
+        check_model_state(payload["model"], model_config, start.flag, start.checkpoint.path)
+        saved_stream = payload["train_dataloader"]
+        loader.tracker.announce_transitions = False  # describe() prints them
+        try:
+            loader.load_state_dict(copy.deepcopy(saved_stream))
+            transitions = loader.last_transitions
+        except MidtrainError as exc:
+            raise type(exc)(f"{start.flag}={start.checkpoint.path}: {exc}") from None
+        mixture_before = saved_stream.get("phases", [{}])[-1].get("mixture") if isinstance(saved_stream, dict) else None
+        start_step = int(payload["step_count"])
+        start_samples = {i: v["consumed"] for i, v in saved_stream["shards"].items()}
+        del payload
+    elif start.initial_weights is not None:
+        payload = load_checkpoint_payload(files.read_info(start.initial_weights.parent) or files.CheckpointInfo(
+            start.initial_weights.parent, 0, {}), "--initial_checkpoint_dir")
+        check_model_state(payload.get("model", payload), model_config, "--initial_checkpoint_dir", start.initial_weights.parent)
+        del payload
+    with torch.device("meta"):
+        from litgpt.model import GPT
+
+        parameters = sum(p.numel() for p in GPT(model_config).parameters())
+    remaining_tokens = max(0, budget.total_steps - start_step) * budget.tokens_per_step
+    plan = data.plan(remaining_tokens or None, start_samples)
+    mixture_after = loader.tracker.phases[-1]["mixture"]
+    return RunPlan(settings, model_config, parameters, accelerator, devices, world_size, precision, compile_model,
+                   budget, schedule, peak_lr, start, data, plan, transitions, mixture_before, mixture_after, start_step)
+
+
+def _default_gpu_precision() -> str:
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+def _check_tokenizer(tokenizer_dir: Path) -> None:
+    from litgpt.tokenizer import Tokenizer
+
+    try:
+        Tokenizer(tokenizer_dir)
+    except Exception as exc:
+        raise ConfigError(f"--tokenizer_dir={str(tokenizer_dir)!r} is not a usable litgpt tokenizer folder "
+                          f"({type(exc).__name__}: {exc}). Point it at a folder with tokenizer.json and "
+                          "tokenizer_config.json.") from None

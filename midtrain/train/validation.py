@@ -1,0 +1,50 @@
+"""Per-domain validation loss on fixed held-out sets, exact over all ranks.
+
+Rank r scores samples r, r + W, r + 2W, … of each domain's set; summed losses and token counts are all-reduced,
+so the result is the mean over the whole set, the same for any number of ranks (the paper's code reported rank 0's
+share alone). Every rank runs the same number of forward passes (short ranks pad with a masked copy) because
+sharded models need all ranks in every forward.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+OVERALL = "overall"
+
+
+@torch.no_grad()
+def validate(fabric, model: torch.nn.Module, sets: Mapping[str, Dataset], micro_batch_size: int) -> dict[str, float]:
+    """Mean next-token loss per domain and over all domains' tokens (``overall``)."""
+    rank, world = fabric.global_rank, fabric.world_size
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(len(sets), dtype=torch.float64, device=fabric.device)
+    counts = torch.zeros(len(sets), dtype=torch.float64, device=fabric.device)
+    for d, dataset in enumerate(sets.values()):
+        indices = list(range(rank, len(dataset), world))
+        per_rank = math.ceil(len(dataset) / world)
+        batches = math.ceil(per_rank / micro_batch_size)
+        for b in range(batches):
+            chunk = indices[b * micro_batch_size : (b + 1) * micro_batch_size]
+            real = len(chunk)
+            chunk = chunk + [0] * (micro_batch_size - real) if real < micro_batch_size else chunk
+            batch = torch.stack([dataset[i] for i in chunk]).to(fabric.device).long()
+            logits = model(batch[:, :-1])
+            losses = F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten(), reduction="none")
+            losses = losses.view(len(chunk), -1)[:real]
+            sums[d] += losses.sum().double()
+            counts[d] += losses.numel()
+    sums = fabric.all_reduce(sums, reduce_op="sum")
+    counts = fabric.all_reduce(counts, reduce_op="sum")
+    if was_training:
+        model.train()
+    result = {domain: (sums[d] / counts[d]).item() for d, domain in enumerate(sets) if counts[d] > 0}
+    if counts.sum() > 0:
+        result[OVERALL] = (sums.sum() / counts.sum()).item()
+    return result

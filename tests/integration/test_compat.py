@@ -1,0 +1,110 @@
+"""Compatibility: the paper fork's config spellings, litgpt's own tools on our checkpoints, and plain
+``litgpt pretrain`` with our data module."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from midtrain.cli import main
+from tests.integration.train_helpers import REPO, SEQ_LENGTH, TINY_MODEL, metric, read_json, tiny_config, write_config
+
+
+def fork_config(train_root, out, mix_json) -> dict:
+    """Written the way the paper's fork wrote them: litgpt's class path, iterations, WSD keys, max_lr."""
+    return {
+        "model_config": dict(TINY_MODEL),
+        "out_dir": str(out),
+        "precision": "32-true",
+        "resume": "auto",
+        "data": {"class_path": "litgpt.data.ShardedMixedDataset",
+                 "init_args": {"data_path": str(train_root), "mix_config_path": str(mix_json), "num_workers": 0}},
+        "train": {
+            "save_interval": 4, "log_interval": 1, "global_batch_size": 4, "micro_batch_size": 2,
+            "max_iters": 40, "max_additional_steps": 6, "lr_scheduler": "wsd", "lr_warmup_fraction": 0.1,
+            "stable_steps": 10, "max_lr": 0.002, "min_lr": 1.0e-5, "max_seq_length": SEQ_LENGTH, "max_norm": 1.0,
+        },
+        "eval": {"interval": 4, "max_iters": 2},
+        "optimizer": "AdamW",
+        "devices": 1,
+        "logger_name": "csv",
+    }
+
+
+def test_paper_fork_config_runs_unchanged(train_root, tmp_path):
+    mix_json = tmp_path / "mix.json"
+    mix_json.write_text(json.dumps({"weights": {"main": 0.88, "math": 0.12}}))
+    config = write_config(tmp_path / "fork.yaml", fork_config(train_root, tmp_path / "fork", mix_json))
+    assert main(["pretrain", "--config", str(config)]) == 0  # stops after max_additional_steps, status 0
+    out = tmp_path / "fork"
+    assert (out / "step-00000006").is_dir() and not (out / "final").exists()
+    assert main(["pretrain", "--config", str(config)]) == 0
+    assert main(["pretrain", "--config", str(config)]) == 0
+    lr = metric(out, "train/lr")
+    # horizon 40 iterations / 2 per step = 20 steps; warmup 10 % = 2 steps; peak max_lr until step 12, then decay
+    assert lr[1] == pytest.approx(0.001) and all(lr[s] == pytest.approx(0.002) for s in range(2, 13))
+    assert lr[13] == pytest.approx(0.002 + (1e-5 - 0.002) * 0 / 8) and lr[18] < lr[14] < 0.002
+    ledger = read_json(out / "step-00000018" / "ledger.json")
+    assert set(ledger["domains"]) == {"main", "math"}
+    assert read_json(out / "run.json")["invocations"][-1]["start_step"] == 12
+
+
+def litgpt_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {"PYTHONPATH": str(REPO), "LITDATA_DISABLE_VERSION_CHECK": "1", "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "-m", "litgpt", *args], capture_output=True, text=True, timeout=timeout,
+                          env=env, cwd=REPO)
+
+
+@pytest.mark.slow
+def test_litgpt_convert_and_generate_accept_our_checkpoint(train_root, tokenizer_dir, tmp_path):
+    config = tiny_config(train_root, tmp_path / "run", max_steps=4)
+    config["tokenizer_dir"] = str(tokenizer_dir)
+    assert main(["pretrain", "--config", str(write_config(tmp_path / "t.yaml", config))]) == 0
+    final = tmp_path / "run" / "final"
+    assert (final / "tokenizer.json").is_file() and (final / "tokenizer_config.json").is_file()
+    converted = tmp_path / "converted"
+    result = litgpt_cli("convert_pretrained_checkpoint", str(final), str(converted))
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = litgpt_cli("generate", str(converted), "--prompt", "def main", "--max_new_tokens", "4",
+                        "--precision", "32-true")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "def main" in result.stdout
+
+
+@pytest.mark.slow
+def test_plain_litgpt_pretrain_trains_and_resumes_with_our_data_module(train_root, tmp_path):
+    out = tmp_path / "litgpt-run"
+    tokens_per_step = 4 * SEQ_LENGTH
+    config = {
+        "model_name": "pythia-14m",  # required by litgpt; model_config overrides it
+        "model_config": dict(TINY_MODEL),
+        "out_dir": str(out),
+        "precision": "32-true",
+        "data": {"class_path": "midtrain.data.ShardedMixedDataset",
+                 "init_args": {"data_path": str(train_root), "mix_weights_str": "main:0.75,code:0.25", "num_workers": 0}},
+        "train": {"save_interval": 2, "log_interval": 1, "global_batch_size": 4, "micro_batch_size": 2,
+                  "max_tokens": 4 * tokens_per_step, "lr_warmup_fraction": 0.5, "lr_warmup_steps": None,
+                  "max_seq_length": SEQ_LENGTH, "max_norm": 1.0, "min_lr": 1e-5},
+        "eval": {"interval": 2, "max_iters": 2},
+        "devices": 1,
+        "logger_name": "csv",
+    }
+    path = tmp_path / "litgpt.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = litgpt_cli("pretrain", "--config", str(path))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert (out / "step-00000004" / "lit_model.pth").is_file()
+    config["train"]["max_tokens"] = 6 * tokens_per_step
+    path.write_text(yaml.safe_dump(config))
+    result = litgpt_cli("pretrain", "--config", str(path), "--resume", "auto")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "Resuming training from" in result.stdout and (out / "step-00000006").is_dir()
+    import torch
+
+    stream = torch.load(out / "step-00000006" / "lit_model.pth", weights_only=False)["train_dataloader"]
+    consumed = {shard: info["consumed"] for shard, info in stream["shards"].items()}
+    assert consumed == {"main/1": 18, "c1": 6}  # 6 steps × 4 samples, exactly 3:1, continued across the resume
