@@ -80,3 +80,12 @@ def build_logger(name: str, out_dir: Path, run_id: str, resume_step: int | None,
         resume="allow",
         save_dir=str(out_dir),
     )
+
+
+def close_logger(logger: Logger) -> None:
+    """Flush and close; a wandb run is finished so the next invocation (or a test in the same process) resumes it."""
+    logger.finalize("success")
+    if type(logger).__name__ == "WandbLogger":
+        import wandb
+
+        wandb.finish()

@@ -21,7 +21,7 @@ from midtrain.data.stream_state import render_transitions
 from midtrain.train import checkpoint_files as files
 from midtrain.train import run_dir
 from midtrain.train.checkpointer import Checkpointer
-from midtrain.train.loggers import build_logger
+from midtrain.train.loggers import build_logger, close_logger
 from midtrain.train.loop import Counters, LoopSettings, Trainer
 from midtrain.train.preemption import EXIT_PREEMPTED, StopRequest
 from midtrain.train.lr_schedule import LRSchedule
@@ -204,4 +204,4 @@ class _MetricSink:
 
     def finalize(self) -> None:
         if self.logger is not None:
-            self.logger.finalize("success")
+            close_logger(self.logger)

@@ -258,3 +258,20 @@ def test_retention_keeps_the_last_n_and_the_branch_points(train_root, tmp_path):
     assert main(["pretrain", "--config", str(write_config(tmp_path / "k.yaml", config))]) == 0
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(("step-", "final"))) == [
         "final", "step-00000004", "step-00000008", "step-00000010"]
+
+
+@pytest.mark.slow
+def test_wandb_files_stay_in_out_dir_and_restarts_continue_one_run(train_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "wandb-run"
+    config = tiny_config(train_root, out, max_steps=6, max_additional_steps=3)
+    config.update(logger_name="wandb", log={"project": "midtrain-test"})
+    path = write_config(tmp_path / "w.yaml", config)
+    assert main(["pretrain", "--config", str(path)]) == 0
+    assert main(["pretrain", "--config", str(path)]) == 0
+    run_id = read_json(out / "run.json")["run_id"]
+    runs = sorted(p.name for p in (out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(name.endswith(run_id) for name in runs)
+    assert not (tmp_path / "wandb").exists()
