@@ -14,12 +14,13 @@ from pathlib import Path
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 
+from midtrain.commands.demo import demo
 from midtrain.commands.mix import mix, mix_config_from_pretrain
 from midtrain.commands.pretrain import pretrain
 from midtrain.data.prepare import prepare_shard
 from midtrain.errors import ConfigError, MidtrainError
 
-COMMANDS: dict[str, Callable] = {"mix": mix, "prepare": prepare_shard, "pretrain": pretrain}
+COMMANDS: dict[str, Callable] = {"mix": mix, "prepare": prepare_shard, "pretrain": pretrain, "demo": demo}
 # The paper's fork named our data module under litgpt; its configs run unchanged.
 DATA_MODULE_ALIASES = {"litgpt.data.ShardedMixedDataset": "midtrain.data.ShardedMixedDataset"}
 EXIT_BAD_INPUT = 2

@@ -16,6 +16,8 @@ from midtrain.errors import ConfigError
 # Class paths under which configs name our data module (the paper's fork called it litgpt.data....).
 DATA_MODULE_CLASS_PATHS = ("midtrain.data.ShardedMixedDataset", "litgpt.data.ShardedMixedDataset", "ShardedMixedDataset")
 MIX_KEYS = {"data", "max_tokens", "seq_length", "format"}
+# Data module init args that do not change the plan (the validation set's size).
+PLAN_NEUTRAL_KEYS = ("val_samples_per_domain",)
 
 
 def mix(
@@ -93,7 +95,8 @@ def mix_config_from_pretrain(path: Path) -> dict:
         return config
     if "data" not in config:
         raise ConfigError(f"--config={str(path)!r} has no 'data' section, so there is no mixture to plan. Add one.")
-    translated: dict = {"data": data_init_args(config["data"], f"--config={path}")}
+    data = data_init_args(config["data"], f"--config={path}")
+    translated: dict = {"data": {k: v for k, v in data.items() if k not in PLAN_NEUTRAL_KEYS}}
     train = config.get("train") or {}
     if train.get("max_tokens") is not None:
         translated["max_tokens"] = int(train["max_tokens"])

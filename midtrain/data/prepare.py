@@ -209,6 +209,7 @@ def write_split(
             num_workers=max(1, min(num_workers, len(units))),
             reorder_files=False,
             start_method="spawn",
+            verbose=False,  # litdata's bar moves only when a worker ends; we print a summary per split instead
         )
         counts = [json.loads(p.read_text()) for p in stats.glob("*.json")]
         documents = sum(c["documents"] for c in counts)

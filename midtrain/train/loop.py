@@ -92,7 +92,8 @@ class Trainer:
                 saved_step = counters.step
         if reason == "finished" and settings.final_validation and self.val_sets:
             self.log_validation(counters.step)
-        if saved_step != counters.step or reason == "finished":
+        # a run already at its cap (e.g. max_iters) has nothing new to save; a finished one always writes final/
+        if reason == "finished" or (counters.step > start_step and saved_step != counters.step):
             self.save(counters, reason == "finished")
         return reason
 

@@ -1,0 +1,70 @@
+"""The demo end to end at its reduced size, and every config under pretrain_configs/ and midtrain_configs/."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from midtrain.cli import main
+from midtrain.commands.demo import BRANCHES, SIZES
+from midtrain.demo.corpus import math_problems, split_prose_and_code
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((REPO / "pretrain_configs").rglob("*.yaml")) + sorted((REPO / "midtrain_configs").rglob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    assert main(["demo", "--out_dir", str(out), "--size", "tiny", "--num_workers", "1"]) == 0
+    return out
+
+
+def test_tiny_demo_runs_every_stage_and_writes_the_report(tiny_demo, capsys):
+    table = (tiny_demo / "summary.md").read_text()
+    for name in BRANCHES:
+        assert f"| {name} |" in table
+    png = tiny_demo / "loss_by_domain.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    summary = json.loads((tiny_demo / "summary.json").read_text())
+    assert summary["branch_step"] == SIZES["tiny"]["branch_step"]
+    assert set(summary["final"]) == set(BRANCHES) and set(summary["final"]["code"]) == {"main", "code", "math", "instruct"}
+    for name in BRANCHES:
+        lineage = json.loads((tiny_demo / "runs" / name / "run.json").read_text())["lineage"]
+        assert lineage[0]["step"] == SIZES["tiny"]["branch_step"]
+    code_ledger = json.loads((tiny_demo / "runs" / "code" / "final" / "ledger.json").read_text())
+    assert set(code_ledger["domains"]) == {"main", "code"}
+
+
+def test_running_the_demo_again_reuses_data_and_finished_runs(tiny_demo, capsys):
+    assert main(["demo", "--out_dir", str(tiny_demo), "--size", "tiny", "--num_workers", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "reusing the corpus" in printed and "reusing the tokenizer" in printed and "main: reusing" in printed
+    assert printed.count("already finished") == len(BRANCHES)
+    assert "Saved checkpoint" not in printed
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_repo_config_parses_and_passes_a_dry_run(config, tiny_demo, tmp_path):
+    """Paths are pointed at the tiny demo's data and trunk, sizes at the tiny preset; everything else is the file's."""
+    raw = yaml.safe_load(config.read_text())
+    args = ["pretrain", "--config", str(config), f"--data.data_path={tiny_demo / 'data'}",
+            f"--tokenizer_dir={tiny_demo / 'tokenizer'}", f"--out_dir={tmp_path / 'run'}", "--dry_run=true",
+            *SIZES["tiny"]["overrides"]]
+    if raw.get("branch_from"):
+        args.append(f"--branch_from={tiny_demo / 'runs' / 'trunk' / 'step-00000006'}")
+    assert main(args) == 0
+
+
+def test_demo_corpus_separates_prose_from_code():
+    source = '"""Module doc with several words."""\n# a comment about the next line here\nx = 1  # trailing note\n\n' \
+             'def f(a):\n    """Return a plus one, always."""\n    return a + 1\n'
+    prose, code = split_prose_and_code(source)
+    assert "Module doc with several words." in prose and "Return a plus one, always." in prose
+    assert any("a comment about the next line here" in p for p in prose)
+    assert code == ["x = 1", "def f(a):\n    return a + 1"]
+    problems = list(math_problems(50, seed=3))
+    assert problems == list(math_problems(50, seed=3)) and all("Answer:" in p for p in problems)
