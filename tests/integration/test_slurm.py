@@ -1,0 +1,94 @@
+"""``training_scripts/pretrain.sbatch`` on a real one-node SLURM started on this machine (tests/slurm/local_slurm.sh):
+an array job of two configs, and a job preempted by signal, requeued, and resumed to the uninterrupted result."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.train_helpers import REPO, losses, run_cli, tiny_config, write_config
+
+LOCAL_SLURM = REPO / "tests" / "slurm" / "local_slurm.sh"
+SBATCH_SCRIPT = REPO / "training_scripts" / "pretrain.sbatch"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    started = subprocess.run(["bash", str(LOCAL_SLURM), "start"], capture_output=True, text=True, timeout=600)
+    if started.returncode == 3:
+        pytest.skip(f"SLURM cannot be set up on this machine: {started.stderr.strip()}")
+    assert started.returncode == 0, started.stderr
+    yield
+    subprocess.run(["bash", str(LOCAL_SLURM), "stop"], capture_output=True, timeout=60)
+
+
+def job_env(**extra: str) -> dict:
+    return {**os.environ, "MIDTRAIN": str(Path(sys.executable).with_name("midtrain")), "PYTHONUNBUFFERED": "1",
+            "LITDATA_DISABLE_VERSION_CHECK": "1", "MIDTRAIN_ENV_FILE": "/nonexistent", **extra}
+
+
+def sbatch(*args: str, cwd: Path, env: dict) -> str:
+    result = subprocess.run(["sbatch", "--parsable", f"--chdir={cwd}", *args, str(SBATCH_SCRIPT)], capture_output=True,
+                            text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().split(";")[0]
+
+
+def wait_for(job: str, timeout: float = 300, release_requeued: bool = False) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        queued = subprocess.run(["squeue", "-h", "-j", job, "-o", "%i %T %r"], capture_output=True, text=True).stdout
+        if not queued.strip():
+            return
+        if release_requeued and "BeginTime" in queued:  # SLURM holds a requeued job for 120 s; release it now
+            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True)
+        time.sleep(0.5)
+    pytest.fail(f"job {job} did not finish within {timeout} s")
+
+
+def test_array_job_runs_one_config_per_task(slurm, train_root, tmp_path):
+    configs = []
+    for name, mix in (("main", "main:1.0"), ("code", "main:0.75,code:0.25")):
+        configs.append(write_config(tmp_path / f"{name}.yaml", tiny_config(train_root, tmp_path / name, mix=mix, max_steps=6)))
+    listing = tmp_path / "configs.txt"
+    listing.write_text("".join(f"{c}\n" for c in configs))
+    job = sbatch("--array=1-2", f"--output={tmp_path}/slurm-%A_%a.out", cwd=tmp_path, env=job_env(CONFIG_LIST=str(listing)))
+    wait_for(job)
+    for name in ("main", "code"):
+        assert (tmp_path / name / "final" / "lit_model.pth").is_file(), (tmp_path / f"slurm-{job}_1.out").read_text()
+        assert read_invocation(tmp_path / name)["slurm_job_id"]
+    assert read_invocation(tmp_path / "code")["slurm_array_task_id"] == "2"
+
+
+def read_invocation(run: Path) -> dict:
+    import json
+
+    return json.loads((run / "run.json").read_text())["invocations"][-1]
+
+
+def test_preempted_job_is_requeued_and_ends_where_an_uninterrupted_run_ends(slurm, train_root, tmp_path):
+    config = tiny_config(train_root, tmp_path / "reference", max_steps=300, save_interval=1000)
+    config["data"]["init_args"]["max_passes"] = 20
+    assert run_cli(write_config(tmp_path / "reference.yaml", config)).returncode == 0
+    config["out_dir"] = str(tmp_path / "preempted")
+    path = write_config(tmp_path / "preempted.yaml", config)
+    output = tmp_path / "job.out"
+    job = sbatch(f"--output={output}", cwd=tmp_path, env=job_env(model_config_file=str(path)))
+    deadline = time.time() + 120
+    while "step 3/" not in (output.read_text() if output.exists() else ""):
+        assert time.time() < deadline, output.read_text() if output.exists() else "no output"
+        time.sleep(0.1)
+    subprocess.run(["scancel", "--signal=USR1", job], check=True)
+    wait_for(job, release_requeued=True)
+    log = output.read_text()
+    assert "preempted with a checkpoint saved: requeueing" in log and "restart 1" in log, log
+    assert (tmp_path / "preempted" / "final").is_dir()
+    invocations = __import__("json").loads((tmp_path / "preempted" / "run.json").read_text())["invocations"]
+    assert len(invocations) == 2 and invocations[1]["slurm_restart_count"] == "1"
+    assert losses(tmp_path / "preempted") == pytest.approx(losses(tmp_path / "reference"), rel=1e-6)
