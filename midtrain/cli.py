@@ -17,12 +17,13 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from midtrain.commands.demo import demo
 from midtrain.commands.mix import mix, mix_config_from_pretrain
 from midtrain.commands.pretrain import pretrain
+from midtrain.commands.sweep import sweep
 from midtrain.data.prepare import prepare_shard
-from midtrain.errors import ConfigError, MidtrainError
+from midtrain.config_files import DATA_MODULE_ALIASES, load_config, needs_rewrite
+from midtrain.errors import MidtrainError
 
-COMMANDS: dict[str, Callable] = {"mix": mix, "prepare": prepare_shard, "pretrain": pretrain, "demo": demo}
-# The paper's fork named our data module under litgpt; its configs run unchanged.
-DATA_MODULE_ALIASES = {"litgpt.data.ShardedMixedDataset": "midtrain.data.ShardedMixedDataset"}
+COMMANDS: dict[str, Callable] = {"mix": mix, "prepare": prepare_shard, "pretrain": pretrain, "sweep": sweep, "demo": demo}
+
 EXIT_BAD_INPUT = 2
 
 
@@ -55,17 +56,9 @@ def translate_mix_config(argv: list[str]) -> list[str]:
     return out
 
 
-def _replace_aliases(config: object) -> bool:
-    """Rewrite aliased data module class paths in a parsed YAML config, in place; True if any was found."""
-    data = config.get("data") if isinstance(config, dict) else None
-    if isinstance(data, dict) and data.get("class_path") in DATA_MODULE_ALIASES:
-        data["class_path"] = DATA_MODULE_ALIASES[data["class_path"]]
-        return True
-    return False
-
-
-def translate_aliases(argv: list[str]) -> list[str]:
-    """``class_path: litgpt.data.ShardedMixedDataset`` (in a config file or as ``--data``) names ours."""
+def translate_config_files(argv: list[str]) -> list[str]:
+    """Config files with ``${VAR}`` placeholders or the fork's class path are handed over resolved; the fork's
+    class path is also accepted as a ``--data`` value."""
     out = list(argv)
     for i, arg in enumerate(out):
         if arg in DATA_MODULE_ALIASES and i > 0 and out[i - 1] in ("--data", "--data.class_path"):
@@ -73,25 +66,16 @@ def translate_aliases(argv: list[str]) -> list[str]:
         elif arg.startswith(("--data=", "--data.class_path=")) and arg.split("=", 1)[1] in DATA_MODULE_ALIASES:
             key, value = arg.split("=", 1)
             out[i] = f"{key}={DATA_MODULE_ALIASES[value]}"
-        elif arg == "--config" and i + 1 < len(out) and Path(out[i + 1]).is_file():
-            config = _read_yaml(out[i + 1])
-            if _replace_aliases(config):
-                out[i + 1] = yaml.safe_dump(config, sort_keys=False)
+        elif arg == "--config" and i + 1 < len(out) and Path(out[i + 1]).is_file() and needs_rewrite(out[i + 1]):
+            out[i + 1] = yaml.safe_dump(load_config(out[i + 1]), sort_keys=False)
     return out
-
-
-def _read_yaml(path: str) -> object:
-    try:
-        return yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"--config={path!r} cannot be read as YAML ({exc}). Fix the path or the file.") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        argv = translate_aliases(translate_mix_config(argv))
+        argv = translate_config_files(translate_mix_config(argv))
         parser = build_parser()
         config = parser.parse_args(argv)
         name = config.subcommand

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 
+from midtrain.config_files import load_config
 from midtrain.data.args import MixtureArgs
 from midtrain.data.mixture import resolve_mixture
 from midtrain.data.plan import render_plan
@@ -85,12 +85,7 @@ def seq_length_of(config: dict, where: str) -> int | None:
 
 def mix_config_from_pretrain(path: Path) -> dict:
     """Translate a pretrain YAML into the ``mix`` schema: data init args, budget and context length."""
-    try:
-        config = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"--config={str(path)!r} cannot be read as YAML ({exc}). Fix the path or the file.") from None
-    if not isinstance(config, dict):
-        raise ConfigError(f"--config={str(path)!r} is not a YAML mapping of config keys.")
+    config = load_config(path)
     if set(config) <= MIX_KEYS:
         return config
     if "data" not in config:

@@ -46,7 +46,7 @@ class MixtureSpec:
     def describe(self) -> str:
         body = ",".join(f"{k}:{v:g}" for k, v in self.weights.items())
         if self.kind == "proportional":
-            return f"proportional to size" + (f", multipliers {body}" if body else "")
+            return "proportional to size" + (f", multipliers {body}" if body else "")
         return f"{self.kind} {body}"
 
 

@@ -63,7 +63,7 @@ class Trainer:
     def fit(self, counters: Counters, stop_request: StopRequest) -> str:
         """Train from ``counters`` until a stop criterion; returns why it stopped (``finished`` if the horizon was
         reached, else the criterion). A checkpoint is saved whenever it stops."""
-        fabric, budget, settings = self.fabric, self.budget, self.settings
+        budget, settings = self.budget, self.settings
         start_step = counters.step
         stop_step = budget.stop_step(start_step)
         if settings.initial_validation and self.val_sets:

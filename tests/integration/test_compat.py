@@ -108,3 +108,15 @@ def test_plain_litgpt_pretrain_trains_and_resumes_with_our_data_module(train_roo
     stream = torch.load(out / "step-00000006" / "lit_model.pth", weights_only=False)["train_dataloader"]
     consumed = {shard: info["consumed"] for shard, info in stream["shards"].items()}
     assert consumed == {"main/1": 18, "c1": 6}  # 6 steps × 4 samples, exactly 3:1, continued across the resume
+
+
+def test_config_placeholders_come_from_the_environment(train_root, tmp_path, monkeypatch, capsys):
+    config = tiny_config(train_root, tmp_path / "run", max_steps=2)
+    config["data"]["init_args"]["data_path"] = "${MIDTRAIN_TEST_DATA}"
+    config["data"]["class_path"] = "litgpt.data.ShardedMixedDataset"
+    path = write_config(tmp_path / "p.yaml", config)
+    assert main(["pretrain", "--config", str(path), "--dry_run=true"]) == 2
+    assert "uses ${MIDTRAIN_TEST_DATA} but the environment does not set MIDTRAIN_TEST_DATA" in capsys.readouterr().err
+    monkeypatch.setenv("MIDTRAIN_TEST_DATA", str(train_root))
+    assert main(["pretrain", "--config", str(path), "--dry_run=true"]) == 0
+    assert main(["mix", "--config", str(path)]) == 0

@@ -275,3 +275,22 @@ def test_wandb_files_stay_in_out_dir_and_restarts_continue_one_run(train_root, t
     runs = sorted(p.name for p in (out / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and all(name.endswith(run_id) for name in runs)
     assert not (tmp_path / "wandb").exists()
+
+
+def test_sweep_writes_configs_and_list_and_dry_runs_them(train_root, trunk, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MIDTRAIN_TEST_RUNS", str(tmp_path / "runs"))
+    base = tiny_config(train_root, tmp_path / "unused", max_steps=TRUNK_STEPS)
+    write_config(tmp_path / "base.yaml", base)
+    spec = {"base": "base.yaml", "out_root": "${MIDTRAIN_TEST_RUNS}", "trunk": str(trunk), "specialised_domain": "code",
+            "axes": {"branch_step": [4, 8], "share": [0.25, 0.5]}}
+    write_config(tmp_path / "spec.yaml", spec)
+    assert main(["sweep", "--spec", str(tmp_path / "spec.yaml"), "--out_dir", str(tmp_path / "sweep")]) == 0
+    listing = (tmp_path / "sweep" / "configs.txt").read_text().split()
+    assert len(listing) == 4 and listing[0].endswith("branch_step4_share0.25.yaml")
+    printed = capsys.readouterr().out
+    assert printed.count("ok ") == 4 and "sbatch --array=1-4" in printed
+    assert not (tmp_path / "runs").exists()  # dry runs write nothing
+    spec["axes"]["branch_step"] = [5]  # no checkpoint at step 5: the sweep refuses before anything is submitted
+    write_config(tmp_path / "spec.yaml", spec)
+    assert main(["sweep", "--spec", str(tmp_path / "spec.yaml"), "--out_dir", str(tmp_path / "sweep2")]) == 2
+    assert "2 of 2 generated configs fail the dry run" in capsys.readouterr().err

@@ -52,18 +52,25 @@ def wait_for(job: str, timeout: float = 300, release_requeued: bool = False) -> 
     pytest.fail(f"job {job} did not finish within {timeout} s")
 
 
-def test_array_job_runs_one_config_per_task(slurm, train_root, tmp_path):
-    configs = []
-    for name, mix in (("main", "main:1.0"), ("code", "main:0.75,code:0.25")):
-        configs.append(write_config(tmp_path / f"{name}.yaml", tiny_config(train_root, tmp_path / name, mix=mix, max_steps=6)))
-    listing = tmp_path / "configs.txt"
-    listing.write_text("".join(f"{c}\n" for c in configs))
-    job = sbatch("--array=1-2", f"--output={tmp_path}/slurm-%A_%a.out", cwd=tmp_path, env=job_env(CONFIG_LIST=str(listing)))
+def test_sweep_submits_an_array_job_that_runs_one_config_per_task(slurm, train_root, tmp_path, monkeypatch, capsys):
+    for key, value in job_env().items():
+        monkeypatch.setenv(key, value)
+    write_config(tmp_path / "base.yaml", tiny_config(train_root, tmp_path / "unused", max_steps=6))
+    spec = {"base": "base.yaml", "out_root": str(tmp_path / "runs"), "specialised_domain": "code",
+            "axes": {"share": [0.0, 0.25]}}
+    write_config(tmp_path / "spec.yaml", spec)
+    from midtrain.cli import main
+
+    assert main(["sweep", "--spec", str(tmp_path / "spec.yaml"), "--out_dir", str(tmp_path / "configs"), "--submit=true",
+                 f"--sbatch_args=--chdir={tmp_path} --output={tmp_path}/slurm-%A_%a.out --parsable"]) == 0
+    job = capsys.readouterr().out.strip().splitlines()[-1].split(";")[0]
     wait_for(job)
-    for name in ("main", "code"):
-        assert (tmp_path / name / "final" / "lit_model.pth").is_file(), (tmp_path / f"slurm-{job}_1.out").read_text()
-        assert read_invocation(tmp_path / name)["slurm_job_id"]
-    assert read_invocation(tmp_path / "code")["slurm_array_task_id"] == "2"
+    for name in ("share0", "share0.25"):
+        assert (tmp_path / "runs" / name / "final" / "lit_model.pth").is_file(), (tmp_path / f"slurm-{job}_1.out").read_text()
+        assert read_invocation(tmp_path / "runs" / name)["slurm_job_id"]
+    assert read_invocation(tmp_path / "runs" / "share0.25")["slurm_array_task_id"] == "2"
+    ledger = __import__("json").loads((tmp_path / "runs" / "share0.25" / "final" / "ledger.json").read_text())
+    assert set(ledger["domains"]) == {"main", "code"}
 
 
 def read_invocation(run: Path) -> dict:

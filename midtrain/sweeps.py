@@ -1,0 +1,121 @@
+"""Sweep specs: a base config plus axes, expanded into one config per grid point (pure logic, no torch).
+
+A spec (YAML)::
+
+    base: ../pythia-70m/code-20pct-step40k.yaml   # relative to the spec file
+    out_root: ${MIDTRAIN_RUNS}/pythia-70m/timing  # each point's out_dir is out_root/<name>
+    trunk: ${MIDTRAIN_RUNS}/pythia-70m/trunk      # for the branch_step axis: branch_from = trunk/step-XXXXXXXX
+    specialised_domain: code                      # for the share axis: main:1-s,<domain>:s
+    axes:
+      branch_step: [20000, 30000, 40000, 50000]
+      share: [0.2]
+      seed: [1, 2]                                # any dotted key: train.max_lr, model_name, data.seed, ...
+
+Placeholders (``${VAR}``) are kept in the generated configs, so they stay free of personal paths.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from midtrain.errors import ConfigError, Problems
+
+SPECIAL_AXES = ("branch_step", "share")
+SPEC_KEYS = {"base", "out_root", "trunk", "specialised_domain", "axes", "name_prefix"}
+MIX_FORMS = ("mix_weights_str", "mix_weights", "literal_weights_str", "mix_config_path", "proportional_sampling")
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    name: str
+    values: dict[str, Any]
+    config: dict
+
+
+def _format(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def point_name(prefix: str, values: dict[str, Any]) -> str:
+    parts = [f"{key.split('.')[-1]}{_format(value)}" for key, value in values.items()]
+    return "_".join(([prefix] if prefix else []) + parts).replace("/", "-").replace(" ", "")
+
+
+def set_dotted(config: dict, key: str, value: Any) -> None:
+    """Set ``a.b.c``; ``data.x`` means ``data.init_args.x`` for a ``{class_path, init_args}`` data section."""
+    parts = key.split(".")
+    if parts[0] == "data" and len(parts) > 1 and parts[1] not in ("class_path", "init_args") and \
+            isinstance(config.get("data"), dict) and "init_args" in config["data"]:
+        parts = ["data", "init_args", *parts[1:]]
+    node = config
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"sweep axis {key!r}: {part!r} is not a mapping in the base config.")
+    node[parts[-1]] = value
+
+
+def load_spec(path: Path) -> dict:
+    try:
+        spec = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"--spec={str(path)!r} cannot be read as YAML ({exc}).") from None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"--spec={str(path)!r} is not a YAML mapping.")
+    return spec
+
+
+def expand(spec: dict, spec_dir: Path) -> list[SweepPoint]:
+    """Every grid point of the spec's axes (in the order written), with its config."""
+    problems = Problems()
+    unknown = sorted(set(spec) - SPEC_KEYS)
+    if unknown:
+        problems.add(f"unknown sweep spec keys {unknown}; known: {sorted(SPEC_KEYS)}.")
+    if "base" not in spec:
+        problems.add("the sweep spec has no 'base' (the config every point starts from).")
+    axes = spec.get("axes")
+    if not isinstance(axes, dict) or not axes or not all(isinstance(v, list) and v for v in axes.values()):
+        problems.add("'axes' must map each key to a non-empty list of values, e.g. axes: {branch_step: [20000, 40000]}.")
+    elif "branch_step" in axes and not spec.get("trunk"):
+        problems.add("the branch_step axis needs 'trunk': the trunk run folder whose step-XXXXXXXX checkpoints to branch from.")
+    elif "share" in axes:
+        if not spec.get("specialised_domain"):
+            problems.add("the share axis needs 'specialised_domain' (e.g. code): each point mixes main:1-s,<domain>:s.")
+        bad = [s for s in axes["share"] if not isinstance(s, (int, float)) or not 0 <= s <= 1]
+        if bad:
+            problems.add(f"share values must be between 0 and 1; got {bad}.")
+    problems.raise_if_any(ConfigError)
+    base_path = Path(spec["base"]) if Path(spec["base"]).is_absolute() else spec_dir / spec["base"]
+    try:
+        base = yaml.safe_load(base_path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"the sweep's base config {str(base_path)!r} cannot be read ({exc}).") from None
+    keys = list(axes)
+    points = []
+    for combination in itertools.product(*(axes[k] for k in keys)):
+        values = dict(zip(keys, combination))
+        config = copy.deepcopy(base)
+        for key, value in values.items():
+            if key == "branch_step":
+                config["branch_from"] = f"{spec['trunk'].rstrip('/')}/step-{int(value):08d}"
+            elif key == "share":
+                for form in MIX_FORMS:
+                    config["data"]["init_args"].pop(form, None)
+                domain = spec["specialised_domain"]
+                set_dotted(config, "data.mix_weights_str", f"main:{_format(round(1 - value, 6))},{domain}:{_format(value)}")
+            else:
+                set_dotted(config, key, value)
+        name = point_name(spec.get("name_prefix", ""), values)
+        if spec.get("out_root"):
+            config["out_dir"] = f"{str(spec['out_root']).rstrip('/')}/{name}"
+        points.append(SweepPoint(name, values, config))
+    names = [p.name for p in points]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"sweep points share names {sorted({n for n in names if names.count(n) > 1})}; make axis values distinct.")
+    return points

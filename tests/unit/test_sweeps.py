@@ -1,0 +1,60 @@
+"""Sweep spec expansion: grid points, names, the branch_step and share axes, dotted keys, errors."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from midtrain.errors import ConfigError
+from midtrain.sweeps import expand, point_name, set_dotted
+
+BASE = {
+    "out_dir": "x",
+    "data": {"class_path": "midtrain.data.ShardedMixedDataset",
+             "init_args": {"data_path": "${MIDTRAIN_DATA}", "mix_config_path": "m.json"}},
+    "train": {"max_lr": 3e-4},
+}
+
+
+@pytest.fixture
+def spec_dir(tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
+    return tmp_path
+
+
+def test_grid_in_axis_order_with_names_paths_and_placeholders_kept(spec_dir):
+    spec = {"base": "base.yaml", "out_root": "${MIDTRAIN_RUNS}/timing", "trunk": "${MIDTRAIN_RUNS}/trunk",
+            "specialised_domain": "code", "axes": {"branch_step": [20000, 40000], "share": [0.1, 0.3], "train.max_lr": [1e-3]}}
+    points = expand(spec, spec_dir)
+    assert [p.name for p in points] == [
+        "branch_step20000_share0.1_max_lr0.001", "branch_step20000_share0.3_max_lr0.001",
+        "branch_step40000_share0.1_max_lr0.001", "branch_step40000_share0.3_max_lr0.001"]
+    config = points[1].config
+    assert config["branch_from"] == "${MIDTRAIN_RUNS}/trunk/step-00020000"
+    assert config["data"]["init_args"] == {"data_path": "${MIDTRAIN_DATA}", "mix_weights_str": "main:0.7,code:0.3"}
+    assert config["train"]["max_lr"] == 1e-3 and config["out_dir"] == "${MIDTRAIN_RUNS}/timing/" + points[1].name
+    assert BASE["train"]["max_lr"] == 3e-4  # the base is not modified
+
+
+def test_dotted_data_keys_go_to_init_args():
+    config = {"data": {"class_path": "x", "init_args": {}}}
+    set_dotted(config, "data.seed", 3)
+    set_dotted(config, "model_config.n_layer", 2)
+    assert config == {"data": {"class_path": "x", "init_args": {"seed": 3}}, "model_config": {"n_layer": 2}}
+    assert point_name("p", {"model_name": "pythia-70m", "seed": 1}) == "p_model_namepythia-70m_seed1"
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ({"base": "base.yaml", "axes": {"branch_step": [1]}}, r"branch_step axis needs 'trunk'"),
+        ({"base": "base.yaml", "axes": {"share": [0.2]}}, r"share axis needs 'specialised_domain'"),
+        ({"base": "base.yaml", "specialised_domain": "code", "axes": {"share": [1.5]}}, r"between 0 and 1"),
+        ({"base": "base.yaml", "axes": {"seed": []}}, r"'axes' must map each key to a non-empty list"),
+        ({"base": "base.yaml", "axis": {"seed": [1]}}, r"unknown sweep spec keys \['axis'\]"),
+        ({"base": "nope.yaml", "axes": {"seed": [1]}}, r"base config .*nope.yaml' cannot be read"),
+    ],
+)
+def test_spec_errors(spec_dir, spec, match):
+    with pytest.raises(ConfigError, match=match):
+        expand(spec, spec_dir)
