@@ -35,14 +35,20 @@ def expand_placeholders(value: Any, where: str, missing: set[str]) -> Any:
     return value
 
 
-def load_config(path: str | Path) -> dict:
-    """The YAML mapping in ``path`` with placeholders expanded and aliases resolved; a clear error otherwise."""
+def read_yaml_mapping(path: str | Path, flag: str = "--config") -> dict:
+    """The YAML mapping in ``path`` as written (no expansion); a clear error naming ``flag`` otherwise."""
     try:
         config = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"--config={str(path)!r} cannot be read as YAML ({exc}). Fix the path or the file.") from None
+        raise ConfigError(f"{flag}={str(path)!r} cannot be read as YAML ({exc}). Fix the path or the file.") from None
     if not isinstance(config, dict):
-        raise ConfigError(f"--config={str(path)!r} is not a YAML mapping of config keys.")
+        raise ConfigError(f"{flag}={str(path)!r} is not a YAML mapping of config keys.")
+    return config
+
+
+def load_config(path: str | Path) -> dict:
+    """The YAML mapping in ``path`` with placeholders expanded and aliases resolved; a clear error otherwise."""
+    config = read_yaml_mapping(path)
     missing: set[str] = set()
     config = expand_placeholders(config, str(path), missing)
     if missing:

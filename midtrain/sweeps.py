@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from midtrain.config_files import read_yaml_mapping
 from midtrain.errors import ConfigError, Problems
 
 SPECIAL_AXES = ("branch_step", "share")
@@ -62,13 +61,7 @@ def set_dotted(config: dict, key: str, value: Any) -> None:
 
 
 def load_spec(path: Path) -> dict:
-    try:
-        spec = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"--spec={str(path)!r} cannot be read as YAML ({exc}).") from None
-    if not isinstance(spec, dict):
-        raise ConfigError(f"--spec={str(path)!r} is not a YAML mapping.")
-    return spec
+    return read_yaml_mapping(path, "--spec")
 
 
 def expand(spec: dict, spec_dir: Path) -> list[SweepPoint]:
@@ -93,9 +86,9 @@ def expand(spec: dict, spec_dir: Path) -> list[SweepPoint]:
     problems.raise_if_any(ConfigError)
     base_path = Path(spec["base"]) if Path(spec["base"]).is_absolute() else spec_dir / spec["base"]
     try:
-        base = yaml.safe_load(base_path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"the sweep's base config {str(base_path)!r} cannot be read ({exc}).") from None
+        base = read_yaml_mapping(base_path, "the sweep's base config")
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (the spec's 'base', relative to the spec file)") from None
     keys = list(axes)
     points = []
     for combination in itertools.product(*(axes[k] for k in keys)):

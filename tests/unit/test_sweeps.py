@@ -52,7 +52,7 @@ def test_dotted_data_keys_go_to_init_args():
         ({"base": "base.yaml", "specialised_domain": "code", "axes": {"share": [1.5]}}, r"between 0 and 1"),
         ({"base": "base.yaml", "axes": {"seed": []}}, r"'axes' must map each key to a non-empty list"),
         ({"base": "base.yaml", "axis": {"seed": [1]}}, r"unknown sweep spec keys \['axis'\]"),
-        ({"base": "nope.yaml", "axes": {"seed": [1]}}, r"base config .*nope.yaml' cannot be read"),
+        ({"base": "nope.yaml", "axes": {"seed": [1]}}, r"base config='.*nope.yaml' cannot be read"),
     ],
 )
 def test_spec_errors(spec_dir, spec, match):
