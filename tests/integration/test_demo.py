@@ -13,7 +13,7 @@ from midtrain.commands.demo import BRANCHES, SIZES
 from midtrain.demo.corpus import math_problems, split_prose_and_code
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIGS = sorted((REPO / "pretrain_configs").rglob("*.yaml")) + sorted((REPO / "midtrain_configs").rglob("*.yaml"))
+CONFIGS = sorted((REPO / "pretrain_configs" / "demo").rglob("*.yaml")) + sorted((REPO / "midtrain_configs" / "demo").rglob("*.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_running_the_demo_again_reuses_data_and_finished_runs(tiny_demo, capsys)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
-def test_every_repo_config_parses_and_passes_a_dry_run(config, tiny_demo, tmp_path):
+def test_every_demo_config_parses_and_passes_a_dry_run(config, tiny_demo, tmp_path):
     """Paths are pointed at the tiny demo's data and trunk, sizes at the tiny preset; everything else is the file's."""
     raw = yaml.safe_load(config.read_text())
     args = ["pretrain", "--config", str(config), f"--data.data_path={tiny_demo / 'data'}",

@@ -294,3 +294,23 @@ def test_sweep_writes_configs_and_list_and_dry_runs_them(train_root, trunk, tmp_
     write_config(tmp_path / "spec.yaml", spec)
     assert main(["sweep", "--spec", str(tmp_path / "spec.yaml"), "--out_dir", str(tmp_path / "sweep2")]) == 2
     assert "2 of 2 generated configs fail the dry run" in capsys.readouterr().err
+
+
+def test_util_scripts_list_runs_and_collect_metrics(trunk, train_root, tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("runs", REPO / "util_scripts" / "runs.py")
+    runs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runs)
+    assert runs.main(["list", str(trunk)]) == 0
+    listing = capsys.readouterr().out
+    assert "step-00000004" in listing and "final" in listing and "tokens" in listing
+    assert runs.main(["metrics", str(trunk), "-o", str(tmp_path / "m.csv")]) == 0
+    rows = (tmp_path / "m.csv").read_text().splitlines()
+    assert rows[0] == "run,step,metric,value" and any(",val/code/loss," in r for r in rows)
+    # a tensorboard run is read from its event files
+    config = tiny_config(train_root, tmp_path / "tb", max_steps=2)
+    config["logger_name"] = "tensorboard"
+    assert main(["pretrain", "--config", str(write_config(tmp_path / "tb.yaml", config))]) == 0
+    assert runs.main(["metrics", str(tmp_path / "tb"), "-o", str(tmp_path / "tb.csv")]) == 0
+    assert ",train/loss," in (tmp_path / "tb.csv").read_text()

@@ -40,11 +40,12 @@ def sbatch(*args: str, cwd: Path, env: dict) -> str:
     return result.stdout.strip().split(";")[0]
 
 
-def wait_for(job: str, timeout: float = 300, release_requeued: bool = False) -> None:
+def wait_for(job: str, timeout: float = 300, release_requeued: bool = False, until: Path | None = None) -> None:
+    """Until the job leaves the queue (and ``until`` exists: a requeued job can be briefly absent from squeue)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         queued = subprocess.run(["squeue", "-h", "-j", job, "-o", "%i %T %r"], capture_output=True, text=True).stdout
-        if not queued.strip():
+        if not queued.strip() and (until is None or until.exists()):
             return
         if release_requeued and "BeginTime" in queued:  # SLURM holds a requeued job for 120 s; release it now
             subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True)
@@ -92,7 +93,7 @@ def test_preempted_job_is_requeued_and_ends_where_an_uninterrupted_run_ends(slur
         assert time.time() < deadline, output.read_text() if output.exists() else "no output"
         time.sleep(0.1)
     subprocess.run(["scancel", "--signal=USR1", job], check=True)
-    wait_for(job, release_requeued=True)
+    wait_for(job, release_requeued=True, until=tmp_path / "preempted" / "final")
     log = output.read_text()
     assert "preempted with a checkpoint saved: requeueing" in log and "restart 1" in log, log
     assert (tmp_path / "preempted" / "final").is_dir()
