@@ -43,12 +43,16 @@ def sbatch(*args: str, cwd: Path, env: dict) -> str:
 def wait_for(job: str, timeout: float = 300, release_requeued: bool = False, until: Path | None = None) -> None:
     """Until the job leaves the queue (and ``until`` exists: a requeued job can be briefly absent from squeue)."""
     deadline = time.time() + timeout
+    released = False
     while time.time() < deadline:
         queued = subprocess.run(["squeue", "-h", "-j", job, "-o", "%i %T %r"], capture_output=True, text=True).stdout
         if not queued.strip() and (until is None or until.exists()):
             return
-        if release_requeued and "BeginTime" in queued:  # SLURM holds a requeued job for 120 s; release it now
-            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True)
+        if release_requeued and "BeginTime" in queued and not released:
+            # SLURM holds a requeued job for 120 s. Release it sooner, but not within the second of the requeue:
+            # slurmd refuses a credential issued in the same second as the revoked one ("Job credential revoked").
+            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now+5"], capture_output=True)
+            released = True
         time.sleep(0.5)
     pytest.fail(f"job {job} did not finish within {timeout} s")
 
