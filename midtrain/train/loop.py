@@ -125,7 +125,7 @@ class Trainer:
             return None
         if stop_request.signal_name is not None:
             return f"signal {stop_request.signal_name}"
-        return "max_time" if out_of_time else "stop requested on another rank"
+        return "max_time" if out_of_time else "signal on another rank"
 
     def log_training(self, counters: Counters, lr: float, window: _Window) -> None:
         loss = self.fabric.all_reduce(window.mean_loss(), reduce_op="mean").item()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import datetime
 from collections.abc import Callable
-from pathlib import Path
 
 import lightning as L
 import torch
@@ -136,7 +135,7 @@ def _restore(fabric, plan: RunPlan, state: dict) -> LRSchedule:
             anchor_lr = start.checkpoint.info.get("lr_next", state["optimizer"].param_groups[0]["lr"])
             state["midtrain"] = {"lr_anchor": [state["step_count"], anchor_lr]}
     elif start.initial_weights is not None:
-        if _nested(start.initial_weights):  # one of our (or litgpt pretrain's) full checkpoints
+        if start.initial_weights_nested:  # one of our (or litgpt pretrain's) full checkpoints
             fabric.load(start.initial_weights, {"model": state["model"]}, strict=False)
         else:  # a raw state dict, as litgpt's downloaded/converted checkpoints
             fabric.load_raw(start.initial_weights, state["model"])
@@ -166,11 +165,6 @@ def _saver(fabric, plan: RunPlan, run: dict, state: dict, schedule: LRSchedule) 
         checkpointer.save(state, counters.step, final, info, ledger)
 
     return save
-
-
-def _nested(path: Path) -> bool:
-    payload = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-    return isinstance(payload, dict) and "model" in payload and isinstance(payload["model"], dict)
 
 
 def _open_run(fabric, plan: RunPlan) -> dict:

@@ -63,6 +63,10 @@ class StartPoint:
     checkpoint: files.CheckpointInfo | None = None
     flag: str | None = None
     initial_weights: Path | None = None
+    """``lit_model.pth`` to take weights from (``--initial_checkpoint_dir``)."""
+    initial_weights_nested: bool = False
+    """True for a full training checkpoint (weights under ``model``), False for a raw state dict (litgpt's
+    downloaded or converted checkpoints)."""
 
 
 @dataclass
@@ -175,7 +179,12 @@ def find_start(settings: RunSettings, total_steps: int) -> StartPoint:
     else:
         weights = None
         if settings.initial_checkpoint_dir is not None:
-            weights = files.checkpoint_folder(settings.initial_checkpoint_dir, "--initial_checkpoint_dir").model_file
+            given = Path(settings.initial_checkpoint_dir).expanduser()
+            weights = given if given.suffix == ".pth" else given / files.MODEL_FILE
+            if not weights.is_file():
+                raise ConfigError(f"--initial_checkpoint_dir={str(settings.initial_checkpoint_dir)!r} holds no "
+                                  f"{files.MODEL_FILE}. Point it at a litgpt checkpoint folder (downloaded, converted, "
+                                  "or a step folder of a run).")
         return StartPoint("fresh", initial_weights=weights)
     if start.kind == "resume":
         # a checkpoint written by another run (copied into out_dir, as the paper did, or named by --resume) starts a
@@ -240,7 +249,8 @@ def plan_run(settings: RunSettings) -> RunPlan:
     if settings.eval.evaluate_example != "first":
         raise ConfigError(f"--eval.evaluate_example={settings.eval.evaluate_example!r} is for fine-tuning; pretraining "
                           "evaluates no examples. Remove it.")
-    lit_logger_only = {"teamspace": None, "metadata": None, "checkpoint_name": None, "log_model": False}
+    lit_logger_only = {"teamspace": None, "metadata": None, "checkpoint_name": None, "log_model": False,
+                       "save_logs": True}
     for key, default in lit_logger_only.items():
         if getattr(settings.log, key) != default:
             raise ConfigError(f"--log.{key}={getattr(settings.log, key)!r} applies to litgpt's LitLogger, which midtrain "
@@ -288,9 +298,11 @@ def plan_run(settings: RunSettings) -> RunPlan:
         start_samples = {i: v["consumed"] for i, v in saved_stream["shards"].items()}
         del payload
     elif start.initial_weights is not None:
-        payload = load_checkpoint_payload(files.read_info(start.initial_weights.parent) or files.CheckpointInfo(
-            start.initial_weights.parent, 0, {}), "--initial_checkpoint_dir")
-        check_model_state(payload.get("model", payload), model_config, "--initial_checkpoint_dir", start.initial_weights.parent)
+        payload = load_checkpoint_payload(files.CheckpointInfo(start.initial_weights.parent, 0, {}),
+                                          "--initial_checkpoint_dir")
+        start.initial_weights_nested = isinstance(payload.get("model"), dict)
+        weights = payload["model"] if start.initial_weights_nested else payload
+        check_model_state(weights, model_config, "--initial_checkpoint_dir", start.initial_weights.parent)
         del payload
     with torch.device("meta"):
         from litgpt.model import GPT

@@ -314,3 +314,20 @@ def test_util_scripts_list_runs_and_collect_metrics(trunk, train_root, tmp_path,
     assert main(["pretrain", "--config", str(write_config(tmp_path / "tb.yaml", config))]) == 0
     assert runs.main(["metrics", str(tmp_path / "tb"), "-o", str(tmp_path / "tb.csv")]) == 0
     assert ",train/loss," in (tmp_path / "tb.csv").read_text()
+
+
+def test_initial_checkpoint_dir_loads_weights_only_from_full_or_raw_checkpoints(train_root, trunk, tmp_path):
+    final_state = torch.load(trunk / "final" / "lit_model.pth", weights_only=False)
+    raw = tmp_path / "converted"
+    raw.mkdir()
+    torch.save(final_state["model"], raw / "lit_model.pth")  # as litgpt's downloaded/converted checkpoints
+    for name, source in (("from-full", trunk / "final"), ("from-raw", raw)):
+        config = tiny_config(train_root, tmp_path / name, max_steps=2, save_interval=1000)
+        config["initial_checkpoint_dir"] = str(source)
+        assert main(["pretrain", "--config", str(write_config(tmp_path / f"{name}.yaml", config))]) == 0
+        state = torch.load(tmp_path / name / "final" / "lit_model.pth", weights_only=False)
+        assert state["step_count"] == 2  # step, optimizer and data start fresh
+        assert state["train_dataloader"]["shards"]["main/1"]["consumed"] == 8
+    # the weights came from the trunk: the first loss is the trained model's, far below a fresh model's
+    assert losses(tmp_path / "from-full")[1] == pytest.approx(losses(tmp_path / "from-raw")[1])
+    assert losses(tmp_path / "from-full")[1] < losses(trunk)[1] - 0.05
