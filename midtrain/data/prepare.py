@@ -37,7 +37,8 @@ def tokenizer_fingerprint(tokenizer_dir: Path) -> str:
 
 
 def is_held_out(unit_key: str, ordinal: int, val_fraction: float) -> bool:
-    """Deterministic per-document split, independent of worker count and order."""
+    """Deterministic per-document split, independent of worker count and order (and, through ``unit_key``, of
+    where the input files are: see ``split_keys``)."""
     if val_fraction <= 0:
         return False
     digest = hashlib.blake2b(f"{unit_key}#{ordinal}".encode(), digest_size=8).digest()
@@ -145,7 +146,7 @@ class TokenizeUnit:
 
     def _documents(self, unit: tuple) -> Iterator[str]:
         if self.hf is None:
-            yield from read_documents(Path(unit[0]), self.text_key)
+            yield from read_documents(Path(unit[1]), self.text_key)
             return
         dataset = _cached_hf_dataset(self.hf)
         _, start, stop = unit
@@ -169,6 +170,16 @@ def _cached_hf_dataset(hf: tuple[str, str, str | None]):
     if hf not in _HF_DATASETS:
         _HF_DATASETS[hf] = load_hf_dataset(*hf)
     return _HF_DATASETS[hf]
+
+
+def split_keys(files: list[Path]) -> list[str]:
+    """Each file's path below the inputs' deepest common folder: the same files prepared from another location
+    hold out the same documents (the absolute path would tie the split to where the data happens to live)."""
+    resolved = [Path(f).resolve() for f in files]
+    if len(resolved) == 1:
+        return [resolved[0].name]
+    common = Path(os.path.commonpath([str(p.parent) for p in resolved]))
+    return [str(p.relative_to(common)) for p in resolved]
 
 
 def check_output(path: Path, flag: str, overwrite: bool) -> None:
@@ -264,7 +275,8 @@ def prepare_shard(
         hf_split: Split of ``hf_dataset``.
         hf_subset: Config (subset) name of ``hf_dataset``.
         text_key: The JSON key or column holding the text (``.txt`` files are one document each).
-        val_fraction: Share of documents held out into ``val_output_dir`` (chosen by a hash of each document's place).
+        val_fraction: Share of documents held out into ``val_output_dir`` (chosen by a hash of each document's place:
+            its file below the inputs' common folder and its position, wherever the files are).
         val_output_dir: Where the held-out shard goes; default: ``<root>/val/<name>`` for ``<root>/train/<name>``.
         num_workers: Tokenizer processes.
         batch_size: Documents encoded per batch.
@@ -295,7 +307,7 @@ def prepare_shard(
         described_inputs = [f"hf:{hf_dataset}:{hf_split}" + (f":{hf_subset}" if hf_subset else "")]
     else:
         files = expand_inputs(inputs)
-        units = [(str(p),) for p in files]
+        units = [(key, str(p)) for p, key in zip(files, split_keys(files))]
         hf = None
         described_inputs = [str(p) for p in files]
     targets = [("train", output_dir, "--output_dir")]

@@ -56,6 +56,22 @@ def test_prepare_reads_every_format_and_holds_out_validation(tmp_path, tokenizer
     assert leftovers == []
 
 
+def test_the_held_out_split_does_not_depend_on_where_the_inputs_live(tmp_path, tokenizer_dir):
+    import shutil
+
+    from midtrain.data.prepare import split_keys
+
+    write_inputs(tmp_path / "raw")
+    shutil.copytree(tmp_path / "raw", tmp_path / "elsewhere" / "copy")
+    val_tokens = []
+    for name, source in (("one", tmp_path / "raw"), ("two", tmp_path / "elsewhere" / "copy")):
+        assert main(["prepare", "--inputs", str(source), "--tokenizer_dir", str(tokenizer_dir), "--output_dir",
+                     str(tmp_path / name / "train" / "1"), "--val_fraction", "0.3", "--num_workers", "1"]) == 0
+        val_tokens.append(json.loads((tmp_path / name / "val" / "1" / MANIFEST_FILE).read_text())["tokens"])
+    assert val_tokens[0] == val_tokens[1]
+    assert split_keys([tmp_path / "raw" / "a.jsonl", tmp_path / "raw" / "sub" / "a.jsonl"]) == ["a.jsonl", "sub/a.jsonl"]
+
+
 def test_prepare_refuses_non_empty_output_and_overwrites_atomically(tmp_path, tokenizer_dir):
     raw = tmp_path / "a.jsonl"
     raw.write_text("".join(json.dumps({"text": d}) + "\n" for d in DOCS[:10]))
