@@ -15,14 +15,17 @@ import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from midtrain.commands.demo import demo
+from midtrain.commands.eval import evaluate
 from midtrain.commands.mix import mix, mix_config_from_pretrain
 from midtrain.commands.pretrain import pretrain
+from midtrain.commands.similarity import similarity
 from midtrain.commands.sweep import sweep
 from midtrain.data.prepare import prepare_shard
 from midtrain.config_files import DATA_MODULE_ALIASES, load_config, needs_rewrite
 from midtrain.errors import MidtrainError
 
-COMMANDS: dict[str, Callable] = {"mix": mix, "prepare": prepare_shard, "pretrain": pretrain, "sweep": sweep, "demo": demo}
+COMMANDS: dict[str, Callable] = {"mix": mix, "prepare": prepare_shard, "pretrain": pretrain, "sweep": sweep, "eval": evaluate, "similarity": similarity,
+                                 "demo": demo}
 
 EXIT_BAD_INPUT = 2
 

@@ -46,3 +46,14 @@ def train_root(tmp_path_factory):
     for name, (start, n_tokens) in {**TRAIN_SHARDS, **VAL_SHARDS}.items():
         write_token_shard(root / name, start, n_tokens, doc_tokens=50, chunk_tokens=512)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory):
+    """``midtrain demo --size tiny``: real text domains, a BPE tokenizer, shards, a trunk and three branches (tiny
+    2-layer models), their evaluation and similarity reports; shared by the demo, eval and SLURM tests."""
+    from midtrain.cli import main
+
+    out = tmp_path_factory.mktemp("demo") / "out"
+    assert main(["demo", "--out_dir", str(out), "--size", "tiny", "--num_workers", "1"]) == 0
+    return out

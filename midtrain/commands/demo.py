@@ -20,7 +20,8 @@ DOMAIN_ORDER = ["main", "code", "math", "instruct"]
 
 # The full demo (README numbers) and a reduced one (seconds, for CI): corpus size, tokenizer, and config overrides.
 SIZES = {
-    "full": {"corpus_bytes": None, "math_count": 40_000, "vocab_size": 4096, "overrides": []},
+    "full": {"corpus_bytes": None, "math_count": 40_000, "vocab_size": 4096, "overrides": [],
+             "eval_tokens": 50_000, "sft_prompt": {"prompt_style": "alpaca", "mask_prompt": True}},
     "tiny": {
         "corpus_bytes": 400_000, "math_count": 1_500, "vocab_size": 512,
         "overrides": ["--model_config.n_layer=2", "--model_config.n_head=2", "--model_config.n_embd=32",
@@ -29,6 +30,9 @@ SIZES = {
                       "--train.log_interval=3", "--eval.interval=3", "--eval.max_iters=1",
                       "--data.val_samples_per_domain=4"],
         "branch_step": 6,
+        "eval_tokens": 2_000,
+        # the tiny model's 32-token context holds no alpaca template: score plain text, prompt included
+        "sft_prompt": {"prompt_style": "default", "mask_prompt": False},
     },
 }
 
@@ -41,7 +45,9 @@ def demo(out_dir: Path = Path("demo_out"), branch_step: int | None = None, size:
     tokenizer, prepares train and held-out shards with ``midtrain prepare``, prints the ``midtrain mix`` plan, trains
     the trunk (``pretrain_configs/demo/trunk.yaml``) to the branch point, trains the branches
     (``midtrain_configs/demo/{code,math,control}.yaml``) to the shared horizon, and writes ``summary.md`` and
-    ``loss_by_domain.png`` into ``out_dir``. Running it again reuses what is done (data, finished runs).
+    ``loss_by_domain.png`` into ``out_dir``; then scores every checkpoint with ``midtrain eval`` (``eval/``: the
+    table and per-domain plots, plus two small SFT sets) and compares the domains and SFT sets with
+    ``midtrain similarity`` (``similarity/``). Running it again reuses what is done (data, runs, scores).
 
     Args:
         out_dir: Where everything goes (raw text, tokenizer, shards, runs, report).
@@ -52,11 +58,12 @@ def demo(out_dir: Path = Path("demo_out"), branch_step: int | None = None, size:
     preset = SIZES[size]
     branch_step = branch_step or preset.get("branch_step") or _config_branch_step()
     out_dir = Path(out_dir)
-    stages = Stages(8)
+    stages = Stages(10)
 
     with stages("Building the corpus from the standard library"):
         counts = _corpus(out_dir / "raw", preset)
         print("  documents: " + ", ".join(f"{d} {n:,}" for d, n in counts.items()))
+        sft_dirs = _sft_sets(out_dir / "sft", preset)
     with stages("Training a byte-level BPE tokenizer"):
         tokenizer_dir = _tokenizer(out_dir, preset["vocab_size"])
     with stages("Preparing train and held-out shards (midtrain prepare)"):
@@ -89,9 +96,24 @@ def demo(out_dir: Path = Path("demo_out"), branch_step: int | None = None, size:
         (out_dir / "summary.md").write_text(table + "\n")
         (out_dir / "summary.json").write_text(json.dumps({"branch_step": branch_step, "final": final}, indent=2))
         plot = plot_curves(trunk, branches, branch_step, domains, out_dir / "loss_by_domain.png")
+    eval_dir = out_dir / "eval"
+    with stages("Every checkpoint on every domain and SFT set (midtrain eval)"):
+        sets = [{"name": name, "json_path": str(folder / "val.json"), **preset["sft_prompt"]} for name, folder in sft_dirs.items()]
+        _cli(["eval", f"--runs={runs / '*'}", f"--out_dir={eval_dir}", f"--sets={json.dumps(sets)}",
+              f"--tokens_per_domain={preset['eval_tokens']}", "--accelerator=cpu"])
+    with stages("Similarity of the domains and SFT sets, and bridge lengths (midtrain similarity)"):
+        val = data_root / "val"
+        corpora = [f"{domain}={val / folder}" for domain, folder in SHARD_DIRS.items()]
+        corpora += [f"{name}={folder / 'val.json'}" for name, folder in sft_dirs.items()]
+        _cli(["similarity", f"--corpora={json.dumps(corpora)}", f"--out_dir={out_dir / 'similarity'}",
+              f"--checkpoint={branch_point}", f"--seq_length={train['max_seq_length']}",
+              f"--sample_tokens={preset['eval_tokens']}", "--pretrain=main", '--mixes=["code", "math"]',
+              f"--sft={json.dumps(list(sft_dirs))}", f"--eval_table={eval_dir / 'eval.csv'}", "--control=control",
+              "--accelerator=cpu"])
     with stages("Done"):
         print(table)
-        print(f"\nTable: {out_dir / 'summary.md'}\nPlot:  {plot}")
+        print(f"\nTable: {out_dir / 'summary.md'}\nPlot:  {plot}\nEvaluation: {eval_dir}\n"
+              f"Similarity: {out_dir / 'similarity'}")
     return 0
 
 
@@ -155,6 +177,18 @@ def _corpus(raw: Path, preset: dict) -> dict[str, int]:
     counts = build_corpus(raw, limit_bytes=preset["corpus_bytes"], math_count=preset["math_count"])
     marker.write_text(json.dumps({"settings": settings, "documents": counts}, indent=2))
     return counts
+
+
+def _sft_sets(out_dir: Path, preset: dict) -> dict[str, Path]:
+    from midtrain.demo.sft import SFT_SETS, build_sft_sets
+
+    marker = out_dir / "sets.json"
+    settings = {"python": sys.version.split()[0], "corpus_bytes": preset["corpus_bytes"]}
+    if marker.is_file() and json.loads(marker.read_text()) == settings:
+        return {name: out_dir / name for name in SFT_SETS}
+    folders = build_sft_sets(out_dir, preset["corpus_bytes"])
+    marker.write_text(json.dumps(settings))
+    return folders
 
 
 def _tokenizer(out_dir: Path, vocab_size: int) -> Path:

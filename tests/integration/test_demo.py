@@ -16,13 +16,6 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "pretrain_configs" / "demo").rglob("*.yaml")) + sorted((REPO / "midtrain_configs" / "demo").rglob("*.yaml"))
 
 
-@pytest.fixture(scope="module")
-def tiny_demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "out"
-    assert main(["demo", "--out_dir", str(out), "--size", "tiny", "--num_workers", "1"]) == 0
-    return out
-
-
 def test_tiny_demo_runs_every_stage_and_writes_the_report(tiny_demo, capsys):
     table = (tiny_demo / "summary.md").read_text()
     for name in BRANCHES:
@@ -37,6 +30,17 @@ def test_tiny_demo_runs_every_stage_and_writes_the_report(tiny_demo, capsys):
         assert lineage[0]["step"] == SIZES["tiny"]["branch_step"]
     code_ledger = json.loads((tiny_demo / "runs" / "code" / "final" / "ledger.json").read_text())
     assert set(code_ledger["domains"]) == {"main", "code"}
+    rows = json.loads((tiny_demo / "eval" / "eval.json").read_text())
+    scored = {(r["run"], r["step"], r["name"]) for r in rows if r["metric"] == "loss"}
+    names = {"main", "code", "math", "instruct", "code_sft", "math_sft"}
+    assert scored == {(run, step, name) for run, steps in (("trunk", (3, 6)), ("code", (9, 12)), ("math", (9, 12)),
+                                                              ("control", (9, 12))) for step in steps for name in names}
+    assert {p.name for p in (tiny_demo / "eval" / "plots").iterdir()} == {f"heldout_{d}.png" for d in names - {"code_sft", "math_sft"}} | {"set_code_sft.png", "set_math_sft.png"}
+    report = json.loads((tiny_demo / "similarity" / "similarity.json").read_text())
+    assert list(report["corpora"]) == ["main", "code", "math", "instruct", "code_sft", "math_sft"]
+    assert set(report["similarity"]) == {"token", "model"}
+    assert {(p["mix"], p["sft"]) for p in report["bridge"]["pairs"]} == {(m, s) for m in ("code", "math") for s in ("code_sft", "math_sft")}
+    assert report["bridge"]["correlation"]["pairs"] == 4
 
 
 def test_running_the_demo_again_reuses_data_and_finished_runs(tiny_demo, capsys):
@@ -45,6 +49,7 @@ def test_running_the_demo_again_reuses_data_and_finished_runs(tiny_demo, capsys)
     assert "reusing the corpus" in printed and "reusing the tokenizer" in printed and "main: reusing" in printed
     assert printed.count("already finished") == len(BRANCHES)
     assert "Saved checkpoint" not in printed
+    assert "8 checkpoint(s) already scored with these settings: skipped." in printed and "Wrote 0 row(s)" in printed
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(REPO)))

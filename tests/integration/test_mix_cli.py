@@ -3,7 +3,7 @@ import json
 import pytest
 import yaml
 
-from midtrain.cli import main
+from midtrain.cli import COMMANDS, main
 
 
 def run_json(capsys, *args):
@@ -86,7 +86,7 @@ def test_console_script_and_module_entry_point(data_root):
     assert result.returncode == 2 and "midtrain.DataError: data root" in result.stderr
 
 
-@pytest.mark.parametrize("command", ["mix", "prepare", "pretrain"])
+@pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_help_for_each_subcommand(command, capsys):
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])

@@ -33,8 +33,8 @@ def job_env(**extra: str) -> dict:
             "LITDATA_DISABLE_VERSION_CHECK": "1", "MIDTRAIN_ENV_FILE": "/nonexistent", **extra}
 
 
-def sbatch(*args: str, cwd: Path, env: dict) -> str:
-    result = subprocess.run(["sbatch", "--parsable", f"--chdir={cwd}", *args, str(SBATCH_SCRIPT)], capture_output=True,
+def sbatch(*args: str, cwd: Path, env: dict, script: Path = SBATCH_SCRIPT) -> str:
+    result = subprocess.run(["sbatch", "--parsable", f"--chdir={cwd}", *args, str(script)], capture_output=True,
                             text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip().split(";")[0]
@@ -104,3 +104,39 @@ def test_preempted_job_is_requeued_and_ends_where_an_uninterrupted_run_ends(slur
     invocations = __import__("json").loads((tmp_path / "preempted" / "run.json").read_text())["invocations"]
     assert len(invocations) == 2 and invocations[1]["slurm_restart_count"] == "1"
     assert losses(tmp_path / "preempted") == pytest.approx(losses(tmp_path / "reference"), rel=1e-6)
+
+
+def test_finetune_then_evaluate_array_fills_one_table(slurm, tiny_demo, tmp_path):
+    """training_scripts/finetune_eval.sbatch: one checkpoint x one task x two seeds, litgpt finetune_full then
+    midtrain eval of the task's validation set and a forgetting set, both tasks appending to one table."""
+    import json
+
+    sft = tmp_path / "sft" / "arith"
+    sft.mkdir(parents=True)
+    examples = [{"instruction": f"Add {a} and {b}.", "input": "", "output": str(a + b)} for a in range(6) for b in range(4)]
+    (sft / "train.json").write_text(json.dumps(examples[:20]))
+    (sft / "val.json").write_text(json.dumps(examples[20:]))
+    checkpoint = tiny_demo / "runs" / "trunk" / "step-00000006"
+    grid = tmp_path / "grid.txt"
+    made = subprocess.run([sys.executable, str(REPO / "util_scripts" / "finetune_grid.py"), "grid", str(checkpoint),
+                           "--tasks", "arith", "--seeds", "1", "2", "-o", str(grid)], capture_output=True, text=True)
+    assert made.returncode == 0 and "--array=1-2" in made.stdout, made.stderr
+    bin_dir = Path(sys.executable).parent
+    env = job_env(GRID=str(grid), SFT_DATA_ROOT=str(tmp_path / "sft"), FT_ROOT=str(tmp_path / "ft"),
+                  EVAL_OUT=str(tmp_path / "eval"), PYTHON=sys.executable, LITGPT=str(bin_dir / "litgpt"),
+                  CUDA_VISIBLE_DEVICES="", PROMPT_STYLE="default",
+                  FINETUNE_ARGS="--train.epochs 1 --train.global_batch_size 4 --train.micro_batch_size 4 "
+                                "--train.max_seq_length 32 --eval.interval 100 --precision 32-true --devices 1 "
+                                "--logger_name csv",
+                  FORGET_SETS=f"{{name: main, shards_path: {tiny_demo / 'data' / 'val'}, domain: main}}",
+                  EVAL_ARGS="--tokens_per_domain=64")
+    job = sbatch("--array=1-2", f"--output={tmp_path}/ft-%A_%a.out", cwd=tmp_path, env=env,
+                 script=REPO / "training_scripts" / "finetune_eval.sbatch")
+    wait_for(job, timeout=400)
+    logs = "\n".join(p.read_text() for p in sorted(tmp_path.glob("ft-*.out")))
+    rows = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    losses = {(r["seed"], r["name"]): r for r in rows if r["metric"] == "loss"}
+    assert set(losses) == {(1, "arith"), (2, "arith"), (1, "main"), (2, "main")}, logs
+    for row in losses.values():
+        assert (row["base_run"], row["base_step"], row["sft_task"]) == ("trunk", 6, "arith")
+    assert losses[1, "arith"]["value"] != losses[2, "arith"]["value"]  # the seeds shuffled the data differently

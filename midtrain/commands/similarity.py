@@ -1,0 +1,198 @@
+"""``midtrain similarity``: how alike corpora are (token n-grams, and a model's hidden states), and bridge lengths."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Literal
+
+from midtrain.data.domains import DomainRegistry
+from midtrain.errors import ConfigError
+from midtrain.eval.corpora import CorpusSpec, parse_corpora, read_sample, truncate
+
+
+def similarity(
+    corpora: list[CorpusSpec | str],
+    out_dir: Path = Path("similarity_out"),
+    tokenizer_dir: Path | None = None,
+    checkpoint: Path | None = None,
+    sample_tokens: int = 200_000,
+    seq_length: int = 256,
+    ngram: int = 2,
+    seed: int = 0,
+    pretrain: str | None = None,
+    mixes: list[str] | None = None,
+    sft: list[str] | None = None,
+    bridge_measure: Literal["token", "model"] = "token",
+    eval_table: Path | None = None,
+    control: str | None = None,
+    mix_runs: dict[str, str] | None = None,
+    sft_set_names: dict[str, str] | None = None,
+    domain_prefixes: dict[str, str] | None = None,
+    accelerator: Literal["auto", "cpu", "cuda"] = "auto",
+    micro_batch_size: int = 8,
+) -> int:
+    """Similarity between every pair of corpora, and the bridge length of midtraining mixes.
+
+    Each corpus (token shards, or SFT/text ``.json``/``.jsonl`` tokenized with the shared tokenizer) is sampled to
+    ``sample_tokens`` tokens with a fixed seed. Token measure: 1 - Jensen-Shannon divergence of ``ngram``-gram
+    distributions. Model measure (with ``checkpoint``): cosine similarity of mean final hidden states. Writes the
+    matrices (CSV, JSON) and heatmaps to ``out_dir``. With ``pretrain``, ``mixes`` and ``sft``: the bridge length
+    (1 - sim(P, M)) + (1 - sim(M, S)) per mix and SFT set; with ``eval_table`` and ``control`` too, each mix's SFT
+    gain over the control and the correlation of bridge length with gain.
+
+    Args:
+        corpora: ``name=path`` entries (or ``{name, path, domain}``), at least two.
+        out_dir: Where the matrices, heatmaps and report go.
+        tokenizer_dir: Tokenizer for text corpora (default the checkpoint's); shards must use the same one.
+        checkpoint: A checkpoint folder for the model measure (omit for the token measure only).
+        sample_tokens: Tokens sampled from each corpus.
+        seq_length: Tokens per sampled sequence (at most the checkpoint's block size).
+        ngram: n of the n-gram distributions.
+        seed: Seed of the samples.
+        pretrain: The pretraining corpus's name (P).
+        mixes: Midtraining corpora's names (M).
+        sft: SFT sets' names (S).
+        bridge_measure: The similarity the bridge length uses.
+        eval_table: A ``midtrain eval`` ``eval.csv`` with each SFT set scored (``--sets``) for the mixes' runs and the
+            control (fine-tuned checkpoints if any, else the runs' own).
+        control: The control run's name in the table.
+        mix_runs: Run name of each mix in the table when it differs from the mix's corpus name.
+        sft_set_names: Set name of each SFT corpus in the table when it differs from its corpus name.
+        domain_prefixes: Extra shard folder prefixes (as ``--data.domain_prefixes``).
+        accelerator: For the model measure.
+        micro_batch_size: Sequences per forward pass (model measure).
+    """
+    import numpy as np
+
+    from midtrain.eval.bridge import bridge_report
+    from midtrain.eval.similarity import cosine_matrix, token_similarity_matrix
+
+    specs = parse_corpora(list(corpora))
+    names = [s.name for s in specs]
+    _check_bridge_args(names, pretrain, mixes, sft, bridge_measure, checkpoint, eval_table, control)
+    for flag, value in (("--sample_tokens", sample_tokens), ("--seq_length", seq_length), ("--micro_batch_size", micro_batch_size)):
+        if value < 1:
+            raise ConfigError(f"{flag}={value} must be at least 1.")
+    rows = None
+    if eval_table is not None:
+        from midtrain.eval.results import read_rows
+
+        rows = read_rows(Path(eval_table))
+    loaded, tokenizer = None, None
+    if checkpoint is not None:
+        from midtrain.eval.model_loading import load_model, resolve_device, resolve_precision
+
+        device = resolve_device(accelerator)
+        loaded = load_model(Path(checkpoint), device, resolve_precision(None, device), tokenizer_dir)
+        if seq_length > loaded.block_size:
+            raise ConfigError(f"--seq_length={seq_length} exceeds the checkpoint's block size {loaded.block_size}. Lower it.")
+        tokenizer = loaded.tokenizer
+    elif tokenizer_dir is not None:
+        from litgpt.tokenizer import Tokenizer
+
+        tokenizer = Tokenizer(tokenizer_dir)
+    registry = DomainRegistry.with_extra(domain_prefixes)
+    samples = {spec.name: read_sample(spec, tokenizer, registry, sample_tokens, seq_length, seed) for spec in specs}
+    sizes = {name: sum(len(s) for s in sample) for name, sample in samples.items()}
+    # n-gram divergences grow as samples shrink (unseen n-grams): every corpus gets as many tokens as the smallest
+    common = min(sizes.values())
+    samples = {name: truncate(sample, common) for name, sample in samples.items()}
+    for spec in specs:
+        print(f"  {spec.name}: {common:,} of {sizes[spec.name]:,} sampled tokens used, from {spec.path}", flush=True)
+    matrices = {"token": token_similarity_matrix(samples, ngram)}
+    if loaded is not None:
+        from midtrain.eval.hidden_states import mean_hidden_state
+
+        vectors = np.stack([mean_hidden_state(loaded.model, samples[n], loaded.device, micro_batch_size) for n in names])
+        matrices["model"] = cosine_matrix(vectors)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = {"corpora": {s.name: str(s.path) for s in specs}, "sample_tokens": common,
+              "ngram": ngram, "seq_length": seq_length, "seed": seed, "checkpoint": str(checkpoint) if checkpoint else None,
+              "similarity": {k: m.round(6).tolist() for k, m in matrices.items()}}
+    labels = {"token": f"1 - JSD of {ngram}-gram distributions", "model": "cosine of mean hidden states"}
+    for measure, matrix in matrices.items():
+        _write_matrix_csv(out_dir / f"similarity_{measure}.csv", names, matrix)
+        _heatmap(out_dir / f"similarity_{measure}.png", names, matrix, labels[measure])
+        print(f"\nSimilarity ({labels[measure]}):\n{_format_matrix(names, matrix)}")
+    if pretrain is not None:
+        report["bridge"] = bridge_report(matrices[bridge_measure], names, pretrain, list(mixes), list(sft), rows, control,
+                                         mix_runs, sft_set_names)
+        report["bridge"]["measure"] = bridge_measure
+        print("\n" + _format_bridge(report["bridge"]))
+    (out_dir / "similarity.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nWrote {out_dir / 'similarity.json'} and heatmaps in {out_dir}")
+    return 0
+
+
+def _check_bridge_args(names, pretrain, mixes, sft, measure, checkpoint, eval_table, control) -> None:
+    given = [pretrain is not None, bool(mixes), bool(sft)]
+    if any(given) and not all(given):
+        raise ConfigError("the bridge length needs --pretrain, --mixes and --sft together (corpus names from --corpora).")
+    for flag, values in (("--pretrain", [pretrain] if pretrain else []), ("--mixes", mixes or []), ("--sft", sft or [])):
+        unknown = [v for v in values if v not in names]
+        if unknown:
+            raise ConfigError(f"{flag} names {', '.join(map(repr, unknown))}, which is not in --corpora ({', '.join(names)}).")
+    if measure == "model" and checkpoint is None:
+        raise ConfigError("--bridge_measure=model needs --checkpoint (the model whose hidden states are compared).")
+    if (eval_table is None) != (control is None):
+        raise ConfigError("--eval_table and --control go together: the gain of each mix is measured against the control run.")
+    if eval_table is not None and pretrain is None:
+        raise ConfigError("--eval_table is used to correlate bridge lengths with gains; set --pretrain, --mixes and --sft.")
+
+
+def _format_matrix(names: list[str], matrix) -> str:
+    width = max(8, *(len(n) for n in names))
+    lines = [" " * width + "".join(f"{n:>{width + 1}}" for n in names)]
+    for name, row in zip(names, matrix):
+        lines.append(f"{name:<{width}}" + "".join(f"{v:>{width + 1}.3f}" for v in row))
+    return "\n".join(lines)
+
+
+def _format_bridge(bridge: dict) -> str:
+    lines = [f"Bridge length ({bridge['measure']} similarity), pretraining corpus {bridge['pretrain']}:",
+             "| mix | SFT set | bridge length | SFT gain over control |", "|---|---|---:|---:|"]
+    for pair in bridge["pairs"]:
+        gain = pair.get("gain")
+        shown = "-" if gain is None else f"{gain:+.4f} (step {pair['step']})"
+        lines.append(f"| {pair['mix']} | {pair['sft']} | {pair['bridge_length']:.4f} | {shown} |")
+    correlation = bridge.get("correlation")
+    if correlation:
+        def show(v):
+            return "undefined" if v is None else f"{v:+.3f}"
+        lines.append(f"Correlation of bridge length with gain over {correlation['pairs']} pairs: Pearson "
+                     f"{show(correlation['pearson'])}, Spearman {show(correlation['spearman'])} (negative: shorter "
+                     "bridges, larger gains).")
+    return "\n".join(lines)
+
+
+def _write_matrix_csv(path: Path, names: list[str], matrix) -> None:
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["corpus", *names])
+        for name, row in zip(names, matrix):
+            writer.writerow([name, *(f"{v:.6f}" for v in row)])
+
+
+def _heatmap(path: Path, names: list[str], matrix, label: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = 1.2 + 0.9 * len(names)
+    figure, ax = plt.subplots(figsize=(size + 1.5, size))
+    image = ax.imshow(matrix, cmap="viridis", vmin=min(0.0, float(matrix.min())), vmax=1.0)
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if matrix[i, j] < 0.6 else "black")
+    figure.colorbar(image, ax=ax, label=label)
+    ax.set_title(f"Similarity: {label}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

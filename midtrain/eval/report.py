@@ -1,0 +1,28 @@
+"""A console summary of the results table: each run's latest scored checkpoint, one column per domain or set."""
+
+from __future__ import annotations
+
+
+def latest_table(rows: list[dict], checkpoints: set[str]) -> str:
+    """Markdown: run, step, tokens seen and the loss on every held-out domain and named set (task metrics too)."""
+    chosen = [r for r in rows if r["checkpoint"] in checkpoints and r["metric"] not in ("ppl",) and not r["metric"].endswith("_stderr")]
+    latest: dict[str, tuple] = {}
+    for row in chosen:
+        order = (row["step"] if row["step"] is not None else -1, row["checkpoint"].endswith("final"))
+        if row["run"] not in latest or order > latest[row["run"]][0]:
+            latest[row["run"]] = (order, row["checkpoint"])
+    columns = list(dict.fromkeys((r["kind"], r["name"], r["metric"]) for r in chosen))
+    if not columns:
+        return "(nothing scored)"
+    values = {(r["checkpoint"], r["kind"], r["name"], r["metric"]): r for r in chosen}
+    titles = [name if metric == "loss" else f"{name} {metric}" for _, name, metric in columns]
+    lines = ["| run | step | tokens seen | " + " | ".join(titles) + " |", "|---|---:|---:|" + "---:|" * len(columns)]
+    for run, (_, checkpoint) in latest.items():
+        first = next(r for r in chosen if r["checkpoint"] == checkpoint)
+        cells = []
+        for kind, name, metric in columns:
+            row = values.get((checkpoint, kind, name, metric))
+            cells.append("-" if row is None else f"{row['value']:.4f}")
+        tokens = f"{first['tokens_seen']:,}" if first["tokens_seen"] is not None else "-"
+        lines.append(f"| {run} | {first['step'] if first['step'] is not None else '-'} | {tokens} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,117 @@
+"""Scoring every pending (checkpoint, set) pair into the results table, one checkpoint loaded at a time.
+
+Nothing here parses arguments: ``midtrain.commands.eval`` resolves them into an ``EvalJob``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from midtrain.data.domains import DomainRegistry
+from midtrain.errors import DataError
+from midtrain.eval.model_loading import load_model
+from midtrain.eval.named_sets import NamedSet, sft_dataset, shard_blocks
+from midtrain.eval.results import ResultsTable
+from midtrain.eval.scoring import block_batches, loss_sums, sft_batches
+from midtrain.eval.targets import EvalTarget
+from midtrain.eval.tasks import TaskSettings, run_tasks
+
+
+@dataclass
+class EvalJob:
+    targets: list[EvalTarget]
+    heldout: dict
+    """Domain -> fixed held-out blocks (``HeldOutBlocks``); empty to skip held-out loss."""
+    seq_length: int
+    tokens_per_domain: int
+    micro_batch_size: int
+    device: torch.device
+    dtype: torch.dtype
+    registry: DomainRegistry
+    sets: list[NamedSet] = field(default_factory=list)
+    tasks: TaskSettings | None = None
+    task_manager: object = None
+    tokenizer_dir: Path | None = None
+    heldout_root: Path | None = None
+
+    @property
+    def heldout_settings(self) -> str:
+        return f"heldout:seq={self.seq_length}:tokens={self.tokens_per_domain}:{self.heldout_root}"
+
+    def pending(self, target: EvalTarget, table: ResultsTable) -> list[tuple[str, str, str]]:
+        wanted = [("heldout", d, self.heldout_settings) for d in self.heldout]
+        wanted += [("set", s.name, s.settings(self.seq_length, self.tokens_per_domain)) for s in self.sets]
+        if self.tasks is not None:
+            wanted += [("task", t, self.tasks.settings()) for t in self.tasks.tasks]
+        return [w for w in wanted if not table.done(target.key, *w)]
+
+
+def base_row(target: EvalTarget) -> dict:
+    finetune = target.finetune
+    return {"run": target.run, "parent": target.lineage.parent_run, "branch_step": target.lineage.branch_step,
+            "step": target.step, "tokens_seen": target.tokens_seen, "checkpoint": target.key,
+            "base_run": finetune.get("base_run"), "base_step": finetune.get("base_step"),
+            "sft_task": finetune.get("task"), "seed": finetune.get("seed")}
+
+
+def loss_rows(total: float, count: int, what: str) -> list[dict]:
+    if count == 0:
+        raise DataError(f"{what}: no token is left to score (every target is masked or truncated). Use --sets "
+                        "mask_prompt: false, shorter examples, or a model with a longer block size.")
+    loss = total / count
+    return [{"metric": "loss", "value": loss, "eval_tokens": count},
+            {"metric": "ppl", "value": math.exp(min(loss, 700.0)), "eval_tokens": count}]
+
+
+def run_eval(job: EvalJob, table: ResultsTable) -> dict[str, int]:
+    """Score what the table lacks; returns counts of checkpoints scored and skipped and of rows written."""
+    from tqdm.auto import tqdm
+
+    work = [(target, job.pending(target, table)) for target in job.targets]
+    work = [(target, items) for target, items in work if items]
+    counts = {"checkpoints": len(work), "skipped": len(job.targets) - len(work), "rows": 0}
+    need_tokenizer = bool(job.tasks) or any(s.json_path is not None for s in job.sets)
+    with tqdm(total=sum(len(items) for _, items in work), desc="midtrain eval", unit="set", dynamic_ncols=True) as bar:
+        for target, items in work:
+            loaded = load_model(target.checkpoint, job.device, job.dtype, job.tokenizer_dir, need_tokenizer)
+            rows = []
+            task_items = [name for kind, name, _ in items if kind == "task"]
+            for kind, name, settings in items:
+                if kind == "task":
+                    continue
+                bar.set_postfix_str(f"{target.run} step {target.step}: {name}")
+                if kind == "heldout":
+                    measured = loss_sums(loaded.model, block_batches(job.heldout[name], job.micro_batch_size), job.device)
+                else:
+                    named = next(s for s in job.sets if s.name == name)
+                    measured = _score_set(named, loaded, job)
+                rows += [{**base_row(target), "kind": kind, "name": name, "settings": settings, **r}
+                         for r in loss_rows(*measured, f"{target.checkpoint} on {name}")]
+                bar.update()
+            if task_items:
+                from midtrain.eval.lm_eval_adapter import LitGPTHarnessModel
+
+                bar.set_postfix_str(f"{target.run} step {target.step}: lm-eval {', '.join(task_items)}")
+                harness = LitGPTHarnessModel(loaded.model, loaded.tokenizer, job.device, loaded.block_size,
+                                             batch_size=job.tasks.batch_size)
+                settings = TaskSettings(**{**job.tasks.__dict__, "tasks": task_items})
+                rows += [{**base_row(target), "kind": "task", "settings": job.tasks.settings(), **r}
+                         for r in run_tasks(harness, settings, job.task_manager)]
+                bar.update(len(task_items))
+            table.append(rows)
+            counts["rows"] += len(rows)
+            del loaded
+    return counts
+
+
+def _score_set(named: NamedSet, loaded, job: EvalJob) -> tuple[float, int]:
+    if named.json_path is not None:
+        dataset = sft_dataset(named, loaded.tokenizer, loaded.block_size)
+        return loss_sums(loaded.model, sft_batches(dataset, job.micro_batch_size), job.device)
+    max_samples = max(1, job.tokens_per_domain // job.seq_length)
+    blocks = shard_blocks(named, job.seq_length + 1, max_samples, job.registry)
+    return loss_sums(loaded.model, block_batches(blocks, job.micro_batch_size), job.device)

@@ -1,0 +1,151 @@
+"""What ``midtrain eval`` scores: the checkpoints of runs given by folder globs (pure file logic, no torch).
+
+A target is one checkpoint folder (holding ``lit_model.pth`` and ``model_config.yaml``) with what the table needs
+to place it: the run it belongs to, the run's lineage (which run and step it branched from), its step and the
+tokens it had seen. Folders written by ``midtrain pretrain`` carry all of that in ``checkpoint.json`` and
+``run.json``; folders written by litgpt (``finetune_full``, ``pretrain``, ``convert_*``) carry the step in the
+folder name at most, and a fine-tune launched by ``training_scripts/finetune_eval.sbatch`` names its base
+checkpoint, task and seed in ``finetune.json``.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from midtrain.errors import ConfigError
+from midtrain.train.checkpoint_files import FINAL, INFO_FILE, MODEL_FILE
+from midtrain.train.run_dir import RUN_FILE
+
+FINETUNE_FILE = "finetune.json"
+_STEP_FOLDER = re.compile(r"^step-(\d+)$")
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a run came from: the parent run's name and folder and the step it branched at (None for a trunk)."""
+
+    parent_dir: str | None = None
+    parent_run: str | None = None
+    branch_step: int | None = None
+
+    @property
+    def label(self) -> str:
+        return "" if self.parent_run is None else f"{self.parent_run}@{self.branch_step}"
+
+
+@dataclass(frozen=True)
+class EvalTarget:
+    run: str
+    """The run's name in the table (its folder name, made unique over the runs given)."""
+    run_dir: Path
+    checkpoint: Path
+    step: int | None
+    tokens_seen: int | None
+    lineage: Lineage = field(default_factory=Lineage)
+    finetune: dict = field(default_factory=dict)
+    """``finetune.json`` of a fine-tuned checkpoint: ``base_run``, ``base_step``, ``task``, ``seed``."""
+
+    @property
+    def key(self) -> str:
+        return str(self.checkpoint.resolve())
+
+
+def is_checkpoint(folder: Path) -> bool:
+    return (folder / MODEL_FILE).is_file() and (folder / "model_config.yaml").is_file()
+
+
+def _step_of(folder: Path, info: dict) -> int | None:
+    if "step" in info:
+        return int(info["step"])
+    match = _STEP_FOLDER.match(folder.name)
+    return int(match.group(1)) if match else None
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path} cannot be read as JSON ({exc}). Repair or delete it.") from None
+    return value if isinstance(value, dict) else {}
+
+
+def _checkpoints_of(run_dir: Path) -> list[Path]:
+    """Checkpoint folders directly under a run folder (``step-*`` and ``final``), by step, final last."""
+    found = [c for c in run_dir.iterdir() if c.is_dir() and (_STEP_FOLDER.match(c.name) or c.name == FINAL) and is_checkpoint(c)]
+
+    def order(folder: Path) -> tuple:
+        step = _step_of(folder, _read_json(folder / INFO_FILE))
+        return (step if step is not None else float("inf"), folder.name == FINAL)
+
+    return sorted(found, key=order)
+
+
+def _lineage(info: dict, run: dict) -> Lineage:
+    entries = info.get("lineage") or run.get("lineage") or []
+    if not entries:
+        return Lineage()
+    last = entries[-1]
+    parent_dir = last.get("parent_out_dir")
+    return Lineage(parent_dir, Path(parent_dir).name if parent_dir else last.get("parent_run_id"), last.get("step"))
+
+
+def find_targets(patterns: list[str], steps: list[int] | None = None, flag: str = "--runs") -> list[EvalTarget]:
+    """Every checkpoint under the run folders (or checkpoint folders) that ``patterns`` match.
+
+    A final checkpoint at the same step as a ``step-*`` one is the same weights and is scored once.
+    """
+    if not patterns:
+        raise ConfigError(f"{flag} is empty. Name run folders (or checkpoint folders), e.g. {flag} 'out/runs/*'.")
+    folders: list[Path] = []
+    for pattern in patterns:
+        matched = sorted(Path(p) for p in glob.glob(str(Path(pattern).expanduser())))
+        matched = [m for m in matched if m.is_dir()]
+        if not matched:
+            raise ConfigError(f"{flag} pattern {pattern!r} matches no folder. Give run folders (holding step-* "
+                              "checkpoints) or checkpoint folders (holding lit_model.pth and model_config.yaml).")
+        folders.extend(matched)
+    pairs: list[tuple[Path, Path]] = []  # (run folder, checkpoint folder)
+    for folder in dict.fromkeys(p.resolve() for p in folders):
+        if is_checkpoint(folder):
+            pairs.append((folder.parent, folder))
+            continue
+        checkpoints = _checkpoints_of(folder)
+        if not checkpoints:
+            raise ConfigError(f"{flag}: {folder} holds no checkpoint (no step-*/ or final/ folder with {MODEL_FILE} and "
+                              "model_config.yaml). Point it at a run's out_dir or at a checkpoint folder.")
+        pairs.extend((folder, c) for c in checkpoints)
+    names = _run_names(list(dict.fromkeys(run for run, _ in pairs)))
+    targets: list[EvalTarget] = []
+    seen: set[tuple[Path, int | None]] = set()
+    for run_dir, checkpoint in pairs:
+        info = _read_json(checkpoint / INFO_FILE)
+        step = _step_of(checkpoint, info)
+        finetune = _read_json(checkpoint / FINETUNE_FILE) or _read_json(run_dir / FINETUNE_FILE)
+        if steps is not None and step not in steps:
+            continue
+        if step is not None and (run_dir, step) in seen:
+            continue
+        seen.add((run_dir, step))
+        tokens = info.get("tokens")
+        targets.append(EvalTarget(names[run_dir], run_dir, checkpoint, step, int(tokens) if tokens is not None else None,
+                                  _lineage(info, _read_json(run_dir / RUN_FILE)), finetune))
+    if not targets:
+        raise ConfigError(f"--steps={steps} selects none of the checkpoints found under {', '.join(patterns)}. "
+                          "Leave --steps unset to score every checkpoint.")
+    return targets
+
+
+def _run_names(run_dirs: list[Path]) -> dict[Path, str]:
+    """Each run's folder name; where two share a name, enough parent folders to tell them apart."""
+    depth = 1
+    while True:
+        names = {d: "/".join(d.parts[-depth:]) for d in run_dirs}
+        if len(set(names.values())) == len(names) or depth >= max((len(d.parts) for d in run_dirs), default=1):
+            return names
+        depth += 1

@@ -1,0 +1,190 @@
+"""Pure logic of evaluation: the results table, checkpoint discovery, similarity maths, bridge gains, plot series."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from midtrain.errors import ConfigError, DataError
+from midtrain.eval.bridge import bridge_report, set_losses, sft_gain
+from midtrain.eval.corpora import CorpusSpec, parse_corpora, read_text_sample, truncate
+from midtrain.eval.named_sets import NamedSet, check_sets
+from midtrain.eval.plots import curves
+from midtrain.eval.results import COLUMNS, ResultsTable, read_rows
+from midtrain.eval.similarity import (bridge_length, cosine_matrix, jensen_shannon, ngram_distribution, pearson,
+                                      spearman, token_similarity_matrix)
+from midtrain.eval.targets import find_targets
+
+
+def row(**values) -> dict:
+    base = dict.fromkeys(COLUMNS)
+    base.update({"kind": "heldout", "metric": "loss", "settings": "s"})
+    base.update(values)
+    return base
+
+
+# ---- results table ----
+
+def test_table_appends_rereads_and_knows_what_is_done(tmp_path):
+    table = ResultsTable(tmp_path)
+    table.append([row(run="a", step=3, tokens_seen=96, name="main", value=2.5, eval_tokens=64, checkpoint="/c/3")])
+    table.append([row(run="a", step=6, name="code", value=float("inf"), checkpoint="/c/6")])
+    again = ResultsTable(tmp_path)
+    assert again.done("/c/3", "heldout", "main", "s") and not again.done("/c/3", "heldout", "main", "other settings")
+    assert [r["value"] for r in again.rows] == [2.5, math.inf]
+    assert again.rows[0]["step"] == 3 and again.rows[0]["tokens_seen"] == 96 and again.rows[1]["tokens_seen"] is None
+    assert json.loads((tmp_path / "eval.json").read_text())[0]["name"] == "main"
+    assert (tmp_path / "eval.csv").read_text().count("\n") == 3  # header and two rows: appended, not rewritten
+
+
+def test_a_foreign_csv_is_refused(tmp_path):
+    (tmp_path / "eval.csv").write_text("step,loss\n1,2\n")
+    with pytest.raises(ConfigError, match="not a midtrain eval table"):
+        read_rows(tmp_path / "eval.csv")
+
+
+# ---- targets ----
+
+def make_checkpoint(folder, step=None, tokens=None, lineage=None):
+    folder.mkdir(parents=True)
+    (folder / "lit_model.pth").write_bytes(b"")
+    (folder / "model_config.yaml").write_text("block_size: 32\n")
+    if step is not None:
+        (folder / "checkpoint.json").write_text(json.dumps({"step": step, "tokens": tokens, "lineage": lineage or []}))
+
+
+def test_targets_cover_runs_and_checkpoints_with_lineage(tmp_path):
+    lineage = [{"parent_out_dir": str(tmp_path / "runs" / "trunk"), "step": 4}]
+    make_checkpoint(tmp_path / "runs" / "trunk" / "step-00000004", 4, 100)
+    make_checkpoint(tmp_path / "runs" / "code" / "step-00000008", 8, 200, lineage)
+    make_checkpoint(tmp_path / "runs" / "code" / "final", 8, 200, lineage)  # same step as step-8: scored once
+    make_checkpoint(tmp_path / "ft" / "step-000010")  # litgpt's fine-tuning layout: the step is in the name
+    (tmp_path / "runs" / "code" / "partial").mkdir()
+    targets = find_targets([str(tmp_path / "runs" / "*"), str(tmp_path / "ft" / "step-000010")])
+    assert [(t.run, t.step, t.tokens_seen, t.lineage.label) for t in targets] == [
+        ("code", 8, 200, "trunk@4"), ("trunk", 4, 100, ""), ("ft", 10, None, "")]
+    assert [t.step for t in find_targets([str(tmp_path / "runs" / "*")], steps=[4])] == [4]
+
+
+def test_target_errors_name_the_flag(tmp_path):
+    with pytest.raises(ConfigError, match="--runs pattern .* matches no folder"):
+        find_targets([str(tmp_path / "nothing*")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="holds no checkpoint"):
+        find_targets([str(tmp_path / "empty")])
+    make_checkpoint(tmp_path / "run" / "step-00000004", 4)
+    with pytest.raises(ConfigError, match="--steps=\\[5\\] selects none"):
+        find_targets([str(tmp_path / "run")], steps=[5])
+
+
+def test_runs_with_the_same_folder_name_are_told_apart(tmp_path):
+    for size in ("70m", "160m"):
+        make_checkpoint(tmp_path / size / "trunk" / "step-00000001", 1)
+    assert sorted(t.run for t in find_targets([str(tmp_path / "*" / "trunk")])) == ["160m/trunk", "70m/trunk"]
+
+
+# ---- named sets ----
+
+def test_named_set_problems_are_collected(tmp_path):
+    sets = [NamedSet("a", json_path=tmp_path / "missing.json"), NamedSet("a", shards_path=tmp_path),
+            NamedSet("b"), NamedSet("c", json_path=tmp_path / "x.json", prompt_style="nope")]
+    (tmp_path / "x.json").write_text("[]")
+    with pytest.raises(ConfigError) as error:
+        check_sets(sets)
+    message = str(error.value)
+    assert "names 'a' twice" in message and "does not exist" in message and "exactly one of json_path" in message
+    assert "prompt_style 'nope' is not a litgpt prompt style" in message
+
+
+# ---- similarity ----
+
+def test_jensen_shannon_bounds_and_a_known_value():
+    p = ngram_distribution([np.array([1, 1, 2, 2])], 1, 8)
+    assert jensen_shannon(p, p) == pytest.approx(0.0)
+    assert jensen_shannon(p, ngram_distribution([np.array([5, 6])], 1, 8)) == pytest.approx(1.0)
+    # P = (1/2, 1/2, 0), Q = (0, 1/2, 1/2): JSD = 1/2 bit
+    q = ngram_distribution([np.array([2, 3])], 1, 8)
+    assert jensen_shannon(p, q) == pytest.approx(0.5)
+
+
+def test_bigrams_are_counted_within_sequences_only():
+    keys, probabilities = ngram_distribution([np.array([1, 2]), np.array([3, 4])], 2, 8)
+    assert len(keys) == 2 and probabilities.tolist() == [0.5, 0.5]  # no (2, 3) across the boundary
+    with pytest.raises(ConfigError, match="--ngram=4 is too long"):
+        ngram_distribution([np.array([1])], 4, 50_000)
+
+
+def test_token_similarity_matrix_is_symmetric_with_unit_diagonal():
+    rng = np.random.default_rng(0)
+    samples = {"a": [rng.integers(0, 50, 500)], "b": [rng.integers(0, 50, 500)], "c": [rng.integers(50, 100, 500)]}
+    matrix = token_similarity_matrix(samples, 1)
+    assert np.allclose(matrix, matrix.T) and np.allclose(np.diag(matrix), 1)
+    assert matrix[0, 1] > 0.8 and matrix[0, 2] == pytest.approx(0.0)
+
+
+def test_cosine_bridge_and_correlations():
+    assert np.allclose(cosine_matrix(np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]))[0], [1, 0, math.sqrt(0.5)])
+    sim = np.array([[1.0, 0.6, 0.1], [0.6, 1.0, 0.5], [0.1, 0.5, 1.0]])
+    assert bridge_length(sim, ["P", "M", "S"], "P", "M", "S") == pytest.approx(0.4 + 0.5)
+    assert pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [10, 20, 15, 40]) == pytest.approx(0.8)
+    assert pearson([1, 2], [1, 2]) is None and pearson([1, 1, 1], [1, 2, 3]) is None
+
+
+def test_sft_gain_prefers_fine_tuned_rows_and_the_latest_shared_step():
+    rows = [row(kind="set", run="code", step=10, name="gsm", value=2.0),
+            row(kind="set", run="ctl", step=10, name="gsm", value=2.5),
+            row(kind="set", run="ft1", base_run="code", base_step=10, seed=1, name="gsm", value=1.0),
+            row(kind="set", run="ft2", base_run="code", base_step=10, seed=2, name="gsm", value=1.2),
+            row(kind="set", run="ft3", base_run="ctl", base_step=10, seed=1, name="gsm", value=1.5),
+            row(kind="set", run="ft4", base_run="ctl", base_step=20, seed=1, name="gsm", value=1.4)]
+    assert set_losses(rows, "code", "gsm") == {10: pytest.approx(1.1)}
+    assert sft_gain(rows, "code", "ctl", "gsm") == (pytest.approx(0.4), 10)
+    assert sft_gain(rows, "code", "ctl", "other") is None
+    report = bridge_report(np.eye(3), ["P", "M", "S"], "P", ["M"], ["S"], rows, "ctl", {"M": "code"}, {"S": "gsm"})
+    assert report["pairs"][0]["gain"] == pytest.approx(0.4) and report["correlation"]["pairs"] == 1
+
+
+# ---- corpora ----
+
+class CharTokenizer:
+    def encode(self, text, bos=False, eos=False):
+        import torch
+
+        return torch.tensor([ord(c) % 256 for c in text])
+
+
+def test_unreadable_or_empty_corpora_are_errors_never_placeholders(tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\nnot json\n')
+    with pytest.raises(DataError, match="bad.jsonl cannot be read"):
+        read_text_sample(CorpusSpec("bad", tmp_path / "bad.jsonl"), CharTokenizer(), 100, 8, 0)
+    (tmp_path / "odd.json").write_text('[{"title": "no text"}]')
+    with pytest.raises(DataError, match="neither 'text' nor 'instruction'"):
+        read_text_sample(CorpusSpec("odd", tmp_path / "odd.json"), CharTokenizer(), 100, 8, 0)
+    with pytest.raises(DataError, match="does not exist"):
+        parse_corpora(["a=" + str(tmp_path / "missing"), "b=" + str(tmp_path / "odd.json")])
+    with pytest.raises(ConfigError, match="at least two"):
+        parse_corpora(["a=" + str(tmp_path / "odd.json")])
+
+
+def test_text_samples_are_seeded_and_cut_to_the_budget(tmp_path):
+    (tmp_path / "sft.json").write_text(json.dumps([{"instruction": f"q{i}", "input": "", "output": "a" * 20} for i in range(30)]))
+    first = read_text_sample(CorpusSpec("s", tmp_path / "sft.json"), CharTokenizer(), 100, 8, seed=3)
+    again = read_text_sample(CorpusSpec("s", tmp_path / "sft.json"), CharTokenizer(), 100, 8, seed=3)
+    assert sum(len(s) for s in first) == 100 and all(len(s) <= 8 for s in first)
+    assert all((a == b).all() for a, b in zip(first, again))
+    assert sum(len(s) for s in truncate(first, 37)) == 37
+
+
+# ---- plots ----
+
+def test_branch_curves_start_at_the_parent_point():
+    rows = [row(run="trunk", step=s, tokens_seen=s * 10, name="main", value=v) for s, v in ((2, 5.0), (4, 4.0))]
+    rows += [row(run="code", parent="trunk", branch_step=4, step=s, tokens_seen=s * 10, name="main", value=v)
+             for s, v in ((6, 3.5), (8, 3.0))]
+    figure = curves(rows)[("heldout", "main", None)]
+    assert figure["axis"] == "tokens seen"
+    assert figure["series"]["code"] == [(40, 4.0), (60, 3.5), (80, 3.0)] and figure["branches"] == {"code": (40, 4.0)}
