@@ -63,8 +63,10 @@ def heldout_sets(heldout: bool, val_data_path: Path | None, data_args: dict, dom
             print("No held-out shards found for the runs (set --val_data_path to score them); scoring the named sets "
                   "and tasks only.")
             return None, {}
-        raise ConfigError("no held-out shards to score: the runs' config.yaml names none. Set --val_data_path to a "
-                          "folder of held-out shards, or --heldout=false with --sets or --tasks.")
+        named = (f"the runs' config.yaml points at {data_args['data_path']}, which holds no held-out shards"
+                 if data_args.get("data_path") else "the runs' config.yaml names none")
+        raise ConfigError(f"no held-out shards to score: {named}. Set --val_data_path to a folder of held-out shards, "
+                          "or --heldout=false with --sets or --tasks.")
     shards = discover_shards(Path(root), registry, flag=flag)
     found = list(dict.fromkeys(s.domain for s in shards))
     if domains:

@@ -86,13 +86,18 @@ def _checkpoints_of(run_dir: Path) -> list[Path]:
     return sorted(found, key=order)
 
 
-def _lineage(info: dict, run: dict) -> Lineage:
+def _lineage(info: dict, run: dict, names: dict[Path, str]) -> Lineage:
+    """The last branch point; the parent is named as the table names it when it is among the runs scored."""
     entries = info.get("lineage") or run.get("lineage") or []
     if not entries:
         return Lineage()
     last = entries[-1]
     parent_dir = last.get("parent_out_dir")
-    return Lineage(parent_dir, Path(parent_dir).name if parent_dir else last.get("parent_run_id"), last.get("step"))
+    if parent_dir:
+        parent = names.get(Path(parent_dir).resolve(), Path(parent_dir).name)
+    else:
+        parent = last.get("parent_run_id")
+    return Lineage(parent_dir, parent, last.get("step"))
 
 
 def find_targets(patterns: list[str], steps: list[int] | None = None, flag: str = "--runs") -> list[EvalTarget]:
@@ -134,7 +139,7 @@ def find_targets(patterns: list[str], steps: list[int] | None = None, flag: str 
         seen.add((run_dir, step))
         tokens = info.get("tokens")
         targets.append(EvalTarget(names[run_dir], run_dir, checkpoint, step, int(tokens) if tokens is not None else None,
-                                  _lineage(info, _read_json(run_dir / RUN_FILE)), finetune))
+                                  _lineage(info, _read_json(run_dir / RUN_FILE), names), finetune))
     if not targets:
         raise ConfigError(f"--steps={steps} selects none of the checkpoints found under {', '.join(patterns)}. "
                           "Leave --steps unset to score every checkpoint.")

@@ -58,6 +58,13 @@ def test_eval_errors_name_the_flag_before_loading_anything(tiny_demo, tmp_path, 
         assert main(["eval", runs, f"--out_dir={tmp_path / 'e'}", *extra]) == 2
         assert __import__("re").search(message, capsys.readouterr().err), message
     assert not (tmp_path / "e").exists()
+    import shutil
+
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_demo / "runs" / "trunk" / "step-00000003", moved / "step-00000003")
+    (moved / "config.yaml").write_text("data:\n  init_args:\n    data_path: /gone/data\n")
+    assert main(["eval", f"--runs={moved}", f"--out_dir={tmp_path / 'e'}"]) == 2
+    assert "points at /gone/data, which holds no held-out shards. Set --val_data_path" in capsys.readouterr().err
 
 
 @pytest.mark.slow

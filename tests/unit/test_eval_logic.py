@@ -83,7 +83,11 @@ def test_target_errors_name_the_flag(tmp_path):
 def test_runs_with_the_same_folder_name_are_told_apart(tmp_path):
     for size in ("70m", "160m"):
         make_checkpoint(tmp_path / size / "trunk" / "step-00000001", 1)
-    assert sorted(t.run for t in find_targets([str(tmp_path / "*" / "trunk")])) == ["160m/trunk", "70m/trunk"]
+        make_checkpoint(tmp_path / size / "code" / "step-00000002", 2, lineage=[
+            {"parent_out_dir": str(tmp_path / size / "trunk"), "step": 1}])
+    targets = find_targets([str(tmp_path / "*" / "*")])
+    assert sorted(t.run for t in targets) == ["160m/code", "160m/trunk", "70m/code", "70m/trunk"]
+    assert sorted(t.lineage.label for t in targets if t.lineage.parent_run) == ["160m/trunk@1", "70m/trunk@1"]
 
 
 # ---- named sets ----
