@@ -26,11 +26,10 @@ class LoadedModel:
 
 
 def resolve_device(accelerator: str) -> torch.device:
-    if accelerator not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"--accelerator={accelerator!r} is not one of auto, cpu, cuda.")
-    if accelerator == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--accelerator=cuda, but no CUDA device is visible here. Use --accelerator=cpu (or auto).")
-    return torch.device("cuda" if accelerator == "cuda" or (accelerator == "auto" and torch.cuda.is_available()) else "cpu")
+    """One device, chosen and checked as ``midtrain pretrain`` chooses its accelerator."""
+    from midtrain.train.startup import resolve_devices
+
+    return torch.device(resolve_devices(accelerator, 1, 1)[0])
 
 
 def resolve_precision(precision: str | None, device: torch.device) -> torch.dtype:
