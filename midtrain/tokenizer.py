@@ -10,6 +10,8 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from midtrain.errors import ConfigError
+
 BOS_TOKEN = "<|bos|>"
 EOS_TOKEN = "<|endoftext|>"
 
@@ -39,3 +41,15 @@ def train_bpe_tokenizer(texts: Iterable[str], out_dir: Path, vocab_size: int = 1
     }
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
     return out_dir
+
+
+def load_tokenizer(source: Path):
+    """litgpt's ``Tokenizer`` of a folder, or a ConfigError naming ``--tokenizer_dir`` and the fix."""
+    from litgpt.tokenizer import Tokenizer
+
+    try:
+        return Tokenizer(source)
+    except Exception as exc:  # litgpt raises several types for a missing or foreign tokenizer
+        raise ConfigError(f"--tokenizer_dir={str(source)!r} is not a usable litgpt tokenizer folder "
+                          f"({type(exc).__name__}: {exc}). Point it at a folder with tokenizer.json and "
+                          "tokenizer_config.json.") from None

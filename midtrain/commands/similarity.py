@@ -90,9 +90,9 @@ def similarity(
             raise ConfigError(f"--seq_length={seq_length} exceeds the checkpoint's block size {loaded.block_size}. Lower it.")
         tokenizer = loaded.tokenizer
     elif tokenizer_dir is not None:
-        from litgpt.tokenizer import Tokenizer
+        from midtrain.tokenizer import load_tokenizer
 
-        tokenizer = Tokenizer(tokenizer_dir)
+        tokenizer = load_tokenizer(tokenizer_dir)
     registry = DomainRegistry.with_extra(domain_prefixes)
     samples = {spec.name: read_sample(spec, tokenizer, registry, sample_tokens, seq_length, seed) for spec in specs}
     sizes = {name: sum(len(s) for s in sample) for name, sample in samples.items()}

@@ -165,6 +165,18 @@ def discover_shards(root: Path, registry: DomainRegistry, flag: str = "--data.da
     return shards
 
 
+def shards_at(path: Path, registry: DomainRegistry, domain: str | None, flag: str) -> list[Shard]:
+    """The shards a path names: one shard folder (with ``index.json``), or every shard under a data root
+    (only ``domain``'s, if given)."""
+    path = Path(path)
+    if (path / INDEX_FILE).is_file():
+        return [read_shard(path, path.name, domain or path.name)]
+    shards = [s for s in discover_shards(path, registry, flag=flag) if domain in (None, s.domain)]
+    if not shards:
+        raise DataError(f"{flag}: no {domain!r} shards under {path} (found other domains only).")
+    return shards
+
+
 def resolve_data_roots(data_path: Path, val_data_path: Path | None) -> tuple[Path, Path | None]:
     """(training root, validation root or None).
 

@@ -15,7 +15,7 @@ from midtrain.data.args import MixtureArgs
 from midtrain.data.mixture import ResolvedMixture, resolve_mixture
 from midtrain.data.plan import MixturePlan
 from midtrain.data.stream import MixedStreamLoader, build_train_loader
-from midtrain.data.validation import HeldOutBlocks
+from midtrain.data.validation import HeldOutBlocks, domain_sets
 from midtrain.errors import ConfigError, DataError
 
 
@@ -88,13 +88,7 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
         """Each domain's fixed held-out set: its first ``val_samples_per_domain`` samples (else
         ``default_samples``, else all), for domains with at least one sample, in domain order."""
         cap = self.val_samples_per_domain if self.val_samples_per_domain is not None else default_samples
-        shards = self.mixture.val_shards
-        datasets = {}
-        for domain in dict.fromkeys(s.domain for s in shards):
-            dataset = HeldOutBlocks([s for s in shards if s.domain == domain], self.block_tokens, cap)
-            if len(dataset):
-                datasets[domain] = dataset
-        return datasets
+        return domain_sets(self.mixture.val_shards, self.block_tokens, cap)
 
     def val_dataloaders(self) -> dict[str, DataLoader]:
         """One loader per domain that has held-out shards, in domain order."""

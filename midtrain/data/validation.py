@@ -33,3 +33,14 @@ class HeldOutBlocks(Dataset):
         slot = bisect.bisect_right(self.ends, index)
         within = index - (self.ends[slot - 1] if slot else 0)
         return torch.from_numpy(self.readers[slot].read_natural(within))
+
+
+def domain_sets(shards: Sequence[Shard], block_tokens: int, max_samples: int | None) -> dict[str, HeldOutBlocks]:
+    """Each domain's fixed held-out set (its first ``max_samples`` blocks), in the shards' domain order; domains
+    with no whole block are left out."""
+    sets = {}
+    for domain in dict.fromkeys(s.domain for s in shards):
+        blocks = HeldOutBlocks([s for s in shards if s.domain == domain], block_tokens, max_samples)
+        if len(blocks):
+            sets[domain] = blocks
+    return sets

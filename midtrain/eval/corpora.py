@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from midtrain.data.discovery import INDEX_FILE, discover_shards, read_shard
+from midtrain.data.discovery import shards_at
 from midtrain.data.domains import DomainRegistry
 from midtrain.data.shard_reader import ShardReader
 from midtrain.errors import ConfigError, DataError
@@ -101,14 +101,9 @@ def read_shard_sample(spec: CorpusSpec, registry: DomainRegistry, sample_tokens:
     """``sample_tokens // seq_length`` blocks drawn without replacement (seeded) from the corpus's shards."""
     path = Path(spec.path)
     flag = f"--corpora {spec.name}"
-    if (path / INDEX_FILE).is_file():
-        shards = [read_shard(path, path.name, spec.domain or path.name)]
-    elif path.is_dir():
-        shards = [s for s in discover_shards(path, registry, flag=flag) if spec.domain in (None, s.domain)]
-        if not shards:
-            raise DataError(f"{flag}: no {spec.domain!r} shards under {path}.")
-    else:
+    if not path.is_dir():
         raise DataError(f"{flag}: {path} is neither a shard folder nor a .json/.jsonl file.")
+    shards = shards_at(path, registry, spec.domain, flag)
     readers = [ShardReader(shard, seq_length, seed=0) for shard in shards]
     slots = [(r, i) for r, reader in enumerate(readers) for i in range(reader.samples_per_pass)]
     if not slots:

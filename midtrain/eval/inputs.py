@@ -9,7 +9,7 @@ import yaml
 
 from midtrain.data.discovery import discover_shards, resolve_data_roots
 from midtrain.data.domains import DomainRegistry
-from midtrain.data.validation import HeldOutBlocks
+from midtrain.data.validation import domain_sets
 from midtrain.errors import ConfigError, DataError
 from midtrain.eval.targets import EvalTarget
 
@@ -74,13 +74,8 @@ def heldout_sets(heldout: bool, val_data_path: Path | None, data_args: dict, dom
         if unknown:
             raise ConfigError(f"--domains names {', '.join(map(repr, unknown))}, which has no held-out shards under "
                               f"{root} (found: {', '.join(found)}).")
-        found = [d for d in found if d in domains]
-    samples = max(1, tokens_per_domain // seq_length)
-    result = {}
-    for domain in found:
-        blocks = HeldOutBlocks([s for s in shards if s.domain == domain], seq_length + 1, samples)
-        if len(blocks):
-            result[domain] = blocks
+        shards = [s for s in shards if s.domain in domains]
+    result = domain_sets(shards, seq_length + 1, max(1, tokens_per_domain // seq_length))
     if not result:
         raise DataError(f"the held-out shards under {root} hold no sequence of {seq_length + 1} tokens. Lower --seq_length.")
     return Path(root).resolve(), result

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from midtrain.errors import ConfigError
+from midtrain.tokenizer import load_tokenizer
 from midtrain.train.checkpoint_files import MODEL_FILE
 
 DTYPES = {"32-true": torch.float32, "bf16-true": torch.bfloat16, "16-true": torch.float16}
@@ -44,8 +45,6 @@ def load_model(checkpoint: Path, device: torch.device, dtype: torch.dtype, token
                need_tokenizer: bool = False) -> LoadedModel:
     from litgpt.config import Config
     from litgpt.model import GPT
-    from litgpt.tokenizer import Tokenizer
-
     checkpoint = Path(checkpoint)
     if not (checkpoint / MODEL_FILE).is_file():
         lora = checkpoint / f"{MODEL_FILE}.lora"
@@ -71,10 +70,7 @@ def load_model(checkpoint: Path, device: torch.device, dtype: torch.dtype, token
     tokenizer = None
     source = tokenizer_dir or (checkpoint if (checkpoint / "tokenizer_config.json").is_file() else None)
     if source is not None:
-        try:
-            tokenizer = Tokenizer(source)
-        except Exception as exc:
-            raise ConfigError(f"no usable tokenizer in {source} ({type(exc).__name__}: {exc}). Set --tokenizer_dir.") from None
+        tokenizer = load_tokenizer(source)
     elif need_tokenizer:
         raise ConfigError(f"{checkpoint} has no tokenizer files (tokenizer.json, tokenizer_config.json). Set "
                           "--tokenizer_dir to the tokenizer the model was trained with.")

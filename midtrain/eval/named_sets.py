@@ -8,7 +8,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from midtrain.data.discovery import INDEX_FILE, discover_shards, read_shard
+from midtrain.data.discovery import shards_at
 from midtrain.data.domains import DomainRegistry
 from midtrain.data.validation import HeldOutBlocks
 from midtrain.errors import ConfigError, DataError, Problems
@@ -96,17 +96,9 @@ def sft_dataset(named: NamedSet, tokenizer, max_seq_length: int):
 
 
 def shard_blocks(named: NamedSet, block_tokens: int, max_samples: int, registry: DomainRegistry) -> HeldOutBlocks:
-    path = Path(named.shards_path)
     flag = f"--sets ({named.name}) shards_path"
-    if (path / INDEX_FILE).is_file():
-        shards = [read_shard(path, path.name, named.domain or path.name)]
-    else:
-        shards = discover_shards(path, registry, flag=flag)
-        if named.domain is not None:
-            shards = [s for s in shards if s.domain == named.domain]
-            if not shards:
-                raise DataError(f"{flag}: no {named.domain!r} shards under {path}.")
-    blocks = HeldOutBlocks(shards, block_tokens, named.max_samples or max_samples)
+    blocks = HeldOutBlocks(shards_at(named.shards_path, registry, named.domain, flag), block_tokens,
+                           named.max_samples or max_samples)
     if not len(blocks):
-        raise DataError(f"{flag}: {path} holds no sample of {block_tokens} tokens. Lower --seq_length.")
+        raise DataError(f"{flag}: {named.shards_path} holds no sample of {block_tokens} tokens. Lower --seq_length.")
     return blocks

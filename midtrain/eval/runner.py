@@ -6,7 +6,7 @@ Nothing here parses arguments: ``midtrain.commands.eval`` resolves them into an 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -42,12 +42,13 @@ class EvalJob:
     def heldout_settings(self) -> str:
         return f"heldout:seq={self.seq_length}:tokens={self.tokens_per_domain}:{self.heldout_root}"
 
-    def pending(self, target: EvalTarget, table: ResultsTable) -> list[tuple[str, str, str]]:
+    def wanted(self) -> list[tuple[str, str, str]]:
+        """(kind, name, settings) of everything each checkpoint is to be scored on (SFT files are hashed here, once)."""
         wanted = [("heldout", d, self.heldout_settings) for d in self.heldout]
         wanted += [("set", s.name, s.settings(self.seq_length, self.tokens_per_domain)) for s in self.sets]
         if self.tasks is not None:
             wanted += [("task", t, self.tasks.settings()) for t in self.tasks.tasks]
-        return [w for w in wanted if not table.done(target.key, *w)]
+        return wanted
 
 
 def base_row(target: EvalTarget) -> dict:
@@ -71,7 +72,8 @@ def run_eval(job: EvalJob, table: ResultsTable) -> dict[str, int]:
     """Score what the table lacks; returns counts of checkpoints scored and skipped and of rows written."""
     from tqdm.auto import tqdm
 
-    work = [(target, job.pending(target, table)) for target in job.targets]
+    wanted = job.wanted()
+    work = [(target, [w for w in wanted if not table.done(target.key, *w)]) for target in job.targets]
     work = [(target, items) for target, items in work if items]
     counts = {"checkpoints": len(work), "skipped": len(job.targets) - len(work), "rows": 0}
     need_tokenizer = bool(job.tasks) or any(s.json_path is not None for s in job.sets)
@@ -98,9 +100,8 @@ def run_eval(job: EvalJob, table: ResultsTable) -> dict[str, int]:
                 bar.set_postfix_str(f"{target.run} step {target.step}: lm-eval {', '.join(task_items)}")
                 harness = LitGPTHarnessModel(loaded.model, loaded.tokenizer, job.device, loaded.block_size,
                                              batch_size=job.tasks.batch_size)
-                settings = TaskSettings(**{**job.tasks.__dict__, "tasks": task_items})
                 rows += [{**base_row(target), "kind": "task", "settings": job.tasks.settings(), **r}
-                         for r in run_tasks(harness, settings, job.task_manager)]
+                         for r in run_tasks(harness, replace(job.tasks, tasks=task_items), job.task_manager)]
                 bar.update(len(task_items))
             table.append(rows)
             counts["rows"] += len(rows)

@@ -26,9 +26,8 @@ _STEP_FOLDER = re.compile(r"^step-(\d+)$")
 
 @dataclass(frozen=True)
 class Lineage:
-    """Where a run came from: the parent run's name and folder and the step it branched at (None for a trunk)."""
+    """Where a run came from: the parent run's name and the step it branched at (None for a trunk)."""
 
-    parent_dir: str | None = None
     parent_run: str | None = None
     branch_step: int | None = None
 
@@ -75,13 +74,15 @@ def _read_json(path: Path) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _checkpoints_of(run_dir: Path) -> list[Path]:
-    """Checkpoint folders directly under a run folder (``step-*`` and ``final``), by step, final last."""
-    found = [c for c in run_dir.iterdir() if c.is_dir() and (_STEP_FOLDER.match(c.name) or c.name == FINAL) and is_checkpoint(c)]
+def _checkpoints_of(run_dir: Path) -> list[tuple[Path, dict]]:
+    """(folder, its ``checkpoint.json``) of the checkpoints directly under a run folder (``step-*`` and
+    ``final``), by step, final last."""
+    found = [(c, _read_json(c / INFO_FILE)) for c in run_dir.iterdir()
+             if c.is_dir() and (_STEP_FOLDER.match(c.name) or c.name == FINAL) and is_checkpoint(c)]
 
-    def order(folder: Path) -> tuple:
-        step = _step_of(folder, _read_json(folder / INFO_FILE))
-        return (step if step is not None else float("inf"), folder.name == FINAL)
+    def order(entry: tuple[Path, dict]) -> tuple:
+        step = _step_of(*entry)
+        return (step if step is not None else float("inf"), entry[0].name == FINAL)
 
     return sorted(found, key=order)
 
@@ -97,7 +98,7 @@ def _lineage(info: dict, run: dict, names: dict[Path, str]) -> Lineage:
         parent = names.get(Path(parent_dir).resolve(), Path(parent_dir).name)
     else:
         parent = last.get("parent_run_id")
-    return Lineage(parent_dir, parent, last.get("step"))
+    return Lineage(parent, last.get("step"))
 
 
 def find_targets(patterns: list[str], steps: list[int] | None = None, flag: str = "--runs") -> list[EvalTarget]:
@@ -115,31 +116,33 @@ def find_targets(patterns: list[str], steps: list[int] | None = None, flag: str 
             raise ConfigError(f"{flag} pattern {pattern!r} matches no folder. Give run folders (holding step-* "
                               "checkpoints) or checkpoint folders (holding lit_model.pth and model_config.yaml).")
         folders.extend(matched)
-    pairs: list[tuple[Path, Path]] = []  # (run folder, checkpoint folder)
+    found: list[tuple[Path, Path, dict]] = []  # (run folder, checkpoint folder, its checkpoint.json)
     for folder in dict.fromkeys(p.resolve() for p in folders):
         if is_checkpoint(folder):
-            pairs.append((folder.parent, folder))
+            found.append((folder.parent, folder, _read_json(folder / INFO_FILE)))
             continue
         checkpoints = _checkpoints_of(folder)
         if not checkpoints:
             raise ConfigError(f"{flag}: {folder} holds no checkpoint (no step-*/ or final/ folder with {MODEL_FILE} and "
                               "model_config.yaml). Point it at a run's out_dir or at a checkpoint folder.")
-        pairs.extend((folder, c) for c in checkpoints)
-    names = _run_names(list(dict.fromkeys(run for run, _ in pairs)))
+        found.extend((folder, checkpoint, info) for checkpoint, info in checkpoints)
+    run_dirs = list(dict.fromkeys(run for run, _, _ in found))
+    names = _run_names(run_dirs)
+    records = {run: (_read_json(run / RUN_FILE), _read_json(run / FINETUNE_FILE)) for run in run_dirs}
     targets: list[EvalTarget] = []
     seen: set[tuple[Path, int | None]] = set()
-    for run_dir, checkpoint in pairs:
-        info = _read_json(checkpoint / INFO_FILE)
+    for run_dir, checkpoint, info in found:
         step = _step_of(checkpoint, info)
-        finetune = _read_json(checkpoint / FINETUNE_FILE) or _read_json(run_dir / FINETUNE_FILE)
         if steps is not None and step not in steps:
             continue
         if step is not None and (run_dir, step) in seen:
             continue
         seen.add((run_dir, step))
+        run_record, run_finetune = records[run_dir]
         tokens = info.get("tokens")
         targets.append(EvalTarget(names[run_dir], run_dir, checkpoint, step, int(tokens) if tokens is not None else None,
-                                  _lineage(info, _read_json(run_dir / RUN_FILE), names), finetune))
+                                  _lineage(info, run_record, names),
+                                  _read_json(checkpoint / FINETUNE_FILE) or run_finetune))
     if not targets:
         raise ConfigError(f"--steps={steps} selects none of the checkpoints found under {', '.join(patterns)}. "
                           "Leave --steps unset to score every checkpoint.")

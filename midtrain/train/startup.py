@@ -19,6 +19,7 @@ from midtrain.data.module import ShardedMixedDataset
 from midtrain.data.plan import MixturePlan
 from midtrain.data.stream_state import Transition
 from midtrain.errors import ConfigError, MidtrainError, Problems
+from midtrain.tokenizer import load_tokenizer
 from midtrain.train import checkpoint_files as files
 from midtrain.train.budget import Budget, resolve_budget
 from midtrain.train.loggers import check_logger
@@ -270,7 +271,7 @@ def plan_run(settings: RunSettings) -> RunPlan:
     data.connect(tokenizer=None, batch_size=train.micro_batch_size, max_seq_length=seq_length)
     data.setup()  # discovery, weights and held-out shards: every data error now
     if settings.tokenizer_dir is not None:
-        _check_tokenizer(settings.tokenizer_dir)
+        load_tokenizer(settings.tokenizer_dir)
 
     start = find_start(settings, budget.total_steps)
     loader = data.train_dataloader(rank=0, world_size=world_size)
@@ -317,14 +318,3 @@ def plan_run(settings: RunSettings) -> RunPlan:
 
 def _default_gpu_precision() -> str:
     return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-
-
-def _check_tokenizer(tokenizer_dir: Path) -> None:
-    from litgpt.tokenizer import Tokenizer
-
-    try:
-        Tokenizer(tokenizer_dir)
-    except Exception as exc:
-        raise ConfigError(f"--tokenizer_dir={str(tokenizer_dir)!r} is not a usable litgpt tokenizer folder "
-                          f"({type(exc).__name__}: {exc}). Point it at a folder with tokenizer.json and "
-                          "tokenizer_config.json.") from None
