@@ -17,6 +17,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from midtrain.commands.demo import demo
 from midtrain.commands.eval import evaluate
 from midtrain.commands.mix import mix, mix_config_from_pretrain
+from midtrain.commands.port import port
 from midtrain.commands.pretrain import pretrain
 from midtrain.commands.similarity import similarity
 from midtrain.commands.sweep import sweep
@@ -25,7 +26,7 @@ from midtrain.config_files import DATA_MODULE_ALIASES, load_config, needs_rewrit
 from midtrain.errors import MidtrainError
 
 COMMANDS: dict[str, Callable] = {"mix": mix, "prepare": prepare_shard, "pretrain": pretrain, "sweep": sweep, "eval": evaluate, "similarity": similarity,
-                                 "demo": demo}
+                                 "port": port, "demo": demo}
 
 EXIT_BAD_INPUT = 2
 
@@ -69,9 +70,18 @@ def translate_config_files(argv: list[str]) -> list[str]:
         elif arg.startswith(("--data=", "--data.class_path=")) and arg.split("=", 1)[1] in DATA_MODULE_ALIASES:
             key, value = arg.split("=", 1)
             out[i] = f"{key}={DATA_MODULE_ALIASES[value]}"
-        elif arg == "--config" and i + 1 < len(out) and Path(out[i + 1]).is_file() and needs_rewrite(out[i + 1]):
+        elif arg == "--config" and i + 1 < len(out) and _rewritable(out[i + 1]):
             out[i + 1] = yaml.safe_dump(load_config(out[i + 1]), sort_keys=False)
+        elif arg.startswith("--config=") and _rewritable(arg.split("=", 1)[1]):
+            out[i] = "--config=" + yaml.safe_dump(load_config(arg.split("=", 1)[1]), sort_keys=False)
     return out
+
+
+def _rewritable(value: str) -> bool:
+    try:
+        return Path(value).is_file() and needs_rewrite(value)
+    except OSError:  # YAML text rather than a path (e.g. a name too long for the file system)
+        return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -58,6 +58,12 @@ def load_config(path: str | Path) -> dict:
     data = config.get("data")
     if isinstance(data, dict) and data.get("class_path") in DATA_MODULE_ALIASES:
         data["class_path"] = DATA_MODULE_ALIASES[data["class_path"]]
+        # the fork's class path means the fork's config: its training keys are read with the fork's semantics
+        # (midtrain.train.fork_dialect), unless the config chooses a dialect itself
+        if config.get("train") is None:
+            config["train"] = {}
+        if isinstance(config["train"], dict):
+            config["train"].setdefault("dialect", "fork")
     return config
 
 

@@ -7,6 +7,7 @@ names its shard and its position in it.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 DOMAIN_BASE = 1_000_000
@@ -54,3 +55,13 @@ def write_index_only(path: Path, dims: list[int], items: int = 4) -> Path:
     config = {"chunk_size": 4096, "compression": None, "data_format": ["no_header_tensor:16"], "item_loader": "TokensLoader"}
     (path / "index.json").write_text(json.dumps({"chunks": chunks, "config": config}))
     return path
+
+
+def fork_cosine(it: int, max_lr: float, warmup_iters: int, min_lr: float, horizon_iters: int = 976_560) -> float:
+    """The paper fork's cosine LR at micro-iteration ``it`` (its ``get_lr``), written out independently of midtrain."""
+    if it < warmup_iters:
+        return max_lr * it / warmup_iters
+    if it > horizon_iters:
+        return min_lr
+    ratio = (it - warmup_iters) / (horizon_iters - warmup_iters)
+    return min_lr + 0.5 * (1 + math.cos(math.pi * ratio)) * (max_lr - min_lr)

@@ -177,6 +177,15 @@ def shards_at(path: Path, registry: DomainRegistry, domain: str | None, flag: st
     return shards
 
 
+def held_out_shards(root: Path, registry: DomainRegistry, flag: str = "--data.val_data_path") -> list[Shard]:
+    """The held-out shards under a validation root. A root that is itself one dataset (an ``index.json`` inside,
+    as the paper's C4 validation set) is the main domain's held-out set."""
+    root = Path(root)
+    if (root / INDEX_FILE).is_file():
+        return [read_shard(root, f"{MAIN_DOMAIN}/1", MAIN_DOMAIN)]
+    return discover_shards(root, registry, flag=flag)
+
+
 def resolve_data_roots(data_path: Path, val_data_path: Path | None) -> tuple[Path, Path | None]:
     """(training root, validation root or None).
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from midtrain.data.args import MixtureArgs
-from midtrain.data.discovery import Shard, discover_shards, resolve_data_roots
+from midtrain.data.discovery import Shard, discover_shards, held_out_shards, resolve_data_roots
 from midtrain.data.domains import DomainRegistry
 from midtrain.data.plan import MixturePlan, make_plan
 from midtrain.data.spec import MixtureSpec, build_spec, resolve_weights
@@ -61,5 +61,5 @@ def resolve_mixture(args: MixtureArgs) -> ResolvedMixture:
     shards = tuple(discover_shards(train_root, registry))
     weights = resolve_weights(spec, shards, registry)
     # held-out data is checked now too, so a broken validation shard fails before training, not at the first eval
-    val_shards = () if val_root is None else tuple(discover_shards(val_root, registry, flag="--data.val_data_path"))
+    val_shards = () if val_root is None else tuple(held_out_shards(val_root, registry))
     return ResolvedMixture(spec, registry, train_root, val_root, shards, weights, val_shards)

@@ -104,10 +104,13 @@ def make_plan(
         samples = shard.samples(block_tokens)
         count = planned.get(shard.id, 0)
         if weight > 0 and samples == 0:
+            # a sample never crosses a chunk file, so what counts is the largest chunk, not the shard's total
             problems.add(
-                f"shard {shard.id!r} ({shard.path}) holds {shard.tokens:,} tokens, less than one sequence of "
-                f"{block_tokens:,} tokens (seq_length + 1), yet has weight {weight:.4g}. Add data to it, give it weight 0, "
-                "or use a shorter --seq_length."
+                f"shard {shard.id!r} ({shard.path}) has no chunk that holds one sequence of {block_tokens:,} tokens "
+                f"(seq_length + 1): its largest chunk holds {max(shard.chunk_tokens):,} tokens "
+                f"({shard.tokens:,} in {len(shard.chunk_tokens)} chunk(s)), and a sample never crosses a chunk. Re-chunk "
+                f"it with 'midtrain prepare --chunk_tokens N' (N a multiple of {block_tokens:,}, e.g. "
+                f"{block_tokens * 64:,}), give it weight 0, or use a shorter --train.max_seq_length."
             )
             continue
         start = (start_samples or {}).get(shard.id, 0)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from midtrain.data.discovery import discover_shards, resolve_data_roots
+from midtrain.data.discovery import held_out_shards, resolve_data_roots
 from midtrain.data.domains import DomainRegistry
 from midtrain.data.validation import domain_sets
 from midtrain.errors import ConfigError, DataError
@@ -67,7 +67,7 @@ def heldout_sets(heldout: bool, val_data_path: Path | None, data_args: dict, dom
                  if data_args.get("data_path") else "the runs' config.yaml names none")
         raise ConfigError(f"no held-out shards to score: {named}. Set --val_data_path to a folder of held-out shards, "
                           "or --heldout=false with --sets or --tasks.")
-    shards = discover_shards(Path(root), registry, flag=flag)
+    shards = held_out_shards(Path(root), registry, flag=flag)
     found = list(dict.fromkeys(s.domain for s in shards))
     if domains:
         unknown = [d for d in domains if d not in found]

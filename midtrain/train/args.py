@@ -42,6 +42,27 @@ class TrainArgs(LitTrainArgs):
     """``wsd``: fraction of the total steps spent decaying, at the end (instead of ``stable_steps``; default 0.1)."""
     max_lr: float | None = None
     """Peak LR. Default: the optimizer's ``lr``. Given, it replaces the optimizer's ``lr``."""
+    lr_warmup_iters: int | None = None
+    """Warmup in micro-iterations; with it (or ``lr_horizon_iters``) the LR is computed per micro-iteration, as
+    litgpt's pretrain and the paper's fork do (``cosine`` and ``constant`` only). Written by ``midtrain port``."""
+    lr_horizon_iters: int | None = None
+    """The cosine's horizon in micro-iterations when it differs from the run's length (the paper's fork used
+    976,560); ``min_lr`` past it. Default: the run's length."""
+    dialect: Literal["auto", "fork", "midtrain"] = "auto"
+    """How the LR schedule and stop keys are read. ``fork``: as the paper's fork read them (see docs/fork.md; every
+    reproduced quirk is printed at start-up); ``midtrain``: midtrain's own meaning; ``auto``: ``fork`` for a config
+    naming ``litgpt.data.ShardedMixedDataset``, setting a fork-only key, or giving its length only as
+    ``max_iters``/``max_additional_steps``."""
+    init_lr: float | None = None
+    """The fork's key; the fork never used it. Accepted (with a warning) in the fork dialect only."""
+    initial_sampling_rate: str | None = None
+    """The fork's adaptive-sampling key (unused by its pretraining); fork dialect only, ignored with a warning."""
+    episode_length: float | None = None
+    """The fork's adaptive-sampling key; fork dialect only, ignored with a warning."""
+    freeze_sampling_rate: bool | None = None
+    """The fork's adaptive-sampling key; fork dialect only, ignored with a warning."""
+    data_scheduler: str | None = None
+    """The fork's key for its unused data scheduler; fork dialect only, ignored with a warning."""
     keep_last_checkpoints: int | None = None
     """Keep only the newest N ``step-*`` checkpoints (plus ``keep_checkpoint_steps``); default keep all."""
     keep_checkpoint_steps: list[int] = field(default_factory=list)

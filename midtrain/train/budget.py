@@ -56,8 +56,12 @@ def _positive_int(problems: Problems, flag: str, value: Any, allow_none: bool = 
     return True
 
 
-def resolve_budget(train: Any, world_size: int, seq_length: int) -> Budget:
-    """``train`` is a ``TrainArgs``; every inconsistency is reported at once, naming the flags."""
+def resolve_budget(train: Any, world_size: int, seq_length: int, fork_dialect: bool = False) -> Budget:
+    """``train`` is a ``TrainArgs``; every inconsistency is reported at once, naming the flags.
+
+    In the fork's dialect the run's end comes from ``midtrain.train.fork_dialect`` once the starting checkpoint is
+    known: ``total_steps`` is then the horizon of ``max_steps``/``max_tokens`` if given, else 0, and ``max_iters``/
+    ``max_additional_steps`` are not stop caps here."""
     problems = Problems()
     for name in ("micro_batch_size", "global_batch_size", "log_interval"):
         _positive_int(problems, f"train.{name}", getattr(train, name), allow_none=False)
@@ -102,6 +106,8 @@ def resolve_budget(train: Any, world_size: int, seq_length: int) -> Budget:
         )
     if horizons:
         total_steps = next(iter(horizons.values()))
+    elif fork_dialect:
+        total_steps = 0
     elif train.max_iters is not None:
         if train.max_iters % accumulation:
             raise ConfigError(
@@ -121,7 +127,7 @@ def resolve_budget(train: Any, world_size: int, seq_length: int) -> Budget:
         global_batch_size=train.global_batch_size,
         world_size=world_size,
         seq_length=seq_length,
-        max_iters=train.max_iters,
-        max_additional_steps=train.max_additional_steps,
+        max_iters=None if fork_dialect else train.max_iters,
+        max_additional_steps=None if fork_dialect else train.max_additional_steps,
         max_time_s=train.max_time,
     )

@@ -7,7 +7,7 @@ Warmup is linear from ``peak / warmup_steps`` to the peak, so no step is spent a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from midtrain.errors import ConfigError, Problems
@@ -52,6 +52,78 @@ class LRSchedule:
         return _linear(self.peak_lr, self.min_lr, step - self.warmup_steps, total - self.warmup_steps)
 
 
+    def record(self) -> dict:
+        """What a checkpoint records of the schedule it was on."""
+        return {"form": "step", **asdict(self)}
+
+
+@dataclass(frozen=True)
+class IterationLRSchedule:
+    """An LR computed per micro-iteration, as litgpt's ``pretrain`` and the paper's fork compute it: the optimizer step
+    that takes the counter from ``k`` to ``k + 1`` uses the LR of its last micro-iteration,
+    ``start_iter + (k - start_step + 1) × accumulation_iters - 1``.
+
+    ``cosine``: ``peak × it / warmup_iters`` during warmup, then cosine to ``min_lr`` at ``horizon_iters`` and
+    ``min_lr`` past it. ``constant``: warmup, then the peak. ``warmup_stable`` (the fork's ``wsd`` up to its decay):
+    warmup, then the peak before iteration ``horizon_iters``; never evaluated past it (a run that would is refused
+    at start-up). ``exp_decay`` (the fork's ``decay``): ``anchor_lr × 0.1^((it - anchor_iter) / (horizon_iters -
+    anchor_iter))``.
+    """
+
+    name: str
+    peak_lr: float
+    min_lr: float
+    warmup_iters: int
+    horizon_iters: int
+    accumulation_iters: int
+    total_steps: int
+    """The step this run ends at."""
+    start_step: int = 0
+    start_iter: int = 0
+    anchor_lr: float | None = None
+    anchor_iter: int | None = None
+
+    decay_start_step = None
+
+    @property
+    def warmup_steps(self) -> float:
+        return self.warmup_iters / self.accumulation_iters
+
+    @property
+    def horizon_steps(self) -> float:
+        return self.horizon_iters / self.accumulation_iters
+
+    def anchored(self, step: int, lr: float) -> IterationLRSchedule:
+        return self  # the anchor of exp_decay is resolved before the run starts
+
+    def iteration_of(self, step: int) -> int:
+        """The micro-iteration whose LR the optimizer step ``step -> step + 1`` uses."""
+        return self.start_iter + (step - self.start_step + 1) * self.accumulation_iters - 1
+
+    def lr_at(self, step: int) -> float:
+        return self.lr_at_iteration(self.iteration_of(step))
+
+    def lr_at_iteration(self, it: int) -> float:
+        if self.name == "exp_decay":
+            if it < self.anchor_iter:
+                return self.anchor_lr
+            return self.anchor_lr * 0.1 ** ((it - self.anchor_iter) / (self.horizon_iters - self.anchor_iter))
+        if it < self.warmup_iters:
+            return self.peak_lr * it / self.warmup_iters
+        if self.name == "cosine":
+            if it > self.horizon_iters:
+                return self.min_lr
+            progress = (it - self.warmup_iters) / max(1, self.horizon_iters - self.warmup_iters)
+            return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (self.peak_lr - self.min_lr)
+        if self.name == "warmup_stable" and it >= self.horizon_iters:
+            raise ValueError(f"iteration {it:,} is past the stable phase ({self.horizon_iters:,}); the fork's wsd decay "
+                             "is not defined")
+        return self.peak_lr  # constant, and warmup_stable's stable phase
+
+    def record(self) -> dict:
+        return {"form": "iteration", **asdict(self)}
+
+
 def _fraction(done: int, length: int) -> float:
     return 1.0 if length <= 0 else min(1.0, max(0.0, done / length))
 
@@ -60,9 +132,28 @@ def _linear(start: float, end: float, done: int, length: int) -> float:
     return start + (end - start) * _fraction(done, length)
 
 
-def resolve_lr_schedule(train: Any, peak_lr: float, total_steps: int) -> LRSchedule:
-    """From the ``train`` keys (``TrainArgs``), the peak LR and the horizon; all problems are reported at once."""
+ITERATION_SCHEDULERS = ("cosine", "constant")
+
+
+def resolve_lr_schedule(
+    train: Any, peak_lr: float, total_steps: int, accumulation_iters: int = 1
+) -> LRSchedule | IterationLRSchedule:
+    """From the ``train`` keys (``TrainArgs``), the peak LR and the horizon; all problems are reported at once.
+    ``lr_warmup_iters``/``lr_horizon_iters`` select the per-micro-iteration form (what ``midtrain port`` writes for
+    the paper fork's schedules)."""
     problems = Problems()
+    warmup_iters, horizon_iters = getattr(train, "lr_warmup_iters", None), getattr(train, "lr_horizon_iters", None)
+    per_iteration = warmup_iters is not None or horizon_iters is not None
+    if per_iteration:
+        if train.lr_scheduler not in ITERATION_SCHEDULERS:
+            problems.add(f"--train.lr_warmup_iters/--train.lr_horizon_iters apply to --train.lr_scheduler "
+                         f"{' or '.join(ITERATION_SCHEDULERS)} (it is {train.lr_scheduler!r}). Remove them or change the scheduler.")
+        if warmup_iters is not None and (train.lr_warmup_steps is not None or train.lr_warmup_fraction is not None):
+            problems.add("--train.lr_warmup_iters and --train.lr_warmup_steps/--train.lr_warmup_fraction all set the "
+                         "warmup. Set only one of them.")
+        for key, value, least in (("lr_warmup_iters", warmup_iters, 0), ("lr_horizon_iters", horizon_iters, 1)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+                problems.add(f"--train.{key}={value!r} must be an integer of at least {least} (micro-iterations).")
     name = train.lr_scheduler
     if name not in SCHEDULERS:
         problems.add(f"--train.lr_scheduler={name!r} is not one of {', '.join(SCHEDULERS)}. Use one of them.")
@@ -106,4 +197,10 @@ def resolve_lr_schedule(train: Any, peak_lr: float, total_steps: int) -> LRSched
         else:
             fraction = DEFAULT_WSD_DECAY_FRACTION if train.decay_fraction is None else train.decay_fraction
             decay_start = max(warmup, total_steps - math.ceil(fraction * total_steps))
+    if per_iteration:
+        return IterationLRSchedule(
+            name, float(peak_lr), float(train.min_lr),
+            warmup_iters=warmup * accumulation_iters if warmup_iters is None else warmup_iters,
+            horizon_iters=total_steps * accumulation_iters if horizon_iters is None else horizon_iters,
+            accumulation_iters=accumulation_iters, total_steps=total_steps)
     return LRSchedule(name, float(peak_lr), float(train.min_lr), warmup, total_steps, decay_start)

@@ -23,7 +23,7 @@ from midtrain.train.checkpointer import Checkpointer
 from midtrain.train.loggers import build_logger, close_logger
 from midtrain.train.loop import Counters, LoopSettings, Trainer
 from midtrain.train.preemption import EXIT_PREEMPTED, StopRequest
-from midtrain.train.lr_schedule import LRSchedule
+from midtrain.train.lr_schedule import IterationLRSchedule, LRSchedule
 from midtrain.train.startup import RunPlan
 
 # Stop reasons after which the run is not finished and should be requeued (exit EXIT_PREEMPTED).
@@ -42,9 +42,15 @@ def describe(plan: RunPlan) -> str:
         f"{b.micro_batch_size} per rank per step",
         f"This invocation: steps {plan.start_step:,} → {b.stop_step(plan.start_step):,}"
         + (f", at most {b.max_time_s:g} s" if b.max_time_s else ""),
-        f"LR: {s.name}, peak {s.peak_lr:g}, min {s.min_lr:g}, warmup {s.warmup_steps:,} steps"
-        + (f", decay from step {s.decay_start_step:,}" if s.decay_start_step is not None else ""),
+        describe_schedule(s, plan.start_step, b.stop_step(plan.start_step)),
     ]
+    if plan.dialect == "fork":
+        lines.insert(0, f"Dialect: the paper fork's. Why: {plan.dialect_reason}. Set --train.dialect=midtrain for midtrain's "
+                        "meaning, or convert the config with 'midtrain port'.")
+    if plan.notices:
+        lines += ["", f"WARNING: {len(plan.notices)} setting(s) read in a way you may not expect:"]
+        lines += [f"  - {notice}" for notice in plan.notices]
+        lines.append("")
     if start.kind == "fresh":
         lines.append("Start: from scratch" + (f", weights from {start.initial_weights}" if start.initial_weights else ""))
     else:
@@ -53,6 +59,27 @@ def describe(plan: RunPlan) -> str:
         lines += ["Data mixture changed; shard cursors carried over by id:", render_transitions(plan.transitions)]
     lines += ["", render_plan(plan.plan)]
     return "\n".join(lines)
+
+
+def describe_schedule(s: LRSchedule | IterationLRSchedule, first_step: int, end_step: int) -> str:
+    """The schedule's shape, and the LR at this invocation's first and last step with its share of the peak."""
+    if isinstance(s, IterationLRSchedule):
+        a = s.accumulation_iters
+        text = (f"LR (per micro-iteration, {a} per step): {s.name}, peak {s.peak_lr:g}, min {s.min_lr:g}, warmup "
+                f"{s.warmup_iters:,} micro-iterations ({s.warmup_steps:,.1f} steps), "
+                + ("decays to a tenth at" if s.name == "exp_decay" else
+                   "stable until" if s.name == "warmup_stable" else "horizon")
+                + f" {s.horizon_iters:,} micro-iterations ({s.horizon_steps:,.1f} steps)")
+    else:
+        text = (f"LR: {s.name}, peak {s.peak_lr:g}, min {s.min_lr:g}, warmup {s.warmup_steps:,} steps, horizon "
+                f"{s.total_steps:,} steps" + (f", decay from step {s.decay_start_step:,}" if s.decay_start_step is not None else ""))
+    if end_step > first_step:
+        def at(step: int) -> str:
+            lr = s.lr_at(step)
+            return f"step {step + 1:,}: {lr:.4g} ({100 * lr / s.peak_lr:.1f} % of peak)"
+
+        text += f"\n    this invocation's first {at(first_step)}; last {at(end_step - 1)}"
+    return text
 
 
 def make_strategy(plan: RunPlan):
@@ -156,6 +183,8 @@ def _saver(fabric, plan: RunPlan, run: dict, state: dict, schedule: LRSchedule) 
             "iter_num": counters.iter_num,
             "tokens": sum(d["tokens"] for d in ledger["domains"].values()),
             "lr_next": schedule.lr_at(counters.step),
+            "lr_schedule": schedule.record(),
+            "dialect": plan.dialect,
             "run_id": run["run_id"],
             "out_dir": run["out_dir"],
             "lineage": run["lineage"],
@@ -181,7 +210,9 @@ def _open_run(fabric, plan: RunPlan) -> dict:
             run["lineage"] = list(parent.get("lineage", [])) + [run_dir.branch_record(
                 parent, start.checkpoint.path, start.checkpoint.step, plan.mixture_before, plan.mixture_after)]
         started_from = str(start.checkpoint.path) if start.checkpoint else None
-        run["invocations"].append(run_dir.invocation_record(plan.start_step, plan.world_size, started_from))
+        invocation = run_dir.invocation_record(plan.start_step, plan.world_size, started_from)
+        invocation.update(dialect=plan.dialect, notices=plan.notices)
+        run["invocations"].append(invocation)
         run_dir.save_run_files(out_dir, run, plan.settings.config_dump, plan.plan.to_json())
     return fabric.broadcast(run, src=0)
 

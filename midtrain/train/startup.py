@@ -6,6 +6,7 @@ every error a real run would hit at start-up is found on a login node.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 import inspect
 from dataclasses import dataclass, field
@@ -22,8 +23,9 @@ from midtrain.errors import ConfigError, MidtrainError, Problems
 from midtrain.tokenizer import load_tokenizer
 from midtrain.train import checkpoint_files as files
 from midtrain.train.budget import Budget, resolve_budget
+from midtrain.train.fork_dialect import ForkStart, dialect_of, refuse_fork_only_keys, resolve_fork_schedule
 from midtrain.train.loggers import check_logger
-from midtrain.train.lr_schedule import LRSchedule, resolve_lr_schedule
+from midtrain.train.lr_schedule import IterationLRSchedule, LRSchedule, resolve_lr_schedule
 from midtrain.train.run_dir import load_run
 
 PRECISIONS = ("32-true", "bf16-true", "bf16-mixed", "16-mixed", "16-true")
@@ -81,7 +83,7 @@ class RunPlan:
     precision: str
     compile: bool
     budget: Budget
-    schedule: LRSchedule
+    schedule: LRSchedule | IterationLRSchedule
     peak_lr: float
     start: StartPoint
     data: ShardedMixedDataset
@@ -90,6 +92,10 @@ class RunPlan:
     mixture_before: dict | None
     mixture_after: dict
     start_step: int
+    dialect: str = "midtrain"
+    dialect_reason: str = ""
+    notices: list[str] = field(default_factory=list)
+    """Every way the config is read that a user might not expect; printed at start-up and saved in run.json."""
 
 
 def resolve_model_config(model_name: str | None, model_config: Config | None) -> Config:
@@ -149,7 +155,9 @@ def resolve_devices(accelerator: str, devices: int | str, num_nodes: int) -> tup
     return accelerator, count
 
 
-def find_start(settings: RunSettings, total_steps: int) -> StartPoint:
+def find_start(settings: RunSettings, total_steps: int | None) -> StartPoint:
+    """The checkpoint to start from; ``total_steps`` None when the run's end is only known from the start (the
+    fork's dialect), so no checkpoint counts as finished here."""
     out_dir, resume = settings.out_dir, settings.resume
     problems = Problems()
     if settings.branch_from is not None and settings.initial_checkpoint_dir is not None:
@@ -170,8 +178,11 @@ def find_start(settings: RunSettings, total_steps: int) -> StartPoint:
     elif settings.branch_from is not None:
         start = StartPoint("branch", files.checkpoint_folder(settings.branch_from, "--branch_from"), "--branch_from")
     elif resume is True:
-        raise ConfigError(f"--resume=true, but --out_dir={str(out_dir)!r} holds no complete checkpoint. Use --resume=auto "
-                          "to start fresh when there is none, or point --resume at a checkpoint.")
+        raise ConfigError(
+            f"--resume=true, but --out_dir={str(out_dir)!r} holds no complete checkpoint. To branch from a trunk "
+            "checkpoint, set --branch_from=<trunk out_dir>/step-XXXXXXXX (or link that step folder into --out_dir, as the "
+            "paper's scripts did); to start fresh when there is nothing to resume, use --resume=auto; or point --resume "
+            "at a checkpoint.")
     elif own is not None:
         raise ConfigError(
             f"--out_dir={str(out_dir)!r} already holds checkpoints (latest {own.path.name}). Set --resume=auto to continue "
@@ -194,7 +205,8 @@ def find_start(settings: RunSettings, total_steps: int) -> StartPoint:
         saved_run = start.checkpoint.info.get("run_id")
         if saved_run is not None and (own_run is None or own_run["run_id"] != saved_run):
             start.kind = "branch"
-    if start.checkpoint.step >= total_steps and start.checkpoint.info.get("final", start.checkpoint.path.name == files.FINAL):
+    if total_steps is not None and start.checkpoint.step >= total_steps and start.checkpoint.info.get(
+            "final", start.checkpoint.path.name == files.FINAL):
         start.kind = "finished"
     return start
 
@@ -258,9 +270,14 @@ def plan_run(settings: RunSettings) -> RunPlan:
                               "does not support (use tensorboard, csv or wandb). Remove it.")
     if not isinstance(settings.eval.interval, int) or settings.eval.interval < 1:
         raise ConfigError(f"--eval.interval={settings.eval.interval!r} must be a positive number of steps.")
-    budget = resolve_budget(train, world_size, seq_length)
+    dialect, dialect_reason = dialect_of(train)
+    fork = dialect == "fork"
+    if not fork:
+        refuse_fork_only_keys(train)
+    budget = resolve_budget(train, world_size, seq_length, fork_dialect=fork)
+    configured_lr = optimizer_peak_lr(settings.optimizer, None)
     peak_lr = optimizer_peak_lr(settings.optimizer, train.max_lr)
-    schedule = resolve_lr_schedule(train, peak_lr, budget.total_steps)
+    schedule = None if fork else resolve_lr_schedule(train, peak_lr, budget.total_steps, budget.accumulation_iters)
 
     data = settings.data
     if not isinstance(data, ShardedMixedDataset):
@@ -273,11 +290,12 @@ def plan_run(settings: RunSettings) -> RunPlan:
     if settings.tokenizer_dir is not None:
         load_tokenizer(settings.tokenizer_dir)
 
-    start = find_start(settings, budget.total_steps)
+    start = find_start(settings, None if fork else budget.total_steps)
     loader = data.train_dataloader(rank=0, world_size=world_size)
     transitions: list[Transition] = []
     mixture_before = None
     start_step, start_samples = 0, None
+    start_iter, restored_lr = 0, None
     if start.checkpoint is not None:
         payload = load_checkpoint_payload(start.checkpoint, start.flag)
         missing = [k for k in ("model", "optimizer", "train_dataloader", "step_count") if k not in payload]
@@ -296,6 +314,13 @@ def plan_run(settings: RunSettings) -> RunPlan:
             raise type(exc)(f"{start.flag}={start.checkpoint.path}: {exc}") from None
         mixture_before = saved_stream.get("phases", [{}])[-1].get("mixture") if isinstance(saved_stream, dict) else None
         start_step = int(payload["step_count"])
+        start_iter = int(payload.get("iter_num", 0))
+        restored_lr = _optimizer_lr(payload.get("optimizer"))
+        saved_anchor = (payload.get("midtrain") or {}).get("lr_anchor")
+        if start.kind == "branch":  # as the run will anchor it (midtrain.train.run._restore), so the plan shows it
+            saved_anchor = [start_step, start.checkpoint.info.get("lr_next", restored_lr)]
+        if schedule is not None and saved_anchor is not None and saved_anchor[1] is not None:
+            schedule = schedule.anchored(int(saved_anchor[0]), float(saved_anchor[1]))
         start_samples = {i: v["consumed"] for i, v in saved_stream["shards"].items()}
         del payload
     elif start.initial_weights is not None:
@@ -305,6 +330,18 @@ def plan_run(settings: RunSettings) -> RunPlan:
         weights = payload["model"] if start.initial_weights_nested else payload
         check_model_state(weights, model_config, "--initial_checkpoint_dir", start.initial_weights.parent)
         del payload
+    notices: list[str] = []
+    if fork:
+        saved = start.checkpoint.info if start.kind == "resume" and start.checkpoint is not None else {}
+        interrupted = saved.get("dialect") == "fork" and not saved.get("final") and "lr_schedule" in saved
+        resolved = resolve_fork_schedule(train, budget.accumulation_iters, ForkStart(
+            start_step, start_iter, configured_lr if restored_lr is None else restored_lr,
+            saved["lr_schedule"] if interrupted else None, configured_lr), budget.total_steps or None)
+        schedule, notices = resolved.schedule, resolved.notices
+        peak_lr = schedule.peak_lr
+        budget = dataclasses.replace(budget, total_steps=resolved.end_step)
+        if start.checkpoint is not None and resolved.end_step <= start_step:
+            start.kind = "finished"
     with torch.device("meta"):
         from litgpt.model import GPT
 
@@ -313,7 +350,16 @@ def plan_run(settings: RunSettings) -> RunPlan:
     plan = data.plan(remaining_tokens or None, start_samples)
     mixture_after = loader.tracker.phases[-1]["mixture"]
     return RunPlan(settings, model_config, parameters, accelerator, devices, world_size, precision, compile_model,
-                   budget, schedule, peak_lr, start, data, plan, transitions, mixture_before, mixture_after, start_step)
+                   budget, schedule, peak_lr, start, data, plan, transitions, mixture_before, mixture_after, start_step,
+                   dialect, dialect_reason, notices)
+
+
+def _optimizer_lr(optimizer_state: Any) -> float | None:
+    """The LR a saved optimizer holds (its first param group's), if the state says."""
+    try:
+        return float(optimizer_state["param_groups"][0]["lr"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
 
 
 def _default_gpu_precision() -> str:

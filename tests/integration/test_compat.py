@@ -1,9 +1,8 @@
-"""Compatibility: the paper fork's config spellings, litgpt's own tools on our checkpoints, and plain
-``litgpt pretrain`` with our data module."""
+"""Compatibility: litgpt's own tools on our checkpoints, and plain ``litgpt pretrain`` with our data module (the
+paper fork's configs: tests/integration/test_fork_configs.py)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,46 +11,7 @@ import pytest
 import yaml
 
 from midtrain.cli import main
-from tests.integration.train_helpers import REPO, SEQ_LENGTH, TINY_MODEL, metric, read_json, tiny_config, write_config
-
-
-def fork_config(train_root, out, mix_json) -> dict:
-    """Written the way the paper's fork wrote them: litgpt's class path, iterations, WSD keys, max_lr."""
-    return {
-        "model_config": dict(TINY_MODEL),
-        "out_dir": str(out),
-        "precision": "32-true",
-        "resume": "auto",
-        "data": {"class_path": "litgpt.data.ShardedMixedDataset",
-                 "init_args": {"data_path": str(train_root), "mix_config_path": str(mix_json), "num_workers": 0}},
-        "train": {
-            "save_interval": 4, "log_interval": 1, "global_batch_size": 4, "micro_batch_size": 2,
-            "max_iters": 40, "max_additional_steps": 6, "lr_scheduler": "wsd", "lr_warmup_fraction": 0.1,
-            "stable_steps": 10, "max_lr": 0.002, "min_lr": 1.0e-5, "max_seq_length": SEQ_LENGTH, "max_norm": 1.0,
-        },
-        "eval": {"interval": 4, "max_iters": 2},
-        "optimizer": "AdamW",
-        "devices": 1,
-        "logger_name": "csv",
-    }
-
-
-def test_paper_fork_config_runs_unchanged(train_root, tmp_path):
-    mix_json = tmp_path / "mix.json"
-    mix_json.write_text(json.dumps({"weights": {"main": 0.88, "math": 0.12}}))
-    config = write_config(tmp_path / "fork.yaml", fork_config(train_root, tmp_path / "fork", mix_json))
-    assert main(["pretrain", "--config", str(config)]) == 0  # stops after max_additional_steps, status 0
-    out = tmp_path / "fork"
-    assert (out / "step-00000006").is_dir() and not (out / "final").exists()
-    assert main(["pretrain", "--config", str(config)]) == 0
-    assert main(["pretrain", "--config", str(config)]) == 0
-    lr = metric(out, "train/lr")
-    # horizon 40 iterations / 2 per step = 20 steps; warmup 10 % = 2 steps; peak max_lr until step 12, then decay
-    assert lr[1] == pytest.approx(0.001) and all(lr[s] == pytest.approx(0.002) for s in range(2, 13))
-    assert lr[13] == pytest.approx(0.002 + (1e-5 - 0.002) * 0 / 8) and lr[18] < lr[14] < 0.002
-    ledger = read_json(out / "step-00000018" / "ledger.json")
-    assert set(ledger["domains"]) == {"main", "math"}
-    assert read_json(out / "run.json")["invocations"][-1]["start_step"] == 12
+from tests.integration.train_helpers import REPO, SEQ_LENGTH, TINY_MODEL, tiny_config, write_config
 
 
 def litgpt_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:

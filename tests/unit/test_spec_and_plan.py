@@ -160,8 +160,18 @@ def test_plan_refuses_too_many_passes_unless_raised(shards):
 
 def test_plan_refuses_shard_smaller_than_one_sequence(shards):
     weights = resolve(shards, mix_weights_str="main:0.5,code:0.5")
-    with pytest.raises(DataError, match=r"shard 'c1' .* holds 100 tokens, less than one sequence of 129 tokens"):
+    with pytest.raises(DataError, match=r"shard 'c1' .* no chunk that holds one sequence of 129 tokens .* largest chunk "
+                                        r"holds 100 tokens .*midtrain prepare --chunk_tokens"):
         make_plan(shards, weights, seq_length=128, max_tokens=None)
+
+
+def test_plan_names_the_largest_chunk_when_the_shard_total_would_suffice(tmp_path):
+    # 10,240 tokens in five chunks of 2,048: more than one 2,049-token sequence in total, yet no sample fits a chunk
+    write_index_only(tmp_path / "1", [2048] * 5)
+    shards = discover_shards(tmp_path, DomainRegistry())
+    with pytest.raises(DataError, match=r"largest chunk holds 2,048 tokens \(10,240 in 5 chunk\(s\)\), and a sample never "
+                                        r"crosses a chunk\. Re-chunk it with 'midtrain prepare --chunk_tokens N'"):
+        make_plan(shards, resolve(shards), seq_length=2048, max_tokens=None)
 
 
 def test_plan_without_budget(shards):

@@ -1,0 +1,203 @@
+"""Configs written the way the paper's fork wrote them run with the fork's schedule, and 'midtrain port' writes a
+native config that trains with the same LR at every step."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import yaml
+
+from midtrain.cli import main
+from midtrain.data.module import ShardedMixedDataset
+from tests.helpers import fork_cosine, write_index_only
+from tests.integration.train_helpers import SEQ_LENGTH, TINY_MODEL, metric, read_json, write_config
+
+ACCUM = 2  # global batch 4 / micro batch 2 on one process
+MAX_LR, MIN_LR = 0.002, 1e-6
+
+
+def fork_config(train_root, out_dir, resume=False, mix=None, **train) -> dict:
+    """A paper-fork config: litgpt's class path, max_iters 10,000,000 plus max_additional_steps, warmup fraction."""
+    config = {
+        "model_config": dict(TINY_MODEL),
+        "out_dir": str(out_dir),
+        "precision": "32-true",
+        "initial_checkpoint_dir": None,
+        "resume": resume,
+        "data": {"class_path": "litgpt.data.ShardedMixedDataset",
+                 "init_args": {"data_path": str(train_root / "train"), "val_data_path": str(train_root / "val"),
+                               "num_workers": 0, **(mix or {"mix_weights_str": "main:1.0"})}},
+        "train": {"max_iters": 10_000_000, "max_additional_steps": 8, "micro_batch_size": 2, "global_batch_size": 4,
+                  "log_interval": 1, "save_interval": 4, "min_lr": MIN_LR, "lr_scheduler": "cosine",
+                  "lr_warmup_fraction": 0.5, "max_lr": MAX_LR, "max_seq_length": SEQ_LENGTH, **train},
+        "eval": {"interval": 4, "max_iters": 2},
+        "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"weight_decay": 0.1, "betas": [0.9, 0.95]}},
+        "accelerator": "cpu",
+        "devices": 1,
+        "logger_name": "csv",
+    }
+    return config
+
+
+def fork_lr(it: int, warmup_iters: int) -> float:
+    return fork_cosine(it, MAX_LR, warmup_iters, MIN_LR)
+
+
+def logged_lr_at_step(out_dir, step: int) -> float:
+    """``train/lr`` is logged at step s for the optimizer step s - 1 -> s."""
+    return metric(out_dir, "train/lr")[step]
+
+
+@pytest.fixture(scope="module")
+def fork_trunk(train_root, tmp_path_factory):
+    """An 8-step trunk from a fork config (resume: false, max_additional_steps 8)."""
+    out = tmp_path_factory.mktemp("fork") / "trunk"
+    path = write_config(out.parent / "trunk.yaml", fork_config(train_root, out))
+    assert main(["pretrain", "--config", str(path)]) == 0
+    return out
+
+
+def test_fork_trunk_trains_with_the_forks_lr_at_every_step(fork_trunk):
+    warmup_iters = math.ceil(0.5 * 8 * ACCUM)
+    for step in range(1, 9):
+        assert logged_lr_at_step(fork_trunk, step) == pytest.approx(fork_lr(step * ACCUM - 1, warmup_iters), rel=1e-9)
+    invocation = read_json(fork_trunk / "run.json")["invocations"][-1]
+    assert invocation["dialect"] == "fork"
+    assert any("976,560" in n for n in invocation["notices"]) and any("ignored" in n for n in invocation["notices"])
+    info = read_json(fork_trunk / "final" / "checkpoint.json")
+    assert info["lr_schedule"]["horizon_iters"] == 976_560 and info["dialect"] == "fork"
+
+
+def link_trunk_checkpoint(trunk, out_dir, step=4):
+    """What the paper's scripts did: link the trunk's step folder into the branch's out_dir, then resume: true."""
+    out_dir.mkdir(parents=True)
+    name = f"step-{step:08d}"
+    (out_dir / name).symlink_to(trunk / name, target_is_directory=True)
+
+
+def test_fork_branch_over_a_linked_checkpoint_continues_with_literal_weights(fork_trunk, train_root, tmp_path, capsys):
+    out = tmp_path / "branch"
+    link_trunk_checkpoint(fork_trunk, out)
+    config = fork_config(train_root, out, resume=True, mix={"literal_weights_str": "main/1:0.75,c1:0.25"},
+                         max_additional_steps=4)
+    assert main(["pretrain", "--config", str(write_config(tmp_path / "b.yaml", config))]) == 0
+    printed = capsys.readouterr().out
+    assert "Start: branch from" in printed and "max_iters = 8 + 4 × 2 = 16 micro-iterations" in printed
+    warmup_iters = math.ceil(0.5 * 16)  # of this invocation's max_iters, as the fork
+    for step in range(5, 9):
+        assert logged_lr_at_step(out, step) == pytest.approx(fork_lr(8 + (step - 4) * ACCUM - 1, warmup_iters), rel=1e-9)
+    ledger = read_json(out / "final" / "ledger.json")
+    assert set(ledger["domains"]) == {"main", "code"}
+    assert read_json(out / "run.json")["lineage"][0]["step"] == 4
+
+
+def test_fork_branch_with_a_mix_config_json_and_a_budget_horizon_dry_runs(fork_trunk, train_root, tmp_path, capsys):
+    mix_json = tmp_path / "mix.json"
+    mix_json.write_text(json.dumps({"weights": {"main": 0.88, "math": 0.12}}))
+    out = tmp_path / "branch"
+    link_trunk_checkpoint(fork_trunk, out)
+    config = fork_config(train_root, out, resume=True, mix={"mix_config_path": str(mix_json)}, max_steps=12)
+    assert main(["pretrain", "--config", str(write_config(tmp_path / "b.yaml", config)), "--dry_run=true"]) == 0
+    printed = capsys.readouterr().out
+    assert "horizon 24 micro-iterations (12.0 steps)" in printed and "976,560" not in printed
+    assert "math" in printed and "this invocation's first step 5" in printed
+
+
+def test_resume_true_with_an_empty_out_dir_says_how_to_branch(train_root, tmp_path, capsys):
+    config = fork_config(train_root, tmp_path / "empty", resume=True)
+    assert main(["pretrain", "--config", str(write_config(tmp_path / "c.yaml", config)), "--dry_run=true"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume=true, but --out_dir=" in err and "--branch_from=<trunk out_dir>/step-XXXXXXXX" in err
+    assert "link that step folder into --out_dir" in err
+
+
+def test_fork_decay_and_wsd(fork_trunk, train_root, tmp_path, capsys):
+    out = tmp_path / "decay"
+    link_trunk_checkpoint(fork_trunk, out)
+    decay = fork_config(train_root, out, resume=True, lr_scheduler="decay", stable_steps=10_000_000,
+                        max_additional_steps=4)
+    assert main(["pretrain", "--config", str(write_config(tmp_path / "d.yaml", decay)), "--dry_run=true"]) == 0
+    printed = capsys.readouterr().out
+    assert "decay: exponential from the LR the restored optimizer holds" in printed
+    assert "--train.stable_steps ignored" in printed
+    wsd = fork_config(train_root, tmp_path / "wsd", lr_scheduler="wsd", stable_steps=6)
+    assert main(["pretrain", "--config", str(write_config(tmp_path / "w.yaml", wsd)), "--dry_run=true"]) == 2
+    assert "where the fork's wsd decay begins" in capsys.readouterr().err
+    wsd["train"]["stable_steps"] = 8
+    assert main(["pretrain", "--config", str(write_config(tmp_path / "w.yaml", wsd)), "--dry_run=true"]) == 0
+
+
+def test_paper_1b_config_with_micro_batch_4_dry_runs_on_one_device(tmp_path, tokenizer_dir, capsys):
+    """The paper's pythia_1b_from_scratch_128B.yaml, machine paths changed: peak 3e-4, 976,560-iteration horizon."""
+    for split in ("train", "val"):
+        write_index_only(tmp_path / "c4" / split / "1", [10**11 if split == "train" else 10**7])
+    config = {
+        "model_name": "pythia-1b", "model_config": None, "out_dir": str(tmp_path / "out"), "precision": "bf16-true",
+        "initial_checkpoint_dir": None, "resume": False, "tokenizer_dir": str(tokenizer_dir),
+        "data": {"class_path": "litgpt.data.ShardedMixedDataset",
+                 "init_args": {"data_path": str(tmp_path / "c4" / "train"),
+                               "val_data_path": str(tmp_path / "c4" / "val" / "1"),  # one dataset, as the paper's C4 val
+                               "num_workers": 8, "mix_weights_str": "main:1.0"}},
+        "train": {"max_iters": 10_000_000, "max_additional_steps": 61_035, "micro_batch_size": 4,
+                  "global_batch_size": 1024, "log_interval": 10, "save_interval": 2000, "min_lr": 1e-6,
+                  "lr_scheduler": "cosine", "lr_warmup_fraction": 0.1},
+        "eval": {"interval": 2000},
+        "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"weight_decay": 0.1, "betas": [0.9, 0.95]}},
+        "logger_name": "csv",
+    }
+    path = tmp_path / "pythia_1b.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["pretrain", "--config", str(path), "--dry_run=true", "--accelerator=cpu"]) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "61,035 steps × 1,024 sequences × 2,048 tokens" in printed and "peak LR 0.0003" in printed
+    assert "horizon 976,560 micro-iterations" in printed and "256 per step" in printed
+    assert "% of peak" in printed
+
+
+def test_val_data_path_may_name_one_dataset(train_root):
+    data = ShardedMixedDataset(data_path=train_root / "train", val_data_path=train_root / "val" / "1", num_workers=0)
+    data.connect(batch_size=2, max_seq_length=SEQ_LENGTH)
+    data.setup()
+    assert list(data.val_datasets()) == ["main"] and len(data.val_datasets()["main"]) > 0
+
+
+def test_config_equals_form_expands_placeholders(train_root, tmp_path, monkeypatch):
+    config = fork_config(train_root, tmp_path / "out")
+    config["data"]["init_args"]["data_path"] = "${FORK_TEST_DATA}/train"
+    path = write_config(tmp_path / "p.yaml", config)
+    monkeypatch.setenv("FORK_TEST_DATA", str(train_root))
+    assert main(["pretrain", f"--config={path}", "--dry_run=true"]) == 0
+
+
+def test_port_writes_a_native_config_that_trains_with_the_same_lr(fork_trunk, train_root, tmp_path, capsys):
+    """The fork branch and its ported copy, both trained: the same LR at every step, a native config."""
+    source = fork_config(train_root, tmp_path / "fork-branch", resume=True, max_additional_steps=4, max_steps=8)
+    link_trunk_checkpoint(fork_trunk, tmp_path / "fork-branch")
+    fork_path = write_config(tmp_path / "fork.yaml", source)
+    assert main(["pretrain", "--config", str(fork_path)]) == 0
+    ported = tmp_path / "native.yaml"
+    assert main(["port", "--fork_config", str(fork_path), "--output", str(ported), "--branch_from",
+                 str(fork_trunk / "step-00000004")]) == 0
+    assert "train.max_steps 8: the absolute end (step 4 + 4 steps)" in capsys.readouterr().out
+    native = yaml.safe_load(ported.read_text())
+    assert native["data"]["class_path"] == "midtrain.data.ShardedMixedDataset" and native["resume"] == "auto"
+    assert native["train"]["dialect"] == "midtrain" and "max_iters" not in native["train"]
+    assert native["optimizer"]["init_args"]["lr"] == MAX_LR and native["logger_name"] == "csv"
+    native["out_dir"] = str(tmp_path / "native-branch")
+    assert main(["pretrain", "--config", str(write_config(ported, native))]) == 0
+    assert "Dialect: the paper fork's" not in capsys.readouterr().out
+    fork_lrs, native_lrs = metric(tmp_path / "fork-branch", "train/lr"), metric(tmp_path / "native-branch", "train/lr")
+    assert sorted(fork_lrs) == sorted(native_lrs) == [5, 6, 7, 8]
+    assert all(fork_lrs[s] == native_lrs[s] for s in fork_lrs)
+    assert fork_lrs[8] < fork_lrs[5]  # the budget's horizon: the cosine visibly decays over the branch
+
+
+def test_port_needs_the_checkpoint_a_resume_config_continues(train_root, tmp_path, capsys):
+    path = write_config(tmp_path / "fork.yaml", fork_config(train_root, tmp_path / "x", resume=True))
+    assert main(["port", "--fork_config", str(path), "--output", str(tmp_path / "n.yaml")]) == 2
+    assert "--branch_from <trunk out_dir>/step-XXXXXXXX" in capsys.readouterr().err
+    decay = write_config(tmp_path / "decay.yaml", fork_config(train_root, tmp_path / "x", lr_scheduler="decay"))
+    assert main(["port", "--fork_config", str(decay), "--output", str(tmp_path / "n.yaml")]) == 2
+    assert "has no native form" in capsys.readouterr().err
