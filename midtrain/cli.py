@@ -12,11 +12,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import yaml
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ArgumentParser
 
 from midtrain.commands.demo import demo
+from midtrain.commands.parsing import command_parser
 from midtrain.commands.eval import evaluate
-from midtrain.commands.mix import mix, mix_config_from_pretrain
+from midtrain.commands.mix import is_pretrain_config, mix, mix_pretrain_config
 from midtrain.commands.port import port
 from midtrain.commands.pretrain import pretrain
 from midtrain.commands.similarity import similarity
@@ -31,13 +32,6 @@ COMMANDS: dict[str, Callable] = {"mix": mix, "prepare": prepare_shard, "pretrain
 EXIT_BAD_INPUT = 2
 
 
-def command_parser(function: Callable) -> ArgumentParser:
-    parser = ArgumentParser(description=(function.__doc__ or "").strip().split("\n\n")[0], exit_on_error=True)
-    parser.add_argument("--config", action=ActionConfigFile, help="A YAML config file (or YAML text).")
-    parser.add_function_arguments(function, fail_untyped=True, sub_configs=True)
-    return parser
-
-
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="midtrain", description="Midtraining experiments on top of LitGPT.")
     subcommands = parser.add_subcommands(required=True)
@@ -47,17 +41,16 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def translate_mix_config(argv: list[str]) -> list[str]:
-    """``midtrain mix --config pretrain.yaml``: keep only what a plan needs (data, budget, context length)."""
+def pretrain_config_of_mix(argv: list[str]) -> tuple[str, list[str]] | None:
+    """(the config, the other arguments) for ``midtrain mix --config pretrain.yaml ...``, else None."""
     if not argv or argv[0] != "mix":
-        return argv
-    out = list(argv)
-    for i, arg in enumerate(out):
-        if arg == "--config" and i + 1 < len(out):
-            out[i + 1] = yaml.safe_dump(mix_config_from_pretrain(out[i + 1]))
-        elif arg.startswith("--config="):
-            out[i] = "--config=" + yaml.safe_dump(mix_config_from_pretrain(arg.split("=", 1)[1]))
-    return out
+        return None
+    for i, arg in enumerate(argv):
+        path = argv[i + 1] if arg == "--config" and i + 1 < len(argv) else arg.split("=", 1)[1] if arg.startswith(
+            "--config=") else None
+        if path is not None and _is_file(path) and is_pretrain_config(path):
+            return path, argv[1:i] + argv[i + (1 if arg.startswith("--config=") else 2):]
+    return None
 
 
 def translate_config_files(argv: list[str]) -> list[str]:
@@ -77,18 +70,26 @@ def translate_config_files(argv: list[str]) -> list[str]:
     return out
 
 
-def _rewritable(value: str) -> bool:
+def _is_file(value: str) -> bool:
     try:
-        return Path(value).is_file() and needs_rewrite(value)
+        return Path(value).is_file()
     except OSError:  # YAML text rather than a path (e.g. a name too long for the file system)
         return False
+
+
+def _rewritable(value: str) -> bool:
+    return _is_file(value) and needs_rewrite(value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        argv = translate_config_files(translate_mix_config(argv))
+        mix_of_pretrain = pretrain_config_of_mix(argv)
+        if mix_of_pretrain is not None:
+            mix_pretrain_config(*mix_of_pretrain)
+            return 0
+        argv = translate_config_files(argv)
         parser = build_parser()
         config = parser.parse_args(argv)
         name = config.subcommand

@@ -71,16 +71,15 @@ def demo(out_dir: Path = Path("demo_out"), branch_step: int | None = None, size:
     common = [f"--data.data_path={data_root}", f"--tokenizer_dir={tokenizer_dir}", *preset["overrides"]]
     configs = {name: REPO / "midtrain_configs" / "demo" / f"{name}.yaml" for name in BRANCHES}
     train = _train_settings(preset["overrides"])
-    with stages("The mixture plan of the code branch, from the branch point to the end (midtrain mix)"):
-        branch_tokens = (train["max_steps"] - branch_step) * train["global_batch_size"] * train["max_seq_length"]
-        _cli(["mix", "--config", str(configs["code"]), f"--data.data_path={data_root}", f"--max_tokens={branch_tokens}",
-              f"--seq_length={train['max_seq_length']}"])
     runs = out_dir / "runs"
     with stages(f"Trunk: main data only, to step {branch_step} (midtrain pretrain)"):
         accumulation = train["global_batch_size"] // train["micro_batch_size"]
         _cli(["pretrain", "--config", str(TRUNK_CONFIG), *common, f"--out_dir={runs / 'trunk'}",
               f"--train.max_iters={branch_step * accumulation}"])
     branch_point = runs / "trunk" / f"step-{branch_step:08d}"
+    with stages("The mixture plan of the code branch, from the branch point to the end (midtrain mix)"):
+        _cli(["mix", "--config", str(configs["code"]), *common, f"--out_dir={runs / 'code'}",
+              f"--branch_from={branch_point}"])
     with stages("Branches: code, math and the control, from the same trunk checkpoint"):
         for name in BRANCHES:
             print(f"  -- branch {name} --", flush=True)

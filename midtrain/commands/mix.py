@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 
-from midtrain.config_files import load_config
+import yaml
+
+from midtrain.config_files import load_config, read_yaml_mapping
 from midtrain.data.args import MixtureArgs
 from midtrain.data.mixture import resolve_mixture
 from midtrain.data.plan import render_plan
@@ -35,19 +37,75 @@ def mix(
         format: ``table`` for people, ``json`` for scripts.
     """
     mixture = resolve_mixture(data)
-    plan = mixture.plan(seq_length, max_tokens, data.max_passes)
+    return _show(mixture, mixture.plan(seq_length, max_tokens, data.max_passes), format)
+
+
+def _show(mixture, plan, format: str, extra: dict | None = None, header: list[str] | None = None) -> dict:
     validation: dict[str, int] = {}
     for shard in mixture.val_shards:
         validation[shard.domain] = validation.get(shard.domain, 0) + shard.tokens
-    payload = {**plan.to_json(), "validation_tokens": validation}
+    payload = {**plan.to_json(), **(extra or {}), "validation_tokens": validation}
     if format == "json":
         print(json.dumps(payload, indent=2))
     else:
         print(f"Training shards: {mixture.train_root}   mixture: {mixture.spec.describe()} ({mixture.spec.flag})")
-        print(render_plan(plan))
+        print("\n".join([*(header or []), render_plan(plan)]))
         held_out = ", ".join(f"{d} {t:,} tokens" for d, t in validation.items()) or "none"
         print(f"\nValidation data ({mixture.val_root or 'no validation root'}): {held_out}")
     return payload
+
+
+def is_pretrain_config(path: str | Path) -> bool:
+    """A pretrain config (litgpt's keys), rather than one in ``mix``'s own schema."""
+    return not set(read_yaml_mapping(path)) <= MIX_KEYS
+
+
+# mix's own flags, given next to a pretrain config, in the pretrain config's spelling
+_MIX_FLAGS_AS_PRETRAIN = {"--max_tokens": "--train.max_tokens", "--seq_length": "--train.max_seq_length"}
+
+
+def mix_pretrain_config(path: str | Path, args: list[str]) -> dict:
+    """``midtrain mix --config pretrain.yaml [overrides]``: the plan ``midtrain pretrain --dry_run`` makes, by the
+    same code (``midtrain.train.startup.plan_run``): for a branch or a resume, the remaining budget from its start
+    checkpoint, passes counting what the parent already read. Overrides use pretrain's flags (``--data.*``,
+    ``--train.*``, ``--branch_from``); ``--max_tokens``/``--seq_length`` are read as ``--train.max_tokens``/
+    ``--train.max_seq_length``; ``--format json`` adds each shard's ``start_samples``."""
+    from midtrain.commands.parsing import call_with_args
+    from midtrain.commands.pretrain import pretrain, run_settings
+    from midtrain.train.run import describe_schedule
+    from midtrain.data.stream_state import render_transitions
+    from midtrain.train.startup import plan_run
+
+    format, rest, i = "table", [], 0
+    while i < len(args):
+        flag, _, value = args[i].partition("=")
+        if flag in ("--format", *_MIX_FLAGS_AS_PRETRAIN) and not value and i + 1 < len(args):
+            value, i = args[i + 1], i + 1
+        if flag == "--format":
+            format = value
+        elif flag in _MIX_FLAGS_AS_PRETRAIN:
+            rest.append(f"{_MIX_FLAGS_AS_PRETRAIN[flag]}={value}")
+        else:
+            rest.append(args[i])
+        i += 1
+    if format not in ("table", "json"):
+        raise ConfigError(f"--format={format!r} is not one of table, json.")
+    config = load_config(path)
+    data_init_args(config.get("data"), f"--config={path}")
+    kwargs = call_with_args(pretrain, ["--config", yaml.safe_dump(config, sort_keys=False), *rest], drop=("dry_run",))
+    run = plan_run(run_settings(**kwargs))
+    budget, start = run.budget, run.start
+    end = budget.stop_step(run.start_step)
+    started = "from scratch" if start.checkpoint is None else f"{start.kind} from {start.checkpoint.path}"
+    header = [f"The run in {run.settings.out_dir}: steps {run.start_step:,} → {end:,} of {budget.total_steps:,} "
+              f"({budget.tokens_per_step:,} tokens per step), {started}",
+              describe_schedule(run.schedule, run.start_step, end)]
+    header += [f"WARNING: {notice}" for notice in run.notices]
+    if run.transitions and run.mixture_before != run.mixture_after:
+        header += ["Data mixture changed; shard cursors carried over by id:", render_transitions(run.transitions)]
+    extra = {"start_step": run.start_step, "end_step": end, "total_steps": budget.total_steps,
+             "start_checkpoint": None if start.checkpoint is None else str(start.checkpoint.path)}
+    return _show(run.data.mixture, run.plan, format, extra, header + [""])
 
 
 def data_init_args(data_section: Any, where: str) -> dict:
@@ -66,36 +124,16 @@ def data_init_args(data_section: Any, where: str) -> dict:
 
 
 def seq_length_of(config: dict, where: str) -> int | None:
-    """The context length a pretrain config trains with: train.max_seq_length, else the model's block_size."""
+    """The context length a pretrain config trains with: train.max_seq_length, else the model's block_size (the
+    model as ``midtrain.train.model_rule`` resolves it for every command)."""
     train = config.get("train") or {}
     if train.get("max_seq_length"):
         return int(train["max_seq_length"])
-    model_config = config.get("model_config") or {}
-    if model_config.get("block_size"):
-        return int(model_config["block_size"])
-    if config.get("model_name"):
-        from litgpt.config import Config
+    if config.get("model_name") or config.get("model_config"):
+        from midtrain.train.model_rule import resolve_model_config
 
-        try:
-            return Config.from_name(config["model_name"], **model_config).block_size
-        except ValueError as exc:
-            raise ConfigError(f"{where}: --model_name={config['model_name']!r} is not a litgpt model ({exc}).") from None
+        model, note = resolve_model_config(config.get("model_name"), config.get("model_config"))
+        if note:
+            print(f"Note: {note}")
+        return model.block_size
     return None
-
-
-def mix_config_from_pretrain(path: Path) -> dict:
-    """Translate a pretrain YAML into the ``mix`` schema: data init args, budget and context length."""
-    config = load_config(path)
-    if set(config) <= MIX_KEYS:
-        return config
-    if "data" not in config:
-        raise ConfigError(f"--config={str(path)!r} has no 'data' section, so there is no mixture to plan. Add one.")
-    data = data_init_args(config["data"], f"--config={path}")
-    translated: dict = {"data": {k: v for k, v in data.items() if k not in PLAN_NEUTRAL_KEYS}}
-    train = config.get("train") or {}
-    if train.get("max_tokens") is not None:
-        translated["max_tokens"] = int(train["max_tokens"])
-    seq_length = seq_length_of(config, f"--config={path}")
-    if seq_length is not None:
-        translated["seq_length"] = seq_length
-    return translated

@@ -76,16 +76,14 @@ def pretrain(
             the checkpoint to start from), print the plan, and exit without training.
     """
     from midtrain.train.run import describe, execute
-    from midtrain.train.startup import RunSettings, plan_run
+    from midtrain.train.startup import plan_run
 
-    settings = RunSettings(
-        model_name=model_name, model_config=model_config, out_dir=Path(out_dir), precision=precision,
+    plan = plan_run(run_settings(
+        model_name=model_name, model_config=model_config, out_dir=out_dir, precision=precision,
         initial_checkpoint_dir=initial_checkpoint_dir, resume=resume, data=data, train=train, eval=eval, log=log,
         optimizer=optimizer, devices=devices, num_nodes=num_nodes, tokenizer_dir=tokenizer_dir,
         logger_name=logger_name, seed=seed, branch_from=branch_from, accelerator=accelerator, compile=compile,
-    )
-    settings.config_dump = config_dump(settings)
-    plan = plan_run(settings)
+    ))
     if dry_run:
         print(describe(plan))
         print("\nDry run: configuration, data, model and checkpoint check out; nothing was trained.")
@@ -95,6 +93,15 @@ def pretrain(
               f"{plan.start.checkpoint.step:,} of {plan.budget.total_steps:,}); nothing to do.")
         return 0
     return execute(plan)
+
+
+def run_settings(**arguments: Any):
+    """The run's settings from ``pretrain``'s arguments (also how ``midtrain mix`` reads a pretrain config)."""
+    from midtrain.train.startup import RunSettings
+
+    settings = RunSettings(**{**arguments, "out_dir": Path(arguments["out_dir"])})
+    settings.config_dump = config_dump(settings)
+    return settings
 
 
 def _plain(value: Any) -> Any:

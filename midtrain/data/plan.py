@@ -53,7 +53,8 @@ class MixturePlan:
         return totals
 
     def to_json(self) -> dict:
-        keys = ("id", "domain", "tokens", "weight", "planned_tokens", "passes", "samples", "planned_samples")
+        keys = ("id", "domain", "tokens", "weight", "planned_tokens", "passes", "samples", "planned_samples",
+                "start_samples")
         return {
             "seq_length": self.seq_length,
             "max_tokens": self.max_tokens,
@@ -141,14 +142,18 @@ def render_plan(plan: MixturePlan) -> str:
         f"budget {plan.max_tokens:,} tokens = {plan.total_samples:,} sequences of {plan.seq_length:,} tokens"
     )
     has_budget = plan.max_tokens is not None
-    headers = ["shard", "domain", "tokens", "weight", "planned tokens", "passes"]
-    right = [False, False, True, True, True, True]
+    continued = any(s.start_samples for s in plan.shards)
+    if continued:
+        budget += " (what remains; passes count the samples already read before this run's start)"
+    headers = ["shard", "domain", "tokens", "weight", *(["read before"] if continued else []), "planned tokens", "passes"]
+    right = [False, False, True, True, *([True] if continued else []), True, True]
     rows = [
         [
             s.id,
             s.domain,
             f"{s.tokens:,}",
             f"{s.weight:.4f}",
+            *([f"{s.start_samples:,} samples"] if continued else []),
             f"{s.planned_tokens:,}" if has_budget else "-",
             f"{s.passes:.3f}" if has_budget else "-",
         ]

@@ -63,6 +63,9 @@ class TrainArgs(LitTrainArgs):
     """The fork's adaptive-sampling key; fork dialect only, ignored with a warning."""
     data_scheduler: str | None = None
     """The fork's key for its unused data scheduler; fork dialect only, ignored with a warning."""
+    reset_optimizer: bool = False
+    """Start with a fresh optimizer (no moments from the checkpoint) while weights, step, LR position and data
+    cursors continue: needed to change the optimizer class at a branch."""
     keep_last_checkpoints: int | None = None
     """Keep only the newest N ``step-*`` checkpoints (plus ``keep_checkpoint_steps``); default keep all."""
     keep_checkpoint_steps: list[int] = field(default_factory=list)

@@ -20,11 +20,12 @@ from midtrain.data.stream_state import render_transitions
 from midtrain.train import checkpoint_files as files
 from midtrain.train import run_dir
 from midtrain.train.checkpointer import Checkpointer
+from midtrain.train.continuity import hyperparameters, render_optimizer_changes
 from midtrain.train.loggers import build_logger, close_logger
 from midtrain.train.loop import Counters, LoopSettings, Trainer
 from midtrain.train.preemption import EXIT_PREEMPTED, StopRequest
 from midtrain.train.lr_schedule import IterationLRSchedule, LRSchedule
-from midtrain.train.startup import RunPlan
+from midtrain.train.startup import RunPlan, optimizer_spec
 
 # Stop reasons after which the run is not finished and should be requeued (exit EXIT_PREEMPTED).
 REQUEUE_REASONS = ("max_time", "signal")
@@ -47,6 +48,11 @@ def describe(plan: RunPlan) -> str:
     if plan.dialect == "fork":
         lines.insert(0, f"Dialect: the paper fork's. Why: {plan.dialect_reason}. Set --train.dialect=midtrain for midtrain's "
                         "meaning, or convert the config with 'midtrain port'.")
+    if plan.lr_jump is not None and plan.lr_jump.intentional:
+        lines.append(plan.lr_jump.describe())
+    if plan.optimizer_changes:
+        lines += ["Optimizer: the config's settings replace the checkpoint's (checkpoint -> config):",
+                  render_optimizer_changes(plan.optimizer_changes)]
     if plan.notices:
         lines += ["", f"WARNING: {len(plan.notices)} setting(s) read in a way you may not expect:"]
         lines += [f"  - {notice}" for notice in plan.notices]
@@ -101,7 +107,8 @@ def execute(plan: RunPlan) -> int:
     fabric.print(describe(plan))
 
     model, optimizer = _build_model_and_optimizer(fabric, plan, empty_init=isinstance(strategy, FSDPStrategy))
-    loader = plan.data.train_dataloader()
+    # the launched processes' ranks, not the environment's (a stale RANK/WORLD_SIZE would shard a one-process run)
+    loader = plan.data.train_dataloader(rank=fabric.global_rank, world_size=fabric.world_size)
     loader.tracker.announce_transitions = False  # describe() printed them
     state = {"model": model, "optimizer": optimizer, "train_dataloader": loader, "iter_num": 0, "step_count": 0,
              "midtrain": {}}
@@ -148,16 +155,21 @@ def _build_model_and_optimizer(fabric, plan: RunPlan, empty_init: bool):
     if plan.compile:
         model = torch.compile(model)
     model = fabric.setup(model)
-    optimizer = instantiate_torch_optimizer(copy.deepcopy(settings.optimizer), model.parameters(),
+    optimizer = instantiate_torch_optimizer(optimizer_spec(settings.optimizer), model.parameters(),
                                             fused=fabric.device.type == "cuda", lr=plan.peak_lr)
     return model, fabric.setup_optimizers(optimizer)
 
 
 def _restore(fabric, plan: RunPlan, state: dict) -> LRSchedule:
-    """Load the starting checkpoint into ``state``; returns the LR schedule, anchored where ``decay`` starts."""
+    """Load the starting checkpoint into ``state``, then give every param group the config's optimizer settings
+    (the LR stays the schedule's); returns the LR schedule, anchored where ``decay`` starts."""
     start = plan.start
     if start.checkpoint is not None:
-        fabric.load(start.checkpoint.model_file, state, strict=False)
+        loaded = {k: v for k, v in state.items() if k != "optimizer" or not plan.reset_optimizer}
+        fabric.load(start.checkpoint.model_file, loaded, strict=False)
+        state.update(loaded)
+        for group in state["optimizer"].param_groups:
+            group.update(copy.deepcopy(plan.optimizer_settings))
         if start.kind == "branch":  # 'decay' anneals from the LR the parent would have used next
             anchor_lr = start.checkpoint.info.get("lr_next", state["optimizer"].param_groups[0]["lr"])
             state["midtrain"] = {"lr_anchor": [state["step_count"], anchor_lr]}
@@ -185,6 +197,9 @@ def _saver(fabric, plan: RunPlan, run: dict, state: dict, schedule: LRSchedule) 
             "lr_next": schedule.lr_at(counters.step),
             "lr_schedule": schedule.record(),
             "dialect": plan.dialect,
+            "global_batch_size": plan.budget.global_batch_size,
+            "tokens_per_step": plan.budget.tokens_per_step,
+            "optimizer": {"class_path": plan.optimizer_class, "hyperparameters": hyperparameters(plan.optimizer_settings)},
             "run_id": run["run_id"],
             "out_dir": run["out_dir"],
             "lineage": run["lineage"],
@@ -205,13 +220,15 @@ def _open_run(fabric, plan: RunPlan) -> dict:
         files.remove_partials(out_dir)
         run = run_dir.load_run(out_dir) or run_dir.new_run(out_dir)
         start = plan.start
+        changes = {"optimizer_changes": [vars(c) for c in plan.optimizer_changes],
+                   "lr_jump": None if plan.lr_jump is None else plan.lr_jump.record()}
         if start.kind == "branch":
             parent = start.checkpoint.info
-            run["lineage"] = list(parent.get("lineage", [])) + [run_dir.branch_record(
-                parent, start.checkpoint.path, start.checkpoint.step, plan.mixture_before, plan.mixture_after)]
+            run["lineage"] = list(parent.get("lineage", [])) + [{**run_dir.branch_record(
+                parent, start.checkpoint.path, start.checkpoint.step, plan.mixture_before, plan.mixture_after), **changes}]
         started_from = str(start.checkpoint.path) if start.checkpoint else None
         invocation = run_dir.invocation_record(plan.start_step, plan.world_size, started_from)
-        invocation.update(dialect=plan.dialect, notices=plan.notices)
+        invocation.update(dialect=plan.dialect, notices=plan.notices, **changes)
         run["invocations"].append(invocation)
         run_dir.save_run_files(out_dir, run, plan.settings.config_dump, plan.plan.to_json())
     return fabric.broadcast(run, src=0)

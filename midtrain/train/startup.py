@@ -23,8 +23,10 @@ from midtrain.errors import ConfigError, MidtrainError, Problems
 from midtrain.tokenizer import load_tokenizer
 from midtrain.train import checkpoint_files as files
 from midtrain.train.budget import Budget, resolve_budget
+from midtrain.train.continuity import LRJump, OptimizerChange, hyperparameters, lr_jump, optimizer_changes
 from midtrain.train.fork_dialect import ForkStart, dialect_of, refuse_fork_only_keys, resolve_fork_schedule
 from midtrain.train.loggers import check_logger
+from midtrain.train.model_rule import resolve_model_config
 from midtrain.train.lr_schedule import IterationLRSchedule, LRSchedule, resolve_lr_schedule
 from midtrain.train.run_dir import load_run
 
@@ -96,21 +98,38 @@ class RunPlan:
     dialect_reason: str = ""
     notices: list[str] = field(default_factory=list)
     """Every way the config is read that a user might not expect; printed at start-up and saved in run.json."""
+    optimizer_class: str = "torch.optim.AdamW"
+    optimizer_settings: dict = field(default_factory=dict)
+    """The configured optimizer's hyperparameters (all but the LR), applied to every param group after a restore."""
+    optimizer_changes: list[OptimizerChange] = field(default_factory=list)
+    """Hyperparameters this config changes against the starting checkpoint's optimizer."""
+    lr_jump: LRJump | None = None
+    """This run's first LR against the parent's next LR, when they differ by more than 1 %."""
+    reset_optimizer: bool = False
+    """Start a branch with a fresh optimizer (``train.reset_optimizer``)."""
 
 
-def resolve_model_config(model_name: str | None, model_config: Config | None) -> Config:
-    if model_config is not None:
-        return model_config
-    if not model_name:
-        raise ConfigError("no model given: set --model_name (a litgpt model, e.g. pythia-160m) or --model_config.")
+def optimizer_spec(optimizer: str | dict) -> dict:
+    """``{class_path, init_args}`` with a full class path, from a name (``AdamW``) or a (partial) mapping."""
+    spec = dict(optimizer) if isinstance(optimizer, dict) else {"class_path": optimizer}
+    class_path = spec.get("class_path")
+    if not isinstance(class_path, str) or not class_path:
+        raise ConfigError(f"--optimizer={optimizer!r} needs a class, e.g. AdamW or torch.optim.AdamW.")
+    return {"class_path": class_path if "." in class_path else f"torch.optim.{class_path}",
+            "init_args": copy.deepcopy(dict(spec.get("init_args") or {}))}
+
+
+def configured_optimizer(optimizer: str | dict, peak_lr: float) -> tuple[str, dict]:
+    """(the optimizer's class path, its param group as configured: init args over the class defaults)."""
+    from litgpt.utils import instantiate_torch_optimizer
+
+    spec = optimizer_spec(optimizer)
+    class_path = spec["class_path"]
     try:
-        return Config.from_name(model_name)
-    except ValueError:
-        from litgpt.config import name_to_config
-
-        close = [n for n in name_to_config if model_name.lower() in n.lower()][:5]
-        hint = f" Close names: {', '.join(close)}." if close else " See 'litgpt pretrain list' for the names."
-        raise ConfigError(f"--model_name={model_name!r} is not a litgpt model.{hint}") from None
+        instance = instantiate_torch_optimizer(spec, [torch.nn.Parameter(torch.zeros(1))], lr=peak_lr)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"--optimizer={optimizer!r} cannot be built ({exc}). Fix its init_args.") from None
+    return class_path, {k: v for k, v in instance.param_groups[0].items() if k != "params"}
 
 
 def optimizer_peak_lr(optimizer: str | dict, max_lr: float | None) -> float:
@@ -244,7 +263,7 @@ def check_model_state(model_state: dict, model_config: Config, flag: str, where:
 def plan_run(settings: RunSettings) -> RunPlan:
     """Resolve and check everything; raises ``ConfigError``/``DataError`` naming the flag and the fix."""
     train = settings.train
-    model_config = resolve_model_config(settings.model_name, settings.model_config)
+    model_config, model_note = resolve_model_config(settings.model_name, settings.model_config)
     seq_length = train.max_seq_length or model_config.block_size
     if seq_length > model_config.block_size:
         raise ConfigError(f"--train.max_seq_length={seq_length} exceeds the model's block_size {model_config.block_size}. "
@@ -277,6 +296,8 @@ def plan_run(settings: RunSettings) -> RunPlan:
     budget = resolve_budget(train, world_size, seq_length, fork_dialect=fork)
     configured_lr = optimizer_peak_lr(settings.optimizer, None)
     peak_lr = optimizer_peak_lr(settings.optimizer, train.max_lr)
+    optimizer_class, configured_group = configured_optimizer(settings.optimizer, peak_lr)
+    optimizer_settings = {k: v for k, v in configured_group.items() if k in hyperparameters(configured_group)}
     schedule = None if fork else resolve_lr_schedule(train, peak_lr, budget.total_steps, budget.accumulation_iters)
 
     data = settings.data
@@ -296,6 +317,11 @@ def plan_run(settings: RunSettings) -> RunPlan:
     mixture_before = None
     start_step, start_samples = 0, None
     start_iter, restored_lr = 0, None
+    notices: list[str] = [model_note] if model_note else []
+    optimizer_change_list: list[OptimizerChange] = []
+    reset_optimizer = False
+    if train.reset_optimizer and start.checkpoint is None:
+        notices.append("--train.reset_optimizer=true has no effect: this run starts from scratch.")
     if start.checkpoint is not None:
         payload = load_checkpoint_payload(start.checkpoint, start.flag)
         missing = [k for k in ("model", "optimizer", "train_dataloader", "step_count") if k not in payload]
@@ -316,6 +342,22 @@ def plan_run(settings: RunSettings) -> RunPlan:
         start_step = int(payload["step_count"])
         start_iter = int(payload.get("iter_num", 0))
         restored_lr = _optimizer_lr(payload.get("optimizer"))
+        changed, other_class = _compare_optimizer(payload.get("optimizer"), configured_group, optimizer_class,
+                                                  start.checkpoint.info)
+        reset_optimizer = train.reset_optimizer and start.kind == "branch"
+        if reset_optimizer:
+            notices.append("--train.reset_optimizer=true: the optimizer starts fresh (no moments restored from the "
+                           "checkpoint); weights, step, LR position and data cursors continue.")
+        elif train.reset_optimizer:
+            notices.append("--train.reset_optimizer=true applies where a branch starts; resuming this run's own "
+                           "checkpoint restores its optimizer as saved.")
+        if other_class and not reset_optimizer:
+            raise ConfigError(
+                f"--optimizer: {optimizer_class} is another optimizer class than the one in {start.checkpoint.path} "
+                f"({other_class}), so its state cannot be restored. Use the checkpoint's optimizer, or set "
+                "--train.reset_optimizer=true to start the new one fresh when branching.")
+        if not reset_optimizer:
+            optimizer_change_list = changed
         saved_anchor = (payload.get("midtrain") or {}).get("lr_anchor")
         if start.kind == "branch":  # as the run will anchor it (midtrain.train.run._restore), so the plan shows it
             saved_anchor = [start_step, start.checkpoint.info.get("lr_next", restored_lr)]
@@ -330,18 +372,24 @@ def plan_run(settings: RunSettings) -> RunPlan:
         weights = payload["model"] if start.initial_weights_nested else payload
         check_model_state(weights, model_config, "--initial_checkpoint_dir", start.initial_weights.parent)
         del payload
-    notices: list[str] = []
     if fork:
         saved = start.checkpoint.info if start.kind == "resume" and start.checkpoint is not None else {}
         interrupted = saved.get("dialect") == "fork" and not saved.get("final") and "lr_schedule" in saved
         resolved = resolve_fork_schedule(train, budget.accumulation_iters, ForkStart(
             start_step, start_iter, configured_lr if restored_lr is None else restored_lr,
             saved["lr_schedule"] if interrupted else None, configured_lr), budget.total_steps or None)
-        schedule, notices = resolved.schedule, resolved.notices
+        schedule = resolved.schedule
+        notices += resolved.notices
         peak_lr = schedule.peak_lr
         budget = dataclasses.replace(budget, total_steps=resolved.end_step)
         if start.checkpoint is not None and resolved.end_step <= start_step:
             start.kind = "finished"
+    jump = None
+    if start.checkpoint is not None and start.kind in ("resume", "branch") and start_step < budget.total_steps:
+        jump = lr_jump(start.checkpoint.info, schedule.record(), schedule.lr_at(start_step), start_step,
+                       budget.global_batch_size, budget.tokens_per_step)
+        if jump is not None and not jump.intentional:
+            notices.append(jump.describe())
     with torch.device("meta"):
         from litgpt.model import GPT
 
@@ -351,7 +399,24 @@ def plan_run(settings: RunSettings) -> RunPlan:
     mixture_after = loader.tracker.phases[-1]["mixture"]
     return RunPlan(settings, model_config, parameters, accelerator, devices, world_size, precision, compile_model,
                    budget, schedule, peak_lr, start, data, plan, transitions, mixture_before, mixture_after, start_step,
-                   dialect, dialect_reason, notices)
+                   dialect, dialect_reason, notices, optimizer_class, optimizer_settings, optimizer_change_list, jump,
+                   reset_optimizer)
+
+
+def _compare_optimizer(saved_state: Any, configured_group: dict, configured_class: str,
+                       info: dict) -> tuple[list[OptimizerChange], str | None]:
+    """(hyperparameter changes, the checkpoint's optimizer class when it is another one)."""
+    try:
+        saved_group = saved_state["param_groups"][0]
+    except (KeyError, IndexError, TypeError):
+        return [], None
+    recorded = (info.get("optimizer") or {}).get("class_path")
+    if recorded and recorded != configured_class:
+        return [], recorded
+    changes, other = optimizer_changes(saved_group, configured_group, same_class=bool(recorded))
+    if other:
+        return [], "a class with the hyperparameters " + ", ".join(sorted(hyperparameters(saved_group)))
+    return changes, None
 
 
 def _optimizer_lr(optimizer_state: Any) -> float | None:

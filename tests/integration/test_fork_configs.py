@@ -101,7 +101,9 @@ def test_fork_branch_with_a_mix_config_json_and_a_budget_horizon_dry_runs(fork_t
     config = fork_config(train_root, out, resume=True, mix={"mix_config_path": str(mix_json)}, max_steps=12)
     assert main(["pretrain", "--config", str(write_config(tmp_path / "b.yaml", config)), "--dry_run=true"]) == 0
     printed = capsys.readouterr().out
-    assert "horizon 24 micro-iterations (12.0 steps)" in printed and "976,560" not in printed
+    assert "horizon 24 micro-iterations (12.0 steps)" in printed
+    # the trunk was on the fork's fixed horizon: the branch's first LR jumps, and the warning says why
+    assert "where the checkpoint's run would have used" in printed and "horizon (micro-iterations) 976,560 -> 24" in printed
     assert "math" in printed and "this invocation's first step 5" in printed
 
 

@@ -35,23 +35,29 @@ def test_mix_table_is_readable(data_root, capsys):
 
 
 def test_mix_reads_a_pretrain_config(data_root, tmp_path, capsys):
+    """A pretrain config is planned as 'pretrain --dry_run' plans it; the model is model_config alone (litgpt's
+    rule), which the output says since it differs from model_name's."""
     config = {
         "model_name": "pythia-14m",
-        "model_config": {"n_layer": 2, "n_embd": 32, "block_size": 63},
+        "model_config": {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 63, "padded_vocab_size": 1024},
         "out_dir": str(tmp_path / "out"),
-        "data": {"class_path": "litgpt.data.ShardedMixedDataset",
+        "data": {"class_path": "midtrain.data.ShardedMixedDataset",
                  "init_args": {"data_path": str(data_root), "mix_weights_str": "main:0.9,math:0.1", "num_workers": 0}},
-        "train": {"max_tokens": 4096, "micro_batch_size": 2},
+        "train": {"max_tokens": 4032, "micro_batch_size": 2, "global_batch_size": 4},
         "optimizer": {"class_path": "torch.optim.AdamW"},
+        "accelerator": "cpu", "devices": 1,
     }
     path = tmp_path / "pretrain.yaml"
     path.write_text(yaml.safe_dump(config))
     plan = run_json(capsys, "--config", str(path))
-    assert plan["seq_length"] == 63 and plan["max_tokens"] == 4096
+    assert plan["seq_length"] == 63 and plan["max_tokens"] == 4032 and plan["start_step"] == 0
     assert plan["domains"]["math"]["weight"] == pytest.approx(0.1)
-    # dotted overrides apply on top of the config
-    plan = run_json(capsys, "--config", str(path), "--data.mix_weights_str", "main:0.5,math:0.5", "--max_tokens", "640")
-    assert plan["domains"]["math"]["weight"] == pytest.approx(0.5) and plan["max_tokens"] == 640
+    # dotted overrides apply on top of the config; --max_tokens is read as --train.max_tokens
+    plan = run_json(capsys, "--config", str(path), "--data.mix_weights_str", "main:0.5,math:0.5", "--max_tokens", "504")
+    assert plan["domains"]["math"]["weight"] == pytest.approx(0.5) and plan["max_tokens"] == 504
+    assert main(["mix", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "--model_name='pythia-14m' is ignored" in out and "n_layer 2 (not 6)" in out
 
 
 def test_mix_rejects_other_data_modules(tmp_path, capsys):

@@ -1,0 +1,22 @@
+"""The argument parser of one command (litgpt's style: ``--config FILE``, dotted overrides), shared by the CLI and
+by commands that read another command's config (``midtrain mix --config pretrain.yaml``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+
+def command_parser(function: Callable) -> ArgumentParser:
+    parser = ArgumentParser(description=(function.__doc__ or "").strip().split("\n\n")[0], exit_on_error=True)
+    parser.add_argument("--config", action=ActionConfigFile, help="A YAML config file (or YAML text).")
+    parser.add_function_arguments(function, fail_untyped=True, sub_configs=True)
+    return parser
+
+
+def call_with_args(function: Callable, argv: list[str], drop: tuple[str, ...] = ()) -> dict:
+    """``function``'s keyword arguments parsed from ``argv`` as the CLI parses them, classes instantiated."""
+    parser = command_parser(function)
+    init = parser.instantiate_classes(parser.parse_args(argv))
+    return {k: v for k, v in init.items() if k not in ("config", "__path__", *drop)}
