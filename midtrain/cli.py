@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import yaml
-from jsonargparse import ArgumentParser
+from jsonargparse import ArgumentError, ArgumentParser
 
 from midtrain.commands.demo import demo
 from midtrain.commands.parsing import command_parser
@@ -24,16 +24,20 @@ from midtrain.commands.similarity import similarity
 from midtrain.commands.sweep import sweep
 from midtrain.data.prepare import prepare_shard
 from midtrain.config_files import DATA_MODULE_ALIASES, load_config, needs_rewrite
-from midtrain.errors import MidtrainError
+from midtrain.errors import Interrupted, MidtrainError
+from midtrain.parse_errors import explain
 
 COMMANDS: dict[str, Callable] = {"mix": mix, "prepare": prepare_shard, "pretrain": pretrain, "sweep": sweep, "eval": evaluate, "similarity": similarity,
                                  "port": port, "demo": demo}
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="midtrain", description="Midtraining experiments on top of LitGPT.")
+    # errors raise (and are explained by midtrain.parse_errors) rather than print the whole usage text
+    parser = ArgumentParser(prog="midtrain", description="Midtraining experiments on top of LitGPT.", exit_on_error=False,
+                            allow_abbrev=False)
     subcommands = parser.add_subcommands(required=True)
     for name, function in COMMANDS.items():
         summary = (function.__doc__ or "").strip().splitlines()[0]
@@ -91,7 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         argv = translate_config_files(argv)
         parser = build_parser()
-        config = parser.parse_args(argv)
+        try:
+            config = parser.parse_args(argv)
+        except ArgumentError as exc:
+            name = argv[0] if argv and argv[0] in COMMANDS else None
+            text = explain(str(exc), name, COMMANDS[name]) if name else str(exc)
+            print(f"midtrain.ConfigError: {text}", file=sys.stderr)
+            return EXIT_BAD_INPUT
         name = config.subcommand
         init = parser.instantiate_classes(config)[name]
         kwargs = {k: v for k, v in init.items() if k not in ("config", "__path__")}
@@ -99,6 +109,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MidtrainError as exc:
         print(f"midtrain.{type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Interrupted as exc:
+        print(f"\nInterrupted: {exc}", file=sys.stderr)
+        return 128 + exc.signum
+    except KeyboardInterrupt:
+        print("\nInterrupted.", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return status if isinstance(status, int) and not isinstance(status, bool) else 0
 
 

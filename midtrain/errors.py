@@ -34,3 +34,11 @@ class Problems:
             raise error_type(self.messages[0])
         listed = "\n".join(f"  - {m}" for m in self.messages)
         raise error_type(f"{len(self.messages)} problems:\n{listed}")
+
+
+class Interrupted(BaseException):
+    """A signal (Ctrl-C, SIGTERM) stopped a command after it cleaned up; the process exits 128 + the signal number."""
+
+    def __init__(self, signum: int, what: str) -> None:
+        super().__init__(what)
+        self.signum = signum

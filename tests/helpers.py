@@ -45,13 +45,16 @@ def write_token_shard(path: Path, start: int, n_tokens: int, doc_tokens: int = 6
 
 
 def write_index_only(path: Path, dims: list[int], items: int = 4) -> Path:
-    """A shard folder with a litdata-format index.json and empty chunk files (for discovery/plan tests only)."""
+    """A shard folder with a litdata-format index.json and sparse chunk files of the right size but no tokens (for
+    discovery, plan and dry-run tests only: nothing is read)."""
     path.mkdir(parents=True, exist_ok=True)
     chunks = []
     for i, dim in enumerate(dims):
         name = f"chunk-0-{i}.bin"
-        (path / name).write_bytes(b"")
-        chunks.append({"chunk_bytes": dim * 4, "chunk_size": items, "dim": dim, "filename": name})
+        size = (items + 2) * 4 + dim * 4
+        with open(path / name, "wb") as handle:
+            handle.truncate(size)
+        chunks.append({"chunk_bytes": size, "chunk_size": items, "dim": dim, "filename": name})
     config = {"chunk_size": 4096, "compression": None, "data_format": ["no_header_tensor:16"], "item_loader": "TokensLoader"}
     (path / "index.json").write_text(json.dumps({"chunks": chunks, "config": config}))
     return path

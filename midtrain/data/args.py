@@ -43,3 +43,5 @@ class MixtureArgs:
     """Seed for the per-shard shuffles (and the draws of ``sampling: random``)."""
     num_workers: int = 4
     """DataLoader worker processes per rank; the sample sequence does not depend on it."""
+    allow_tokenizer_mismatch: bool = False
+    """Train on shards whose manifest names another tokenizer than ``tokenizer_dir`` (refused by default)."""

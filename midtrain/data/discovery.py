@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,10 +99,37 @@ def read_shard(path: Path, shard_id: str, domain: str) -> Shard:
             f"shard {shard_id!r} at {path} lists {len(missing)} chunk file(s) that do not exist "
             f"(first: {missing[0]}). The shard is incomplete: re-create it with 'midtrain prepare'."
         )
+    recorded_bytes = tuple(c.get("chunk_bytes") for c in chunks)
+    problem = check_chunk_sizes(path, files, dims, items, recorded_bytes)
+    if problem:
+        raise DataError(f"shard {shard_id!r} at {path}: {problem}. The shard is damaged: re-create it with "
+                        "'midtrain prepare' (or restore the file).")
     # The fingerprint covers what decides which tokens sit at which sample index, not timestamps.
     identity = json.dumps([files, dims, items, data_format], separators=(",", ":"))
     fingerprint = hashlib.sha256(identity.encode()).hexdigest()[:16]
     return Shard(shard_id, domain, path, files, dims, items, data_format[0], fingerprint)
+
+
+def check_chunk_sizes(path: Path, files: tuple[str, ...], dims: tuple[int, ...], items: tuple[int, ...],
+                      recorded_bytes: tuple[int | None, ...]) -> str | None:
+    """What is wrong with the chunk files' sizes (one ``stat`` each, no reads), or None. A token chunk is a header of
+    ``items + 2`` uint32 values then ``dim`` tokens of one width, so its size must be the size ``index.json``
+    records and ``header + dim × width`` for a width shared by every chunk."""
+    widths = set()
+    for name, dim, count, recorded in zip(files, dims, items, recorded_bytes):
+        size = (path / name).stat().st_size
+        if recorded is not None and size != recorded:
+            return (f"chunk {name} holds {size:,} bytes but index.json records {recorded:,} (truncated or replaced "
+                    "after it was written)")
+        body = size - (count + 2) * 4
+        if dim and (body <= 0 or body % dim):
+            return (f"chunk {name} holds {size:,} bytes, which is no whole number of tokens for the dim {dim:,} that "
+                    "index.json records (a wrong dim, or a truncated file)")
+        if dim:
+            widths.add(body // dim)
+    if len(widths) > 1 or widths - {1, 2, 4, 8}:
+        return f"its chunks imply token widths of {sorted(widths)} bytes; index.json's dims do not match the files"
+    return None
 
 
 def classify_folder(name: str, registry: DomainRegistry) -> tuple[str, str] | None | str:
@@ -131,10 +159,14 @@ def discover_shards(root: Path, registry: DomainRegistry, flag: str = "--data.da
     shards: list[Shard] = []
     seen: dict[str, Path] = {}
     for child in sorted(root.iterdir()):
-        if not child.is_dir():
-            continue
         kind = classify_folder(child.name, registry)
         if kind is None:
+            continue
+        if child.is_symlink() and not _resolves(child):
+            problems.add(f"{child} looks like a shard but is a broken symbolic link (or a link loop) to "
+                         f"{os.readlink(child)}. Fix the link or remove it.")
+            continue
+        if not child.is_dir():
             continue
         if isinstance(kind, str):
             known = ", ".join(f"{p}={d}" for p, d in registry.prefixes.items())
@@ -163,6 +195,14 @@ def discover_shards(root: Path, registry: DomainRegistry, flag: str = "--data.da
         )
     shards.sort(key=lambda s: shard_sort_key(s.id))
     return shards
+
+
+def _resolves(link: Path) -> bool:
+    try:
+        link.resolve(strict=True)
+        return True
+    except (OSError, RuntimeError):  # missing target, or a loop
+        return False
 
 
 def shards_at(path: Path, registry: DomainRegistry, domain: str | None, flag: str) -> list[Shard]:

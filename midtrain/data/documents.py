@@ -50,40 +50,37 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
     return sorted(files)
 
 
-def _text_lines(path: Path) -> Iterator[str]:
+def _byte_lines(path: Path) -> Iterator[bytes]:
+    """The file's lines as bytes (decompressed), decoded one by one by the caller so a bad byte names its line."""
     fmt = input_format(path)
     if fmt == ".jsonl.gz":
-        with gzip.open(path, "rt", encoding="utf-8") as handle:
+        with gzip.open(path, "rb") as handle:
             yield from handle
     elif fmt == ".jsonl.zst":
         import zstandard
 
         with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as reader:
-            yield from io.TextIOWrapper(reader, encoding="utf-8")
+            yield from io.BufferedReader(reader)
     else:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, "rb") as handle:
             yield from handle
 
 
 def read_documents(path: Path, text_key: str) -> Iterator[str]:
-    """The documents of one input file, in file order."""
+    """The documents of one input file, in file order; a ``DataError`` naming the file (and line) for anything
+    that is not what its name says."""
     fmt = input_format(path)
     if fmt == ".txt":
-        yield path.read_text(encoding="utf-8")
+        try:
+            yield path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path} is not valid UTF-8 text ({exc.reason} at byte {exc.start:,}). Re-encode it as UTF-8 "
+                            "or remove it from --inputs.") from None
         return
     if fmt == ".parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.ParquetFile(path)
-        if text_key not in table.schema_arrow.names:
-            raise DataError(
-                f"{path} has no column {text_key!r} (columns: {', '.join(table.schema_arrow.names)}). "
-                "Set --text_key to the column that holds the text."
-            )
-        for batch in table.iter_batches(columns=[text_key]):
-            yield from (t for t in batch.column(0).to_pylist() if t is not None)
+        yield from _parquet_documents(path, text_key)
         return
-    for line_number, line in enumerate(_text_lines(path), start=1):
+    for line_number, line in _numbered_lines(path, fmt):
         if not line.strip():
             continue
         try:
@@ -96,8 +93,49 @@ def read_documents(path: Path, text_key: str) -> Iterator[str]:
                 f"{path}:{line_number} has no key {text_key!r} (has: {keys}). Set --text_key to the key that holds the text."
             )
         if not isinstance(record[text_key], str):
-            raise DataError(f"{path}:{line_number}: {text_key!r} is {type(record[text_key]).__name__}, not text.")
+            raise DataError(f"{path}:{line_number}: {text_key!r} is {type(record[text_key]).__name__}, not text. Fix or "
+                            "remove that line.")
         yield record[text_key]
+
+
+def _numbered_lines(path: Path, fmt: str | None) -> Iterator[tuple[int, str]]:
+    lines, line_number = _byte_lines(path), 0
+    while True:
+        try:
+            raw = next(lines)
+        except StopIteration:
+            return
+        except Exception as exc:  # a damaged or mislabelled archive: gzip's BadGzipFile, zstandard's ZstdError, EOF
+            raise DataError(f"{path} cannot be read as {fmt} after line {line_number:,} ({type(exc).__name__}: {exc}). "
+                            "Re-create or remove the file.") from None
+        line_number += 1
+        try:
+            yield line_number, raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}:{line_number} is not valid UTF-8 ({exc.reason} at byte {exc.start:,} of the line). "
+                            "Fix or remove that line, or re-encode the file as UTF-8.") from None
+
+
+def _parquet_documents(path: Path, text_key: str) -> Iterator[str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path} cannot be read as Parquet ({exc}). Re-create or remove the file.") from None
+    if text_key not in table.schema_arrow.names:
+        raise DataError(
+            f"{path} has no column {text_key!r} (columns: {', '.join(table.schema_arrow.names)}). "
+            "Set --text_key to the column that holds the text."
+        )
+    for batch in table.iter_batches(columns=[text_key]):
+        texts = batch.column(0).to_pylist()
+        bad = next((t for t in texts if t is not None and not isinstance(t, str)), None)
+        if bad is not None:
+            raise DataError(f"{path}: column {text_key!r} holds {type(bad).__name__}, not text. Set --text_key to a text "
+                            "column.")
+        yield from (t for t in texts if t is not None)
 
 
 def load_hf_dataset(name: str, split: str, subset: str | None):

@@ -67,8 +67,10 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
         """The plan for ``max_tokens`` more tokens, with ``start_samples`` per shard id already read."""
         return self.mixture.plan(self.seq_length, max_tokens, self.max_passes, start_samples)
 
-    def train_dataloader(self, rank: int | None = None, world_size: int | None = None) -> MixedStreamLoader:
-        """Rank and world size default to the running process group's (or the launcher's environment)."""
+    def train_dataloader(self, rank: int | None = None, world_size: int | None = None,
+                         vocab_size: int | None = None) -> MixedStreamLoader:
+        """Rank and world size default to the running process group's (or the launcher's environment); with
+        ``vocab_size``, a token id at or above it stops the stream with an error naming the shard."""
         mixture = self.mixture
         members = mixture.used_shards()
         self.plan(None)  # every used shard holds at least one sample of this length
@@ -82,6 +84,7 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
             num_workers=self.num_workers,
             rank=rank,
             world_size=world_size,
+            vocab_size=vocab_size,
         )
 
     def val_datasets(self, default_samples: int | None = None) -> dict[str, HeldOutBlocks]:

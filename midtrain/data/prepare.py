@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
+import signal
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from midtrain.data.documents import expand_inputs, load_hf_dataset, read_documents
 from midtrain.data.discovery import INDEX_FILE
-from midtrain.errors import ConfigError, DataError
+from midtrain.data.token_check import MANIFEST_FILE
 from midtrain.distributed import get_logger
+from midtrain.errors import ConfigError, DataError, Interrupted
+from midtrain.folder_lock import FolderLock
 
 log = get_logger(__name__)
-MANIFEST_FILE = "midtrain_manifest.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
 DEFAULT_CHUNK_TOKENS = 1 << 24  # ~64 MB of int32 per chunk file; a chunk loses < one block to its tail
 HF_ROWS_PER_UNIT = 10_000
@@ -78,6 +82,7 @@ class EncoderSpec:
     bos_id: int | None
     eos_id: int
     use_bos: bool
+    vocab_size: int = 0
 
     @classmethod
     def from_tokenizer_dir(cls, tokenizer_dir: Path) -> EncoderSpec:
@@ -89,7 +94,8 @@ class EncoderSpec:
                 f"--tokenizer_dir={str(tokenizer_dir)!r} defines no EOS token, and prepare ends every document with "
                 "one. Add \"eos_token\" to its tokenizer_config.json."
             )
-        return cls(str(tokenizer_dir), tokenizer.backend, tokenizer.bos_id, tokenizer.eos_id, tokenizer.use_bos)
+        return cls(str(tokenizer_dir), tokenizer.backend, tokenizer.bos_id, tokenizer.eos_id, tokenizer.use_bos,
+                   tokenizer.vocab_size)
 
 
 class BatchEncoder:
@@ -121,12 +127,22 @@ class TokenizeUnit:
     hf: tuple[str, str, str | None] | None = None
 
     def __call__(self, unit: tuple) -> Iterator:
+        try:
+            yield from self._tokenize(unit)
+        except DataError as exc:
+            # litdata re-raises a worker's error wrapped in its own; the parent reports this message as it is
+            name = hashlib.sha1(unit[0].encode()).hexdigest()
+            Path(self.stats_dir, f"unit-error-{name}.txt").write_text(str(exc))
+            raise
+
+    def _tokenize(self, unit: tuple) -> Iterator:
         import numpy as np
         import torch
 
         tokenizer = _cached_encoder(self.encoder)
         key = unit[0]
         documents = tokens = 0
+        largest = -1
         batch: list[str] = []
         for ordinal, text in enumerate(self._documents(unit)):
             if is_held_out(key, ordinal, self.val_fraction) != (self.split == "val"):
@@ -134,15 +150,16 @@ class TokenizeUnit:
             batch.append(text)
             if len(batch) == self.batch_size:
                 for ids in encode_batch(tokenizer, batch):
-                    documents, tokens = documents + 1, tokens + len(ids)
+                    documents, tokens, largest = documents + 1, tokens + len(ids), max(largest, max(ids))
                     yield torch.from_numpy(np.asarray(ids, dtype=np.int32))
                 batch = []
         if batch:
             for ids in encode_batch(tokenizer, batch):
-                documents, tokens = documents + 1, tokens + len(ids)
+                documents, tokens, largest = documents + 1, tokens + len(ids), max(largest, max(ids))
                 yield torch.from_numpy(np.asarray(ids, dtype=np.int32))
         name = hashlib.sha1(key.encode()).hexdigest()
-        Path(self.stats_dir, f"{name}.json").write_text(json.dumps({"documents": documents, "tokens": tokens}))
+        Path(self.stats_dir, f"{name}.json").write_text(json.dumps(
+            {"documents": documents, "tokens": tokens, "max_token_id": largest}))
 
     def _documents(self, unit: tuple) -> Iterator[str]:
         if self.hf is None:
@@ -199,11 +216,10 @@ def default_val_output(output_dir: Path) -> Path:
 
 
 def write_split(
-    units: list[tuple], fn: TokenizeUnit, target: Path, num_workers: int, chunk_tokens: int, overwrite: bool, manifest: dict
-) -> dict:
-    """Run ``litdata.optimize`` into a temporary sibling of ``target`` and move it into place when complete."""
-    from litdata import TokensLoader, optimize
-
+    units: list[tuple], fn: TokenizeUnit, target: Path, num_workers: int, chunk_tokens: int, manifest: dict
+) -> tuple[Path, dict]:
+    """Run ``litdata.optimize`` into a hidden sibling of ``target``; returns (that folder, the split's manifest).
+    Publishing is the caller's, once every split is complete. The folder is removed if anything goes wrong."""
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.parent / f".{target.name}.partial-{os.getpid()}"
     stats = Path(fn.stats_dir)
@@ -211,17 +227,8 @@ def write_split(
     shutil.rmtree(stats, ignore_errors=True)
     stats.mkdir(parents=True)
     try:
-        optimize(
-            fn=fn,
-            inputs=units,
-            output_dir=str(partial),
-            chunk_size=chunk_tokens,
-            item_loader=TokensLoader(),
-            num_workers=max(1, min(num_workers, len(units))),
-            reorder_files=False,
-            start_method="spawn",
-            verbose=False,  # litdata's bar moves only when a worker ends; we print a summary per split instead
-        )
+        run_optimize(dict(fn=fn, inputs=units, output_dir=str(partial), chunk_size=chunk_tokens,
+                          num_workers=max(1, min(num_workers, len(units)))), stats)
         counts = [json.loads(p.read_text()) for p in stats.glob("*.json")]
         documents = sum(c["documents"] for c in counts)
         if documents == 0 or not (partial / INDEX_FILE).is_file():
@@ -231,21 +238,93 @@ def write_split(
             )
         index = json.loads((partial / INDEX_FILE).read_text())
         tokens = sum(int(c["dim"]) for c in index["chunks"])
-        record = {**manifest, "split": fn.split, "documents": documents, "tokens": tokens}
+        record = {**manifest, "split": fn.split, "documents": documents, "tokens": tokens,
+                  "max_token_id": max(c.get("max_token_id", -1) for c in counts)}
         (partial / MANIFEST_FILE).write_text(json.dumps(record, indent=2))
-        if target.exists():
-            retired = target.parent / f".{target.name}.old-{os.getpid()}"
-            os.rename(target, retired)
-            os.rename(partial, target)
-            shutil.rmtree(retired)
-        else:
-            os.rename(partial, target)
-        return record
+        return partial, record
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     finally:
         shutil.rmtree(stats, ignore_errors=True)
+
+
+def run_optimize(arguments: dict, stats: Path) -> None:
+    """``litdata.optimize`` in a child process with a process group of its own. litdata installs a SIGINT handler
+    that ends the process with status 0; in a child, that cannot hide an interruption from us, and a stop request
+    (Ctrl-C, SIGTERM) kills the child's whole group, litdata's workers included, so nothing is left running."""
+    error_file = stats / "optimize-error.txt"
+    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    child = context.Process(target=_optimize_in_child, args=(arguments, str(error_file)), daemon=False)
+    child.start()
+    try:
+        child.join()
+    except BaseException:
+        _kill_group(child)
+        raise
+    if child.exitcode != 0:
+        unit_errors = sorted(stats.glob("unit-error-*.txt"))
+        if unit_errors:  # our own message, from the worker that met the bad input
+            raise DataError(unit_errors[0].read_text())
+        detail = error_file.read_text().strip() if error_file.is_file() else f"exit status {child.exitcode}"
+        raise DataError(f"tokenizing and writing the shard failed: {detail.splitlines()[-1] if detail else detail}")
+
+
+def _optimize_in_child(arguments: dict, error_file: str) -> None:
+    os.setpgid(0, 0)  # our own group: the parent stops us and every worker we start with one killpg
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        from litdata import TokensLoader, optimize
+
+        optimize(**arguments, item_loader=TokensLoader(), reorder_files=False, start_method="spawn",
+                 verbose=False)  # litdata's bar moves only when a worker ends; we print a summary per split
+    except BaseException as exc:
+        Path(error_file).write_text(f"{type(exc).__name__}: {exc}")
+        os._exit(1)
+    os._exit(0)
+
+
+def _kill_group(child) -> None:
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    child.join()
+
+
+class _stop_signals_raise:
+    """While active, SIGTERM (and SIGINT) raise ``Interrupted`` in the main thread, so the caller cleans up."""
+
+    def __enter__(self):
+        self.previous = {sig: signal.signal(sig, self._raise) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise Interrupted(signum, f"{signal.Signals(signum).name} while preparing: the temporary folders were removed; "
+                                  "a shard is published only once all its splits are complete.")
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def publish_splits(written: list[tuple[Path, Path]]) -> None:
+    """Rename every complete split into place, with stop signals held back meanwhile: all published, or none."""
+    blocked = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        for partial, target in written:
+            if target.exists():
+                retired = target.parent / f".{target.name}.old-{os.getpid()}"
+                os.rename(target, retired)
+                os.rename(partial, target)
+                shutil.rmtree(retired)
+            else:
+                os.rename(partial, target)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
 
 
 def prepare_shard(
@@ -322,14 +401,33 @@ def prepare_shard(
         "text_key": text_key,
         "tokenizer_dir": str(tokenizer_dir),
         "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer_dir),
+        "vocab_size": encoder.vocab_size,
         "val_fraction": val_fraction,
         "eos_after_every_document": True,
     }
-    records = []
-    for split, target, _ in targets:
-        fn = TokenizeUnit(encoder, text_key, split, val_fraction, batch_size,
-                          str(target.parent / f".{target.name}.stats-{os.getpid()}"), hf)
-        records.append(write_split(units, fn, target, num_workers, chunk_tokens, overwrite, manifest))
-        log.info("Wrote %s split: %s documents, %s tokens -> %s", split, f"{records[-1]['documents']:,}",
-                 f"{records[-1]['tokens']:,}", target)
+    records, written = [], []
+    locks = [FolderLock(target.parent / f".{target.name}.lock", flag, target, "prepare") for _, target, flag in targets]
+    stop_signals = _stop_signals_raise()
+    try:
+        stop_signals.__enter__()
+        for lock in locks:
+            lock.acquire()
+        for split, target, _ in targets:
+            fn = TokenizeUnit(encoder, text_key, split, val_fraction, batch_size,
+                              str(target.parent / f".{target.name}.stats-{os.getpid()}"), hf)
+            partial, record = write_split(units, fn, target, num_workers, chunk_tokens, manifest)
+            written.append((partial, target))
+            records.append(record)
+        publish_splits(written)
+    except BaseException:
+        for partial, _ in written:
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
+    finally:
+        for lock in locks:
+            lock.release()
+        stop_signals.__exit__()
+    for (split, target, _), record in zip(targets, records):
+        log.info("Wrote %s split: %s documents, %s tokens -> %s", split, f"{record['documents']:,}",
+                 f"{record['tokens']:,}", target)
     return records

@@ -109,6 +109,9 @@ def check_weights_mapping(mapping: object, flag: str) -> dict[str, float]:
 def load_mix_json(path: Path) -> dict:
     """Read a mix JSON file (``{"weights": {...}}``, optionally ``literal_weights``/``proportional_sampling``)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{FLAG_JSON}={str(path)!r} is a folder. Point it at the mixture's JSON file inside it, like "
+                          '{"weights": {"main": 0.88, "math": 0.12}}.')
     if not path.is_file():
         raise ConfigError(
             f"{FLAG_JSON}={str(path)!r} does not exist. Point it at a JSON file like "
@@ -189,7 +192,7 @@ def build_spec(
                 "every shard's share. Drop one of them."
             )
         return MixtureSpec("proportional", weights, flag if given else FLAG_PROPORTIONAL, domain_split)
-    if sum(weights.values()) <= 0:
+    if not any(w > 0 for w in weights.values()):
         raise ConfigError(f"{flag} gives every entry weight 0, so nothing would be trained on. Give at least one positive weight.")
     return MixtureSpec(kind, weights, flag, domain_split)
 
@@ -202,6 +205,8 @@ def resolve_weights(spec: MixtureSpec, shards: Sequence[Shard], registry: Domain
         by_domain.setdefault(shard.domain, []).append(shard)
     raw = {shard.id: 0.0 for shard in shards}
     found = ", ".join(f"{d} ({len(s)})" for d, s in by_domain.items())
+    # divided by the largest weight, so huge weights (1e308) cannot overflow the sum; the shares are the same
+    scale = max(spec.weights.values(), default=1.0) if spec.kind != "proportional" else 1.0
 
     if spec.kind == "shards":
         for shard_id, weight in spec.weights.items():
@@ -211,7 +216,7 @@ def resolve_weights(spec: MixtureSpec, shards: Sequence[Shard], registry: Domain
                     f"{', '.join(raw)}).{did_you_mean(shard_id, raw)} Main shards are named 'main/<n>', typed ones '<prefix><n>'."
                 )
             else:
-                raw[shard_id] = weight
+                raw[shard_id] = weight / scale
     else:
         for domain, weight in spec.weights.items():
             message = registry.check_domain(domain, spec.flag)
@@ -229,13 +234,16 @@ def resolve_weights(spec: MixtureSpec, shards: Sequence[Shard], registry: Domain
                 for shard in members:
                     raw[shard.id] = shard.tokens * multiplier
                 continue
-            weight = spec.weights.get(domain, 0.0)
+            weight = spec.weights.get(domain, 0.0) / scale
             total_tokens = sum(s.tokens for s in members)
             for shard in members:
                 share = shard.tokens / total_tokens if spec.domain_split == "size" else 1 / len(members)
                 raw[shard.id] = weight * share
     problems.raise_if_any(ConfigError)
     total = sum(raw.values())
+    if not math.isfinite(total):
+        raise ConfigError(f"{spec.flag}: the weights ({spec.describe()}) times the shard sizes overflow. Only their ratios "
+                          "matter: use smaller numbers, e.g. 2 instead of 1e308.")
     if total <= 0:
         raise ConfigError(
             f"{spec.flag} leaves every shard with weight 0 ({spec.describe()}). Give a positive weight to a domain "

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from midtrain.data.discovery import Shard
 from midtrain.data.shard_reader import ShardReader
 from midtrain.data.stream_state import StreamTracker, Transition
+from midtrain.data.token_check import out_of_vocabulary
 from midtrain.distributed import rank_and_world_size
 
 
@@ -24,10 +25,13 @@ class MixedStream(IterableDataset):
     """Endless samples (integer tensors of ``block_tokens`` tokens, in the shard's own width) of one rank's
     stream, starting from ``start`` (a tracker snapshot)."""
 
-    def __init__(self, tracker: StreamTracker, readers: Sequence[ShardReader], batch_size: int) -> None:
+    def __init__(self, tracker: StreamTracker, readers: Sequence[ShardReader], batch_size: int,
+                 vocab_size: int | None = None) -> None:
         self.tracker = tracker
         self.readers = list(readers)
         self.batch_size = batch_size
+        self.vocab_size = vocab_size
+        """Token ids must lie below it (the model's padded vocabulary); checked per sample, a few µs each."""
         self.start: dict = tracker.snapshot()
 
     def __iter__(self) -> Iterator[torch.Tensor]:
@@ -45,7 +49,10 @@ class MixedStream(IterableDataset):
                 for member in chosen:
                     stream_pos = self.tracker.stream_position(draws[member], bases[member])
                     draws[member] += 1
-                    yield torch.from_numpy(self.readers[member].read(stream_pos))
+                    sample = self.readers[member].read(stream_pos)
+                    if self.vocab_size is not None and sample.max() >= self.vocab_size:
+                        raise out_of_vocabulary(self.readers[member].shard, stream_pos, int(sample.max()), self.vocab_size)
+                    yield torch.from_numpy(sample)
             batch += 1
 
 
@@ -91,9 +98,10 @@ def build_train_loader(
     num_workers: int,
     rank: int | None = None,
     world_size: int | None = None,
+    vocab_size: int | None = None,
 ) -> MixedStreamLoader:
     if rank is None or world_size is None:
         rank, world_size = rank_and_world_size()
     tracker = StreamTracker(members, weights, block_tokens, seed, sampling, rank, world_size)
     readers = [ShardReader(shard, block_tokens, seed) for shard in members]
-    return MixedStreamLoader(MixedStream(tracker, readers, batch_size), num_workers)
+    return MixedStreamLoader(MixedStream(tracker, readers, batch_size, vocab_size), num_workers)

@@ -35,6 +35,17 @@ class HeldOutBlocks(Dataset):
         return torch.from_numpy(self.readers[slot].read_natural(within))
 
 
+    def largest_token_id(self) -> tuple[int, str]:
+        """(the largest token id in the set, the shard that holds it): the set is small and fixed, so it is read
+        once before training rather than found out of the vocabulary at the first validation."""
+        best, where = -1, ""
+        for index in range(self.length):
+            sample = self[index]
+            if int(sample.max()) > best:
+                best, where = int(sample.max()), self.readers[bisect.bisect_right(self.ends, index)].shard.id
+        return best, where
+
+
 def domain_sets(shards: Sequence[Shard], block_tokens: int, max_samples: int | None) -> dict[str, HeldOutBlocks]:
     """Each domain's fixed held-out set (its first ``max_samples`` blocks), in the shards' domain order; domains
     with no whole block are left out."""

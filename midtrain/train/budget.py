@@ -72,6 +72,14 @@ def resolve_budget(train: Any, world_size: int, seq_length: int, fork_dialect: b
             f"--train.epochs={train.epochs!r} is not used by pretraining: the length comes from the token budget. "
             "Remove it and set --train.max_tokens (or --train.max_steps)."
         )
+    keep_last = getattr(train, "keep_last_checkpoints", None)
+    if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1):
+        problems.add(f"--train.keep_last_checkpoints={keep_last!r} must be at least 1: the newest checkpoint is the one "
+                     "a stopped run resumes from. Leave it unset to keep every checkpoint.")
+    bad_steps = [s for s in getattr(train, "keep_checkpoint_steps", None) or []
+                 if isinstance(s, bool) or not isinstance(s, int) or s < 1]
+    if bad_steps:
+        problems.add(f"--train.keep_checkpoint_steps has {bad_steps!r}; steps must be positive integers.")
     if train.max_time is not None and not train.max_time > 0:
         problems.add(f"--train.max_time={train.max_time!r} must be a positive number of seconds.")
     if train.max_norm is not None and not train.max_norm > 0:

@@ -14,7 +14,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from midtrain.distributed import get_logger
 from midtrain.errors import ConfigError
+
+log = get_logger(__name__)
 
 MODEL_FILE = "lit_model.pth"
 INFO_FILE = "checkpoint.json"
@@ -42,26 +45,40 @@ class CheckpointInfo:
         return self.path / MODEL_FILE
 
 
+class DamagedCheckpoint(ConfigError):
+    """A checkpoint folder whose ``checkpoint.json`` cannot be read."""
+
+
 def read_info(folder: Path) -> CheckpointInfo | None:
-    """The checkpoint in ``folder`` if it is complete; None otherwise."""
+    """The checkpoint in ``folder`` if it is complete; None otherwise; ``DamagedCheckpoint`` if its
+    ``checkpoint.json`` is unreadable."""
     if not (folder / MODEL_FILE).is_file():
         return None
     info_file = folder / INFO_FILE
     if info_file.is_file():
-        info = json.loads(info_file.read_text())
-        return CheckpointInfo(folder, int(info["step"]), info)
+        try:
+            info = json.loads(info_file.read_text())
+            return CheckpointInfo(folder, int(info["step"]), info)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DamagedCheckpoint(f"{info_file} cannot be read ({type(exc).__name__}: {exc}): the checkpoint in "
+                                    f"{folder} is damaged.") from None
     match = _STEP_DIR.match(folder.name)  # written by plain litgpt: the folder name carries the step
     return CheckpointInfo(folder, int(match.group(1)), {}) if match else None
 
 
 def list_checkpoints(out_dir: Path) -> list[CheckpointInfo]:
-    """Complete checkpoints directly under ``out_dir`` (``step-*`` and ``final``), by step (final last on ties)."""
+    """Complete checkpoints directly under ``out_dir`` (``step-*`` and ``final``), by step (final last on ties).
+    A damaged one is skipped with a warning, so an intact newer or older one is still found."""
     if not out_dir.is_dir():
         return []
     found = []
     for child in out_dir.iterdir():
         if child.is_dir() and (_STEP_DIR.match(child.name) or child.name == FINAL):
-            checkpoint = read_info(child)
+            try:
+                checkpoint = read_info(child)
+            except DamagedCheckpoint as exc:
+                log.warning("Skipping a damaged checkpoint: %s", exc)
+                continue
             if checkpoint is not None:
                 found.append(checkpoint)
     return sorted(found, key=lambda c: (c.step, c.path.name == FINAL))
@@ -78,20 +95,50 @@ def checkpoint_folder(value: str | Path, flag: str) -> CheckpointInfo:
     folder = path.parent if path.name == MODEL_FILE or path.suffix == ".pth" else path
     if not folder.exists():
         raise ConfigError(f"{flag}={str(value)!r} does not exist. Point it at a checkpoint folder (e.g. out/trunk/step-00020000).")
-    checkpoint = read_info(folder)
+    try:
+        checkpoint = read_info(folder)
+    except DamagedCheckpoint as exc:
+        raise ConfigError(f"{flag}={str(value)!r}: {exc} Name another checkpoint.") from None
+    if checkpoint is None and (folder / MODEL_FILE).is_file():
+        raise ConfigError(f"{flag}={str(value)!r}: {folder} holds {MODEL_FILE} but no {INFO_FILE}, and its name is not "
+                          "step-XXXXXXXX, so its step cannot be told. Name the folder step-XXXXXXXX (its step) or use "
+                          "a checkpoint written by midtrain.")
     if checkpoint is None:
         candidates = ", ".join(c.path.name for c in list_checkpoints(folder)[-3:])
         hint = f" It is a run folder; name one of its checkpoints, e.g. {folder / candidates.split(', ')[-1]}." if candidates else ""
         raise ConfigError(
             f"{flag}={str(value)!r} is not a complete checkpoint (no {MODEL_FILE} in {folder}).{hint}"
         )
-    if checkpoint.step == 0 and not checkpoint.info:
-        raise ConfigError(f"{flag}={str(value)!r}: cannot tell the step of this checkpoint (no {INFO_FILE}, and its folder is not step-XXXXXXXX).")
     return checkpoint
 
 
+def sync_tree(folder: Path) -> None:
+    """fsync every file in ``folder`` and the folder itself, so what is renamed into place is on disk."""
+    for path in folder.iterdir():
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    sync_folder(folder)
+
+
+def sync_folder(folder: Path) -> None:
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
 def publish(staging: Path, target: Path) -> None:
-    """Move a fully written checkpoint folder into place; an existing one of the same name is replaced."""
+    """Move a fully written checkpoint folder into place; an existing one of the same name is replaced. The files
+    are synced before the rename and the parent folder after it, so a node crash (not only a killed process) cannot
+    publish a torn checkpoint."""
+    sync_tree(staging)
+    _rename_into_place(staging, target)
+    sync_folder(target.parent)
+
+
+def _rename_into_place(staging: Path, target: Path) -> None:
     if target.exists():
         # rename the old one away first: at every moment one complete copy exists under a findable or hidden name
         retired = target.parent / f".{target.name}.retired"
@@ -117,11 +164,12 @@ def remove_partials(out_dir: Path) -> list[Path]:
 
 
 def prune(out_dir: Path, keep_last: int | None, keep_steps: set[int]) -> list[Path]:
-    """Delete ``step-*`` checkpoints beyond the newest ``keep_last``, except those at ``keep_steps``."""
+    """Delete ``step-*`` checkpoints beyond the newest ``keep_last``, except those at ``keep_steps``; the newest is
+    never deleted, whatever ``keep_last`` says (the run resumes from it)."""
     if keep_last is None:
         return []
     steps = [c for c in list_checkpoints(out_dir) if c.path.name != FINAL]
-    doomed = [c for c in steps[: max(0, len(steps) - keep_last)] if c.step not in keep_steps]
+    doomed = [c for c in steps[: max(0, len(steps) - max(1, keep_last))] if c.step not in keep_steps]
     for checkpoint in doomed:
         shutil.rmtree(checkpoint.path)
     return [c.path for c in doomed]

@@ -43,19 +43,39 @@ class Checkpointer:
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
         fabric.barrier()
-        fabric.save(staging / files.MODEL_FILE, state)
+        error: OSError | None = None
+        try:
+            fabric.save(staging / files.MODEL_FILE, state)
+        except OSError as exc:  # a full disk, a quota, a lost mount
+            error = exc
         fabric.barrier()
-        if fabric.global_rank == 0:
-            save_config(self.model_config, staging)
-            (staging / "hyperparameters.yaml").write_text(yaml.safe_dump(self.hyperparameters, sort_keys=False))
-            if self.tokenizer_dir is not None:
-                for file_name in TOKENIZER_FILES:
-                    if (self.tokenizer_dir / file_name).is_file():
-                        shutil.copy(self.tokenizer_dir / file_name, staging / file_name)
-            write_json_atomic(staging / "ledger.json", ledger)
-            write_json_atomic(staging / files.INFO_FILE, {**info, "step": step, "final": final})
-            files.publish(staging, target)
-            files.prune(self.out_dir, self.keep_last, self.keep_steps)
-        fabric.barrier()
+        if fabric.global_rank == 0 and error is None:
+            try:
+                self._write_records(staging, step, final, info, ledger)
+                files.publish(staging, target)
+                files.prune(self.out_dir, self.keep_last, self.keep_steps)
+            except OSError as exc:
+                error = exc
+        # every rank learns whether the save worked, so none waits for the others in a collective that never comes
+        if not fabric.strategy.reduce_boolean_decision(error is None, all=True):
+            if fabric.global_rank == 0:
+                shutil.rmtree(staging, ignore_errors=True)
+            raise CheckpointWriteError(
+                f"saving {target.name} failed ({error if error is not None else 'on another rank'}). The earlier "
+                "checkpoints are intact: free space (or fix the file system) and rerun with --resume=auto.")
         fabric.print(f"Saved checkpoint {target}")
         return target
+
+    def _write_records(self, staging: Path, step: int, final: bool, info: dict, ledger: dict) -> None:
+        save_config(self.model_config, staging)
+        (staging / "hyperparameters.yaml").write_text(yaml.safe_dump(self.hyperparameters, sort_keys=False))
+        if self.tokenizer_dir is not None:
+            for file_name in TOKENIZER_FILES:
+                if (self.tokenizer_dir / file_name).is_file():
+                    shutil.copy(self.tokenizer_dir / file_name, staging / file_name)
+        write_json_atomic(staging / "ledger.json", ledger)
+        write_json_atomic(staging / files.INFO_FILE, {**info, "step": step, "final": final})
+
+
+class CheckpointWriteError(Exception):
+    """A checkpoint could not be written; the run stops to be resumed from the last one that was."""

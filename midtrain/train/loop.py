@@ -38,6 +38,11 @@ class LoopSettings:
     max_norm: float | None
     initial_validation: bool
     final_validation: bool
+    keep_steps: frozenset[int] = frozenset()
+    """Steps always saved (and kept), on the ``save_interval`` grid or not: the branch points."""
+
+    def saves_at(self, step: int) -> bool:
+        return bool(self.save_interval and step % self.save_interval == 0) or step in self.keep_steps
 
 
 class Trainer:
@@ -72,7 +77,8 @@ class Trainer:
         started = self.fit_started = time.perf_counter()
         window = _Window(started, counters.step)
         saved_step = None
-        reason = "finished" if counters.step >= budget.total_steps else None
+        # a stop requested during start-up ends the run here, before its first step, with nothing to save
+        reason = "finished" if counters.step >= budget.total_steps else self.stop_reason(counters, stop_request, started)
         while reason is None:
             if counters.step >= stop_step:
                 reason = budget.stop_reason(stop_step, start_step)
@@ -86,8 +92,11 @@ class Trainer:
                 self.log_training(counters, lr, window)
             if self.val_sets and counters.step % settings.eval_interval == 0 and counters.step < budget.total_steps:
                 self.log_validation(counters.step)
-            reason = self.stop_reason(counters, stop_request, started)
-            if settings.save_interval and counters.step % settings.save_interval == 0 and reason != "finished":
+            if counters.step >= budget.total_steps:
+                reason = "finished"
+            elif self.stop_check_due(counters.step, stop_step):
+                reason = self.stop_reason(counters, stop_request, started)
+            if settings.saves_at(counters.step) and reason != "finished":
                 self.save(counters, False)
                 saved_step = counters.step
         if reason == "finished" and settings.final_validation and self.val_sets:
@@ -114,6 +123,12 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return total / accumulation
+
+    def stop_check_due(self, step: int, stop_step: int) -> bool:
+        """Whether to look for a stop request after ``step``. With several ranks, agreeing on it is a collective (a
+        device sync), so it happens at log and save steps only, not every step; alone, every step."""
+        return (self.fabric.world_size == 1 or step % self.settings.log_interval == 0
+                or self.settings.saves_at(step) or step >= stop_step)
 
     def stop_reason(self, counters: Counters, stop_request: StopRequest, started: float) -> str | None:
         if counters.step >= self.budget.total_steps:

@@ -1,15 +1,18 @@
-"""Stop requests from the scheduler: SIGUSR1 or SIGTERM (SLURM's ``--signal``) ask the run to finish its current
-optimizer step, save a checkpoint and exit with ``EXIT_PREEMPTED`` so the sbatch script can requeue it."""
+"""Stop requests: SIGUSR1 or SIGTERM (SLURM's ``--signal``) or Ctrl-C (SIGINT) ask the run to finish its current
+optimizer step, save a checkpoint and exit with ``EXIT_PREEMPTED`` so the sbatch script can requeue it. The handlers
+are installed when the command starts, so a request during start-up stops the run before its first step, leaving
+everything as it was. A second Ctrl-C aborts at once (exit 130), without saving."""
 
 from __future__ import annotations
 
 import signal
+import sys
 from types import FrameType
 
 # EX_TEMPFAIL from sysexits.h: "temporary failure, the user is invited to retry". The run saved a checkpoint and
 # is not finished; `resume: auto` continues it exactly. Also used when train.max_time runs out.
 EXIT_PREEMPTED = 75
-STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 
 
 class StopRequest:
@@ -22,6 +25,10 @@ class StopRequest:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signal_name = signal.Signals(signum).name
+        if signum == signal.SIGINT:  # the next Ctrl-C raises KeyboardInterrupt: abort without saving
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to abort without saving).",
+                  file=sys.stderr, flush=True)
 
     def __enter__(self) -> StopRequest:
         for sig in self.signals:

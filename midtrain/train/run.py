@@ -19,7 +19,9 @@ from midtrain.data.plan import render_plan
 from midtrain.data.stream_state import render_transitions
 from midtrain.train import checkpoint_files as files
 from midtrain.train import run_dir
-from midtrain.train.checkpointer import Checkpointer
+from midtrain.errors import ConfigError
+from midtrain.folder_lock import FolderLock
+from midtrain.train.checkpointer import Checkpointer, CheckpointWriteError
 from midtrain.train.continuity import hyperparameters, render_optimizer_changes
 from midtrain.train.loggers import build_logger, close_logger
 from midtrain.train.loop import Counters, LoopSettings, Trainer
@@ -96,19 +98,45 @@ def make_strategy(plan: RunPlan):
     return FSDPStrategy(auto_wrap_policy={Block}, state_dict_type="full", sharding_strategy="HYBRID_SHARD")
 
 
-def execute(plan: RunPlan) -> int:
-    """Train; returns the process exit status (0, or ``EXIT_PREEMPTED`` when stopped early to be requeued)."""
-    settings, budget = plan.settings, plan.budget
+def execute(plan: RunPlan, stop_request: StopRequest) -> int:
+    """Train; returns the process exit status (0, or ``EXIT_PREEMPTED`` when stopped early to be requeued).
+    ``stop_request`` has watched the stop signals since the command started."""
+    settings = plan.settings
     strategy = make_strategy(plan)
     fabric = L.Fabric(accelerator=plan.accelerator, devices=plan.devices, num_nodes=settings.num_nodes,
                       strategy=strategy, precision=plan.precision)
     fabric.launch()
+    lock = _lock_out_dir(fabric, settings.out_dir)
+    try:
+        return _train(fabric, strategy, plan, stop_request)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _lock_out_dir(fabric, out_dir) -> FolderLock | None:
+    """Rank 0 holds ``out_dir`` for the run's life; every rank learns if another run holds it, and all stop."""
+    lock, refusal = None, None
+    if fabric.global_rank == 0:
+        try:
+            lock = FolderLock(out_dir / ".midtrain.lock", "--out_dir", out_dir, "run").acquire()
+        except ConfigError as exc:
+            refusal = str(exc)
+    refusal = fabric.broadcast(refusal, src=0)
+    if refusal is not None:
+        raise ConfigError(refusal)
+    return lock
+
+
+def _train(fabric, strategy, plan: RunPlan, stop_request: StopRequest) -> int:
+    settings, budget = plan.settings, plan.budget
     run = _open_run(fabric, plan)
     fabric.print(describe(plan))
 
     model, optimizer = _build_model_and_optimizer(fabric, plan, empty_init=isinstance(strategy, FSDPStrategy))
     # the launched processes' ranks, not the environment's (a stale RANK/WORLD_SIZE would shard a one-process run)
-    loader = plan.data.train_dataloader(rank=fabric.global_rank, world_size=fabric.world_size)
+    loader = plan.data.train_dataloader(rank=fabric.global_rank, world_size=fabric.world_size,
+                                        vocab_size=plan.model_config.padded_vocab_size)
     loader.tracker.announce_transitions = False  # describe() printed them
     state = {"model": model, "optimizer": optimizer, "train_dataloader": loader, "iter_num": 0, "step_count": 0,
              "midtrain": {}}
@@ -127,12 +155,18 @@ def execute(plan: RunPlan) -> int:
         max_norm=settings.train.max_norm,
         initial_validation=settings.eval.initial_validation,
         final_validation=settings.eval.final_validation,
+        keep_steps=frozenset(settings.train.keep_checkpoint_steps),
     )
     val_sets = plan.data.val_datasets(settings.eval.max_iters * budget.micro_batch_size)
     trainer = Trainer(fabric, model, optimizer, loader, budget, schedule, loop_settings, val_sets, save,
                       lambda: {d: v["tokens"] for d, v in loader.ledger()["domains"].items()}, metrics)
-    with StopRequest() as stop_request:
+    try:
         reason = trainer.fit(counters, stop_request)
+    except CheckpointWriteError as exc:
+        metrics.finalize()
+        fabric.print(f"Stopped at step {counters.step:,}: {exc} Exiting with status {EXIT_PREEMPTED}, so a requeue "
+                     "retries.")
+        return EXIT_PREEMPTED
     metrics.finalize()
     fabric.print(f"Stopped at step {counters.step:,} of {budget.total_steps:,}: {reason}")
     if reason.startswith(REQUEUE_REASONS):

@@ -19,7 +19,8 @@ from litgpt.config import Config
 from midtrain.data.module import ShardedMixedDataset
 from midtrain.data.plan import MixturePlan
 from midtrain.data.stream_state import Transition
-from midtrain.errors import ConfigError, MidtrainError, Problems
+from midtrain.data.token_check import check_token_ids, shard_tokenizer_fingerprint
+from midtrain.errors import ConfigError, DataError, MidtrainError, Problems
 from midtrain.tokenizer import load_tokenizer
 from midtrain.train import checkpoint_files as files
 from midtrain.train.budget import Budget, resolve_budget
@@ -310,6 +311,14 @@ def plan_run(settings: RunSettings) -> RunPlan:
     data.setup()  # discovery, weights and held-out shards: every data error now
     if settings.tokenizer_dir is not None:
         load_tokenizer(settings.tokenizer_dir)
+    check_token_ids([*data.mixture.used_shards(), *data.mixture.val_shards], model_config.padded_vocab_size,
+                    shard_tokenizer_fingerprint(settings.tokenizer_dir), data.allow_tokenizer_mismatch)
+    for domain, held_out in data.val_datasets(settings.eval.max_iters * train.micro_batch_size).items():
+        largest, shard_id = held_out.largest_token_id()
+        if largest >= model_config.padded_vocab_size:
+            raise DataError(f"the {domain} validation set (held-out shard {shard_id!r}) holds token id {largest:,}, but "
+                            f"the model's vocabulary has {model_config.padded_vocab_size:,} entries (padded_vocab_size). "
+                            "Use the tokenizer the shards were prepared with and a model whose vocabulary covers it.")
 
     start = find_start(settings, None if fork else budget.total_steps)
     loader = data.train_dataloader(rank=0, world_size=world_size)
@@ -390,6 +399,7 @@ def plan_run(settings: RunSettings) -> RunPlan:
                        budget.global_batch_size, budget.tokens_per_step)
         if jump is not None and not jump.intentional:
             notices.append(jump.describe())
+    notices += _clamps_and_gaps(train, budget, data)
     with torch.device("meta"):
         from litgpt.model import GPT
 
@@ -401,6 +411,24 @@ def plan_run(settings: RunSettings) -> RunPlan:
                    budget, schedule, peak_lr, start, data, plan, transitions, mixture_before, mixture_after, start_step,
                    dialect, dialect_reason, notices, optimizer_class, optimizer_settings, optimizer_change_list, jump,
                    reset_optimizer)
+
+
+def _clamps_and_gaps(train: Any, budget: Budget, data: ShardedMixedDataset) -> list[str]:
+    """Settings the run cannot honour as written, said instead of applied silently."""
+    notes = []
+    if isinstance(train.lr_warmup_steps, int) and train.lr_warmup_steps > budget.total_steps:
+        notes.append(f"--train.lr_warmup_steps={train.lr_warmup_steps:,} is longer than the run ({budget.total_steps:,} "
+                     "steps): the warmup is cut to the run's length, so the LR never reaches its peak-then-decay shape.")
+    if not data.mixture.val_shards:
+        notes.append("no held-out shards (--data.val_data_path, or a 'val' folder beside 'train'): no validation loss "
+                     "will be logged. Make them with 'midtrain prepare --val_fraction 0.01'.")
+    if train.save_interval is None and budget.max_time_s is None:
+        notes.append("--train.save_interval is unset: checkpoints are written only when the run stops.")
+    beyond = sorted(s for s in train.keep_checkpoint_steps if s > budget.total_steps)
+    if beyond:
+        notes.append(f"--train.keep_checkpoint_steps {beyond} lie past the run's end (step {budget.total_steps:,}): no "
+                     "checkpoint is written there.")
+    return notes
 
 
 def _compare_optimizer(saved_state: Any, configured_group: dict, configured_class: str,

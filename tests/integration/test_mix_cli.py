@@ -39,7 +39,7 @@ def test_mix_reads_a_pretrain_config(data_root, tmp_path, capsys):
     rule), which the output says since it differs from model_name's."""
     config = {
         "model_name": "pythia-14m",
-        "model_config": {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 63, "padded_vocab_size": 1024},
+        "model_config": {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 63, "padded_vocab_size": 8_000_000},
         "out_dir": str(tmp_path / "out"),
         "data": {"class_path": "midtrain.data.ShardedMixedDataset",
                  "init_args": {"data_path": str(data_root), "mix_weights_str": "main:0.9,math:0.1", "num_workers": 0}},

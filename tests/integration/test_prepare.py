@@ -1,5 +1,6 @@
 import gzip
 import json
+from pathlib import Path
 
 import pytest
 
@@ -148,3 +149,72 @@ def test_prepare_needs_an_eos_token(tmp_path, tokenizer_dir):
     (tmp_path / "x.jsonl").write_text('{"text": "a"}\n')
     with pytest.raises(ConfigError, match=r"defines no EOS token.*Add \"eos_token\""):
         prepare_shard(tmp_path / "out", broken, [str(tmp_path / "x.jsonl")])
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("bad.jsonl", b'{"text": "ok"}\n{"text": "caf\xe9 \xff"}\n', r"bad.jsonl:2 is not valid UTF-8"),
+    ("key.jsonl", b'{"text": "ok"}\n{"body": "x"}\n', r"key.jsonl:2 has no key 'text'"),
+    ("type.jsonl", b'{"text": "ok"}\n{"text": 42}\n', r"type.jsonl:2: 'text' is int, not text"),
+    ("garbage.jsonl.gz", bytes(range(256)) * 8, r"garbage.jsonl.gz cannot be read as .jsonl.gz after line 0"),
+    ("garbage.parquet", b"PAR1 not really", r"garbage.parquet cannot be read as Parquet"),
+    ("latin.txt", b"caf\xe9", r"latin.txt is not valid UTF-8 text"),
+])
+def test_bad_input_files_exit_2_naming_the_file_and_line(tmp_path, tokenizer_dir, capsys, name, content, message):
+    import re
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / name).write_bytes(content)
+    out = tmp_path / "data" / "train" / "c1"
+    assert main(["prepare", "--inputs", str(raw / name), "--tokenizer_dir", str(tokenizer_dir), "--output_dir", str(out),
+                 "--val_fraction", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("midtrain.DataError: ") and re.search(message, err) and "Traceback" not in err
+    assert not (tmp_path / "data" / "val").exists() or not any((tmp_path / "data" / "val").iterdir())
+    assert [p.name for p in (tmp_path / "data" / "train").iterdir()] == []  # nothing published, nothing hidden left
+
+
+def test_a_second_prepare_into_the_same_output_is_refused(tmp_path, tokenizer_dir, capsys):
+    from midtrain.folder_lock import FolderLock
+
+    (tmp_path / "a.jsonl").write_text('{"text": "a"}\n')
+    out = tmp_path / "shard"
+    with FolderLock(tmp_path / ".shard.lock", "--output_dir", out, "prepare"):
+        assert main(["prepare", "--inputs", str(tmp_path / "a.jsonl"), "--tokenizer_dir", str(tokenizer_dir),
+                     "--output_dir", str(out)]) == 2
+    assert "--output_dir=" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, status", [(2, 130), (15, 143)])
+def test_an_interrupted_prepare_exits_non_zero_publishes_nothing_and_leaves_no_process(tmp_path, tokenizer_dir,
+                                                                                        signum, status):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for k in range(4):
+        (raw / f"{k}.jsonl").write_text("".join(json.dumps({"text": DOCS[i % 60] * 20}) + "\n" for i in range(6000)))
+    root = tmp_path / "data"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "LITDATA_DISABLE_VERSION_CHECK": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "midtrain", "prepare", "--inputs", str(raw), "--tokenizer_dir",
+                                str(tokenizer_dir), "--output_dir", str(root / "train" / "1"), "--val_fraction", "0.1",
+                                "--num_workers", "2", "--batch_size", "8"], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list((root / "train").glob(".1.partial-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "prepare finished before it could be interrupted; give it more input"
+    children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
+    os.kill(process.pid, signum)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == status, err[-2000:]
+    assert "Interrupted" in err and "temporary folders were removed" in err
+    assert sorted(p.name for p in (root / "train").iterdir()) == []  # nothing published, no hidden folder left
+    assert not (root / "val").exists() or not any((root / "val").iterdir())
+    time.sleep(0.5)
+    for pid in children:  # the optimize child and, through its process group, litdata's workers
+        group_alive = subprocess.run(["pgrep", "-g", pid], capture_output=True, text=True).stdout.split()
+        assert group_alive == [], f"processes left running in group {pid}: {group_alive}"

@@ -106,9 +106,32 @@ def test_fingerprint_ignores_timestamps_but_not_contents(tmp_path):
     index["updated_at"] = "123"
     (tmp_path / "1" / "index.json").write_text(json.dumps(index))
     assert discover_shards(tmp_path, DomainRegistry())[0].fingerprint == first
+    write_index_only(tmp_path / "1", [10, 21])
+    assert discover_shards(tmp_path, DomainRegistry())[0].fingerprint != first
+
+
+def test_truncated_chunks_and_wrong_dims_are_found_at_discovery(tmp_path):
+    write_index_only(tmp_path / "1", [10, 20])
+    with open(tmp_path / "1" / "chunk-0-1.bin", "r+b") as handle:
+        handle.truncate(50)
+    with pytest.raises(DataError, match=r"chunk chunk-0-1.bin holds 50 bytes but index.json records 104 .*damaged"):
+        discover_shards(tmp_path, DomainRegistry())
+    write_index_only(tmp_path / "1", [10, 20])
+    index = json.loads((tmp_path / "1" / "index.json").read_text())
     index["chunks"][1]["dim"] = 21
     (tmp_path / "1" / "index.json").write_text(json.dumps(index))
-    assert discover_shards(tmp_path, DomainRegistry())[0].fingerprint != first
+    with pytest.raises(DataError, match=r"no whole number of tokens for the dim 21"):
+        discover_shards(tmp_path, DomainRegistry())
+
+
+def test_broken_and_looping_links_that_look_like_shards_are_reported(tmp_path):
+    write_index_only(tmp_path / "1", [10])
+    (tmp_path / "c1").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "m1").symlink_to(tmp_path / "m1")
+    with pytest.raises(DataError) as info:
+        discover_shards(tmp_path, DomainRegistry())
+    assert "c1 looks like a shard but is a broken symbolic link" in str(info.value)
+    assert "m1 looks like a shard but is a broken symbolic link (or a link loop)" in str(info.value)
 
 
 def test_data_roots_follow_the_papers_layout(tmp_path):

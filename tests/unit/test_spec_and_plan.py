@@ -178,3 +178,17 @@ def test_plan_without_budget(shards):
     plan = make_plan(shards, resolve(shards), seq_length=9, max_tokens=None)
     assert plan.total_samples is None and all(math.isclose(s.passes, 0) for s in plan.shards)
     assert "no token budget given" in render_plan(plan)
+
+
+def test_huge_weights_keep_their_shares(shards):
+    weights = resolve(shards, mix_weights_str="main:1e308,code:1e308")
+    assert weights["main/1"] == pytest.approx(0.25) and weights["c1"] == pytest.approx(0.25) and weights["m1"] == 0
+    plan = make_plan(shards, weights, seq_length=9, max_tokens=900)
+    assert {s.domain for s in plan.shards if s.planned_samples} == {"main", "code"}
+    with pytest.raises(ConfigError, match=r"overflow\. Only their ratios matter"):
+        resolve(shards, proportional_sampling=True, mix_weights_str="main:1e308")
+
+
+def test_a_folder_given_as_the_mix_json_is_named_as_such(tmp_path):
+    with pytest.raises(ConfigError, match=r"--data.mix_config_path='.*' is a folder"):
+        build_spec(mix_config_path=tmp_path)

@@ -1,0 +1,78 @@
+"""jsonargparse's parse errors as one clear message: the unknown key as a flag with a "did you mean", or the bad
+value with the reason, instead of the whole usage text."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import re
+from collections.abc import Callable
+
+
+def known_keys(function: Callable) -> dict[str, list[str]]:
+    """``{"": top-level keys, group: its keys}`` for a command: dataclass groups (``train``, ``eval``, ``log``)
+    and the data module's init args."""
+    keys: dict[str, list[str]] = {"": list(inspect.signature(function).parameters)}
+    for name, parameter in inspect.signature(function).parameters.items():
+        default = parameter.default
+        if dataclasses.is_dataclass(default) and not isinstance(default, type):
+            keys[name] = [f.name for f in dataclasses.fields(default) if f.init]
+    if "data" in keys[""]:
+        from midtrain.data.args import MixtureArgs
+        from midtrain.data.module import ShardedMixedDataset
+
+        keys["data"] = [f.name for f in dataclasses.fields(ShardedMixedDataset) if f.init] or [
+            f.name for f in dataclasses.fields(MixtureArgs)]
+    return keys
+
+
+_UNKNOWN_PATTERNS = (
+    re.compile(r"does not accept nested key '([\w.]+)'"),
+    re.compile(r"NestedArg\(key='([\w.]+)'"),
+    re.compile(r"Key '([\w.]+)' is not expected"),
+)
+
+
+def explain(message: str, command: str, function: Callable) -> str:
+    keys = known_keys(function)
+    group_match = re.search(r'Parser key "([\w.]+)"', message)
+    group = group_match.group(1) if group_match else ""
+    unknown = []
+    for pattern in _UNKNOWN_PATTERNS:
+        for key in pattern.findall(message):
+            unknown.append(key if "." in key or not group else f"{group}.{key}")
+    unknown += [f.lstrip("-") for f in re.findall(r"(--[\w.]+)", message.split("Unrecognized arguments:", 1)[1])] \
+        if "Unrecognized arguments:" in message else []
+    if not unknown and group == "data":  # a "Given value: {...}" mapping: name the keys the data module lacks
+        given = re.search(r"'init_args': \{(.*?)\}", message)
+        names = re.findall(r"'(\w+)':", given.group(1)) if given else []
+        unknown = [f"data.{n}" for n in names if n not in keys.get("data", [])]
+    lines = []
+    for key in dict.fromkeys(unknown):
+        prefix, _, name = key.rpartition(".")
+        candidates = keys.get(prefix, [])
+        if name in candidates:  # a known key with a bad value
+            return _bad_value(message, key, command)
+        close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+        hint = f" Did you mean --{prefix + '.' if prefix else ''}{close[0]}?" if close else (
+            f" Known keys: {', '.join(candidates)}." if candidates and len(candidates) <= 40 else "")
+        lines.append(f"--{key} is not a key of 'midtrain {command}'{' (' + prefix + ')' if prefix else ''}.{hint}")
+    if lines:
+        return " ".join(lines) + f" See 'midtrain {command} --help'."
+    return _bad_value(message, group, command)
+
+
+def _bad_value(message: str, key: str, command: str) -> str:
+    """The value's problem, in the fewest of jsonargparse's lines: the expectations and the value given."""
+    expected = [m.strip() for m in re.findall(r"Expected a <class '(\w+)'>", message) if m != "NoneType"]
+    given = re.search(r"(?:Got value|Given value): (.*)", message)
+    value = given.group(1).strip() if given else "?"
+    nested = re.search(r"NestedArg\(key='[\w.]+', val=(.*)\)", value)
+    value = nested.group(1) if nested else value
+    if expected:
+        return (f"--{key}={value} is not valid: expected {' or '.join(dict.fromkeys(expected))}. "
+                f"See 'midtrain {command} --help'.")
+    reason = [line.strip() for line in message.splitlines() if line.strip() and not line.strip().startswith(
+        ("Subtypes:", "Given value type:", "- Expected a <class 'NoneType'>", "Errors:"))]
+    return " ".join(reason[:6]) + f" See 'midtrain {command} --help'."

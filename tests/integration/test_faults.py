@@ -1,0 +1,184 @@
+"""Faults and hostile input around a run: every one refused clearly before anything is written, or survived with
+the earlier state intact (see docs/faults.md for the table)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+
+import pytest
+
+from midtrain.cli import main
+from midtrain.folder_lock import FolderLock
+from midtrain.train.loop import Trainer
+from tests.integration.train_helpers import losses, read_json, tiny_config, write_config
+
+
+def test_keep_last_checkpoints_below_one_is_refused(train_root, tmp_path, capsys):
+    path = write_config(tmp_path / "k.yaml", tiny_config(train_root, tmp_path / "k", keep_last_checkpoints=0))
+    assert main(["pretrain", "--config", str(path)]) == 2
+    assert "--train.keep_last_checkpoints=0 must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "k").exists()
+
+
+def test_a_second_run_on_the_same_out_dir_is_refused_naming_the_holder(train_root, tmp_path, capsys):
+    out = tmp_path / "held"
+    with FolderLock(out / ".midtrain.lock", "--out_dir", out, "run"):
+        path = write_config(tmp_path / "h.yaml", tiny_config(train_root, out, max_steps=2))
+        assert main(["pretrain", "--config", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert f"--out_dir='{out}' is in use by another midtrain run (host {os.uname().nodename}, pid {os.getpid()}" in err
+        assert not (out / "run.json").exists()
+    assert main(["pretrain", "--config", str(path)]) == 0  # released: the lock dies with its holder
+
+
+def test_a_stop_signal_during_start_up_exits_75_before_any_step(train_root, tmp_path, monkeypatch, capsys):
+    import midtrain.train.startup as startup
+
+    real = startup.check_logger
+    monkeypatch.setattr(startup, "check_logger", lambda name: (os.kill(os.getpid(), signal.SIGTERM), real(name)))
+    path = write_config(tmp_path / "s.yaml", tiny_config(train_root, tmp_path / "s", max_steps=2))
+    assert main(["pretrain", "--config", str(path)]) == 75
+    assert "Stopped by SIGTERM during start-up, before any step" in capsys.readouterr().out
+    assert not (tmp_path / "s").exists()
+
+
+def stop_at_step(monkeypatch, step: int, signum: int) -> None:
+    """Send ``signum`` to this process during optimizer step ``step`` (counted from 1)."""
+    real = Trainer.optimizer_step
+    calls = {"n": 0}
+
+    def optimizer_step(self, batches, lr):
+        calls["n"] += 1
+        if calls["n"] == step:
+            os.kill(os.getpid(), signum)
+        return real(self, batches, lr)
+
+    monkeypatch.setattr(Trainer, "optimizer_step", optimizer_step)
+
+
+def test_ctrl_c_during_training_saves_and_resumes_exactly(train_root, tmp_path, monkeypatch, capsys):
+    reference = tmp_path / "reference"
+    assert main(["pretrain", "--config", str(write_config(tmp_path / "r.yaml", tiny_config(train_root, reference,
+                                                                                          max_steps=8)))]) == 0
+    out = tmp_path / "interrupted"
+    path = write_config(tmp_path / "i.yaml", tiny_config(train_root, out, max_steps=8, save_interval=100))
+    with monkeypatch.context() as patch:
+        stop_at_step(patch, 3, signal.SIGINT)
+        assert main(["pretrain", "--config", str(path)]) == 75
+    assert "Ctrl-C: stopping after this step and saving" in capsys.readouterr().err
+    assert (out / "step-00000003").is_dir()
+    assert main(["pretrain", "--config", str(path)]) == 0
+    assert losses(out) == pytest.approx(losses(reference), rel=1e-6)
+
+
+def test_disk_full_while_saving_exits_75_and_keeps_the_earlier_checkpoint(train_root, tmp_path, monkeypatch, capsys):
+    from lightning.fabric import Fabric
+
+    out = tmp_path / "full"
+    path = write_config(tmp_path / "f.yaml", tiny_config(train_root, out, max_steps=12))
+    real_save = Fabric.save
+
+    def save(self, target, state, *args, **kwargs):
+        if "step-00000008" in str(target):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, target, state, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Fabric, "save", save)
+        assert main(["pretrain", "--config", str(path)]) == 75
+    printed = capsys.readouterr().out
+    assert "saving step-00000008 failed ([Errno 28] No space left on device)" in printed
+    assert "earlier checkpoints are intact" in printed
+    assert (out / "step-00000004" / "lit_model.pth").is_file() and not list(out.glob(".*partial"))
+    assert main(["pretrain", "--config", str(path)]) == 0
+    assert read_json(out / "run.json")["invocations"][-1]["start_step"] == 4 and (out / "final").is_dir()
+
+
+def test_branch_points_off_the_save_grid_are_saved_and_kept(train_root, tmp_path):
+    out = tmp_path / "grid"
+    config = tiny_config(train_root, out, max_steps=12, save_interval=4, keep_last_checkpoints=1,
+                         keep_checkpoint_steps=[6])
+    assert main(["pretrain", "--config", str(write_config(tmp_path / "g.yaml", config))]) == 0
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("step-")) == ["step-00000006", "step-00000008"]
+
+
+def test_silent_clamps_are_said(train_root, tmp_path, capsys):
+    config = tiny_config(train_root / "train", tmp_path / "c", max_steps=4, lr_warmup_steps=10)
+    assert main(["pretrain", "--config", str(write_config(tmp_path / "c.yaml", config)), "--dry_run=true"]) == 0
+    printed = capsys.readouterr().out
+    assert "--train.lr_warmup_steps=10 is longer than the run (4 steps)" in printed
+    assert "no held-out shards" in printed and "no validation loss will be logged" in printed
+
+
+@pytest.fixture(scope="module")
+def prepared_root(tmp_path_factory, tokenizer_dir):
+    """A main shard written by 'midtrain prepare' (its manifest records the tokenizer and the largest token id)."""
+    raw = tmp_path_factory.mktemp("raw")
+    (raw / "docs.jsonl").write_text("".join(
+        '{"text": "def f_%d(x):\\n    return x * %d\\n"}\n' % (i, i) for i in range(400)))
+    root = tmp_path_factory.mktemp("prepared")
+    assert main(["prepare", "--inputs", str(raw), "--tokenizer_dir", str(tokenizer_dir), "--output_dir",
+                 str(root / "1")]) == 0
+    return root
+
+
+def test_token_ids_beyond_the_vocabulary_are_refused_before_training(prepared_root, tokenizer_dir, tmp_path, capsys):
+    config = tiny_config(prepared_root, tmp_path / "v", max_steps=2)
+    config["model_config"].update(vocab_size=128, padded_vocab_size=128)
+    config["tokenizer_dir"] = str(tokenizer_dir)
+    assert main(["pretrain", "--config", str(write_config(tmp_path / "v.yaml", config)), "--dry_run=true"]) == 2
+    err = capsys.readouterr().err
+    assert "shard 'main/1'" in err and "holds token id" in err and "vocabulary has 128 entries" in err
+
+
+def test_a_shard_from_another_tokenizer_is_refused_unless_allowed(prepared_root, tokenizer_dir, tmp_path, capsys):
+    import shutil
+
+    other = tmp_path / "other-tokenizer"
+    shutil.copytree(tokenizer_dir, other)
+    config_file = other / "tokenizer_config.json"
+    config_file.write_text(config_file.read_text().replace("}", ', "model_max_length": 77}', 1))
+    config = tiny_config(prepared_root, tmp_path / "t", max_steps=2)
+    config["tokenizer_dir"] = str(other)
+    path = write_config(tmp_path / "t.yaml", config)
+    assert main(["pretrain", "--config", str(path), "--dry_run=true"]) == 2
+    assert "was prepared with another tokenizer" in capsys.readouterr().err
+    assert main(["pretrain", "--config", str(path), "--dry_run=true", "--data.allow_tokenizer_mismatch=true"]) == 0
+
+
+def test_shards_without_a_manifest_are_checked_as_they_are_read(train_root, tmp_path, capsys):
+    config = tiny_config(train_root, tmp_path / "n", max_steps=12)
+    config["model_config"].update(vocab_size=256, padded_vocab_size=256)  # main/1 holds ids 0..1499
+    path = write_config(tmp_path / "n.yaml", config)
+    # the fixed validation sets are read before training: val main/1 holds ids 1600..1899
+    assert main(["pretrain", "--config", str(path), "--dry_run=true"]) == 2
+    assert "the main validation set (held-out shard 'main/1') holds token id 1," in capsys.readouterr().err
+    # without validation data, the training stream stops at the first sample out of the vocabulary
+    config["data"]["init_args"]["data_path"] = str(train_root / "train")
+    assert main(["pretrain", "--config", str(write_config(tmp_path / "n.yaml", config))]) == 2
+    err = capsys.readouterr().err
+    assert "shard 'main/1'" in err and "in its sample at stream position" in err and "has 256 entries" in err
+    assert not (tmp_path / "n" / "final").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data.mix_weigths_str=main:1"], "--data.mix_weigths_str is not a key of 'midtrain pretrain' (data). Did you mean "
+                                        "--data.mix_weights_str?"),
+    (["--train.max_step=4"], "--train.max_step is not a key of 'midtrain pretrain' (train). Did you mean --train.max_steps?"),
+    (["--data.num_workers=abc"], "--data.num_workers=abc is not valid: expected int."),
+])
+def test_unknown_keys_and_bad_values_get_one_clear_line(train_root, tmp_path, capsys, args, message):
+    path = write_config(tmp_path / "u.yaml", tiny_config(train_root, tmp_path / "u", max_steps=2))
+    assert main(["pretrain", "--config", str(path), *args, "--dry_run=true"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "usage:" not in err and len(err.splitlines()) == 1
+
+
+def test_an_unknown_key_in_a_config_file_is_named(train_root, tmp_path, capsys):
+    config = tiny_config(train_root, tmp_path / "u", max_steps=2)
+    config["data"]["init_args"]["num_workerz"] = 0
+    assert main(["pretrain", "--config", str(write_config(tmp_path / "u.yaml", config)), "--dry_run=true"]) == 2
+    assert "--data.num_workerz is not a key of 'midtrain pretrain' (data). Did you mean --data.num_workers?" in \
+        capsys.readouterr().err

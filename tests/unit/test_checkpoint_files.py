@@ -1,0 +1,57 @@
+"""Checkpoint folders: retention never loses the newest, damaged records are skipped or named, publication syncs."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from midtrain.errors import ConfigError
+from midtrain.train import checkpoint_files as files
+
+
+def make_checkpoint(out_dir, step, final=False):
+    folder = out_dir / (files.FINAL if final else files.step_dir_name(step))
+    folder.mkdir(parents=True)
+    (folder / files.MODEL_FILE).write_bytes(b"weights")
+    (folder / files.INFO_FILE).write_text(json.dumps({"step": step, "final": final}))
+    return folder
+
+
+@pytest.mark.parametrize("keep_last", [0, -3, 1])
+def test_pruning_never_removes_the_newest_checkpoint(tmp_path, keep_last):
+    for step in (2, 4, 6):
+        make_checkpoint(tmp_path, step)
+    files.prune(tmp_path, keep_last, keep_steps={2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000002", "step-00000006"]
+
+
+def test_a_damaged_record_is_skipped_by_discovery_and_named_when_given(tmp_path):
+    make_checkpoint(tmp_path, 4)
+    damaged = make_checkpoint(tmp_path, 8)
+    (damaged / files.INFO_FILE).write_text("{truncated")
+    assert files.latest_checkpoint(tmp_path).step == 4
+    with pytest.raises(ConfigError, match=r"--branch_from=.*step-00000008.*checkpoint.json cannot be read .*damaged"):
+        files.checkpoint_folder(damaged, "--branch_from")
+
+
+def test_weights_without_a_record_or_a_step_name_say_what_is_missing(tmp_path):
+    folder = tmp_path / "exported"
+    folder.mkdir()
+    (folder / files.MODEL_FILE).write_bytes(b"weights")
+    with pytest.raises(ConfigError, match=r"holds lit_model.pth but no checkpoint.json, and its name is not step-XXXXXXXX"):
+        files.checkpoint_folder(folder, "--resume")
+
+
+def test_publication_syncs_the_files_before_and_the_folder_after_the_rename(tmp_path, monkeypatch):
+    staging = tmp_path / ".step-00000004.partial"
+    staging.mkdir()
+    (staging / files.MODEL_FILE).write_bytes(b"weights")
+    (staging / files.INFO_FILE).write_text("{}")
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    files.publish(staging, tmp_path / "step-00000004")
+    assert synced[-1] == str(tmp_path)  # the parent folder, after the rename
+    assert {str(staging / files.MODEL_FILE), str(staging / files.INFO_FILE), str(staging)} <= set(synced[:-1])
