@@ -8,7 +8,9 @@ temporary folder, then reads ``--batches`` batches of 8 x 2049 tokens (warm cach
   combined  litdata CombinedStreamingDataset over the shards (weighted, iterate_over_all=False)
   ours      midtrain's ShardedMixedDataset over the shards (exact schedule)
 with num_workers 0 and 2, and prints tokens/s and the ratios. Then prints the largest deviation of realised from
-target fractions over the first 100 / 1,000 / 10,000 samples of each mixed stream.
+target fractions over the first 100 / 1,000 / 10,000 samples of each mixed stream. First, the shard-count axis:
+samples/s over 4, 100, 1,000 and 10,000 equal shards (cheap linked copies of one) with 0 and 2 workers, and the
+time to discover them and plan a budget (``--shard_counts``, ``--only_shard_counts``).
 """
 
 from __future__ import annotations
@@ -101,13 +103,72 @@ def max_deviation(loader, weights, samples: int) -> float:
     return max(abs(c / samples - w) for c, w in zip(counts, weights))
 
 
+def linked_copies(source: Path, root: Path, copies: int) -> Path:
+    """``copies`` main shards that are cheap copies of ``source``: each folder holds its index.json and links to
+    the source's chunk files (discovery, planning and reading see ``copies`` real shards)."""
+    target = root / f"linked{copies}"
+    chunks = [p.name for p in source.glob("chunk-*.bin")]
+    for k in range(1, copies + 1):
+        folder = target / str(k)
+        folder.mkdir(parents=True)
+        (folder / "index.json").write_bytes((source / "index.json").read_bytes())
+        for name in chunks:
+            (folder / name).symlink_to(source / name)
+    return target
+
+
+def steady_rate(loader, batches: int, warm_batches: int) -> float:
+    """Samples/s once every shard has been visited (its first pass's order built, its file opened once): what a
+    long run sees. Median of three timed stretches of ``batches`` batches."""
+    iterator = iter(loader)
+    for _ in range(warm_batches):
+        next(iterator)
+    rates = []
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(batches):
+            next(iterator)
+        rates.append(batches * BATCH / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def shard_count_axis(root: Path, counts: list[int], batches: int) -> None:
+    """Samples/s of the mixed stream over 4 … 10,000 equal shards (mix main:1.0), with 0 and 2 loader workers, in
+    steady state, and the time to discover the shards and plan a budget; rates beside the 4-shard figures."""
+    from midtrain.data.module import ShardedMixedDataset
+
+    source = root / "source"
+    write_shard(source, BASE, 8 * 1024 * BLOCK)
+    print(f"\nshard-count axis: mix main:1.0 over N equal shards, {batches} batches of {BATCH} x {BLOCK} tokens")
+    print(f"{'shards':>7} {'discover+plan s':>16} {'workers':>7} {'samples/s':>10} {'vs 4 shards':>12}")
+    baseline: dict[int, float] = {}
+    for count in counts:
+        data_root = linked_copies(source, root, count)
+        started = time.perf_counter()
+        module = ShardedMixedDataset(data_path=data_root, mix_weights_str="main:1.0", max_passes=1000)
+        module.connect(batch_size=BATCH, max_seq_length=BLOCK - 1)
+        module.plan(count * 1024 * BLOCK)
+        planned = time.perf_counter() - started
+        for workers in (0, 2):
+            module.num_workers = workers
+            rate = steady_rate(module.train_dataloader(), batches, warm_batches=max(20, 2 * count // BATCH))
+            baseline.setdefault(workers, rate)
+            print(f"{count:>7,} {planned:>16.2f} {workers:>7} {rate:>10,.0f} {rate / baseline[workers]:>12.2f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=600)
     parser.add_argument("--total_tokens", type=int, default=24_000_000)
+    parser.add_argument("--shard_counts", default="4,100,1000,10000", help="the shard-count axis; empty to skip it")
+    parser.add_argument("--only_shard_counts", action="store_true", help="run only the shard-count axis")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        if args.shard_counts:
+            shard_count_axis(root, [int(c) for c in args.shard_counts.split(",")], args.batches)
+        if args.only_shard_counts:
+            return
         for shards in (4, 10):
             for k in range(shards):
                 write_shard(root / f"mix{shards}" / str(k + 1), (k + 1) * BASE, args.total_tokens // shards)

@@ -11,7 +11,25 @@ venv="${MIDTRAIN_VENV:-.venv}"
 extras="${1:-}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 py="$venv/bin/python"
-pip_q() { "$py" -m pip install --quiet --disable-pip-version-check "$@"; }
+# pip's resolver reports litdata's unpinned torchvision requirement (left out on purpose, see pyproject.toml) as an
+# ERROR after every install that follows litdata's; those lines are replaced by one note, everything else is shown.
+pip_q() {
+  local log
+  log="$(mktemp)"
+  if "$py" -m pip install --quiet --disable-pip-version-check "$@" 2>"$log"; then
+    if grep -q "litdata .* requires torchvision, which is not installed" "$log"; then
+      echo "note: litdata is installed without torchvision on purpose (token data never needs it)"
+    fi
+    grep -v -e "litdata .* requires torchvision, which is not installed" \
+            -e "pip's dependency resolver does not currently take into account" \
+            -e "^WARNING: Location '.*' is ignored" "$log" >&2 || true
+    rm -f "$log"
+  else
+    cat "$log" >&2
+    rm -f "$log"
+    return 1
+  fi
+}
 if ! "$py" -c "import torch" 2>/dev/null; then
   if [ -n "${MIDTRAIN_TORCH_INDEX:-}" ]; then pip_q --index-url "$MIDTRAIN_TORCH_INDEX" "torch==2.13.0"; else pip_q "torch==2.13.0"; fi
 fi

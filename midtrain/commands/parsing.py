@@ -8,9 +8,9 @@ from collections.abc import Callable
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 
-def command_parser(function: Callable) -> ArgumentParser:
-    parser = ArgumentParser(description=(function.__doc__ or "").strip().split("\n\n")[0], exit_on_error=False,
-                            allow_abbrev=False)
+def command_parser(function: Callable, prog: str | None = None) -> ArgumentParser:
+    parser = ArgumentParser(prog=prog, description=(function.__doc__ or "").strip().split("\n\n")[0],
+                            exit_on_error=False, allow_abbrev=False)
     parser.add_argument("--config", action=ActionConfigFile, help="A YAML config file (or YAML text).")
     parser.add_function_arguments(function, fail_untyped=True, sub_configs=True)
     return parser

@@ -93,14 +93,20 @@ def read_shard(path: Path, shard_id: str, domain: str) -> Shard:
         )
     if sum(dims) == 0:
         raise DataError(f"shard {shard_id!r} at {path} holds no tokens. Re-create it or remove the folder.")
-    missing = [f for f in files if not (path / f).is_file()]
+    folder = str(path)
+    sizes, missing = [], []
+    for name in files:  # one stat per chunk (no pathlib): discovery of 10,000 shards stays within seconds
+        try:
+            sizes.append(os.stat(os.path.join(folder, name)).st_size)
+        except OSError:
+            missing.append(name)
     if missing:
         raise DataError(
             f"shard {shard_id!r} at {path} lists {len(missing)} chunk file(s) that do not exist "
             f"(first: {missing[0]}). The shard is incomplete: re-create it with 'midtrain prepare'."
         )
     recorded_bytes = tuple(c.get("chunk_bytes") for c in chunks)
-    problem = check_chunk_sizes(path, files, dims, items, recorded_bytes)
+    problem = check_chunk_sizes(files, sizes, dims, items, recorded_bytes)
     if problem:
         raise DataError(f"shard {shard_id!r} at {path}: {problem}. The shard is damaged: re-create it with "
                         "'midtrain prepare' (or restore the file).")
@@ -110,14 +116,13 @@ def read_shard(path: Path, shard_id: str, domain: str) -> Shard:
     return Shard(shard_id, domain, path, files, dims, items, data_format[0], fingerprint)
 
 
-def check_chunk_sizes(path: Path, files: tuple[str, ...], dims: tuple[int, ...], items: tuple[int, ...],
+def check_chunk_sizes(files: tuple[str, ...], sizes: list[int], dims: tuple[int, ...], items: tuple[int, ...],
                       recorded_bytes: tuple[int | None, ...]) -> str | None:
     """What is wrong with the chunk files' sizes (one ``stat`` each, no reads), or None. A token chunk is a header of
     ``items + 2`` uint32 values then ``dim`` tokens of one width, so its size must be the size ``index.json``
     records and ``header + dim × width`` for a width shared by every chunk."""
     widths = set()
-    for name, dim, count, recorded in zip(files, dims, items, recorded_bytes):
-        size = (path / name).stat().st_size
+    for name, size, dim, count, recorded in zip(files, sizes, dims, items, recorded_bytes):
         if recorded is not None and size != recorded:
             return (f"chunk {name} holds {size:,} bytes but index.json records {recorded:,} (truncated or replaced "
                     "after it was written)")

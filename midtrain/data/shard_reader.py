@@ -4,21 +4,84 @@ Position ``q`` of a shard's stream is sample ``q % M`` of pass ``q // M`` (M = s
 the chunks in a permuted order and the items of each chunk in a permuted order, both seeded by (seed, shard id,
 pass[, chunk]); memory stays O(chunks + items per chunk) however large the shard, and reads stay local.
 
-Chunks are read in place (memory-mapped) in litdata's token chunk layout: a header of ``chunk_size + 2`` uint32
-values, then the tokens.
+Chunks are read in litdata's token chunk layout (a header of ``chunk_size + 2`` uint32 values, then the tokens),
+from a bounded set of memory-mapped files.
 """
 
 from __future__ import annotations
 
 import bisect
 import hashlib
+import mmap
+import os
 from collections import OrderedDict
 
 import numpy as np
 
 from midtrain.data.discovery import Shard
+from midtrain.errors import DataError
 
 _CACHED_CHUNK_ORDERS = 8
+def _open_file_budget() -> int:
+    """Half the process's file-handle limit, between 64 and 16,384 (loader workers each have their own). The soft
+    limit is raised to the hard one first, as PyTorch's DataLoader docs advise: clusters often set the soft limit to
+    1,024, which a data root of thousands of shards outgrows while the hard limit allows far more."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass
+    return max(64, min(16384, soft // 2 if soft != resource.RLIM_INFINITY else 16384))
+
+
+OPEN_CHUNK_FILES = _open_file_budget()
+"""Chunk files mapped at once in a process, over all shards. Each map holds a file handle, and a data root of 10,000
+shards × many chunks would exhaust them if all stayed open; the least recently used are closed first. Mapping a
+file costs tens of microseconds (``mmap`` directly, not ``numpy.memmap``), reading a sample from a map no syscall."""
+
+
+class _OpenFiles:
+    """A process-wide LRU of memory-mapped chunk files."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.files: OrderedDict[str, mmap.mmap] = OrderedDict()
+        self.owner = os.getpid()
+
+    def resize(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._trim()
+
+    def _trim(self) -> None:
+        while len(self.files) > self.capacity:
+            mapped = self.files.popitem(last=False)[1]
+            try:
+                mapped.close()
+            except BufferError:  # a sample still views it: it closes when that goes
+                pass
+
+    def get(self, path: str) -> mmap.mmap:
+        if self.owner != os.getpid():  # a forked worker: the parent's maps are its own to close
+            self.files, self.owner = OrderedDict(), os.getpid()
+        mapped = self.files.get(path)
+        if mapped is None:
+            handle = os.open(path, os.O_RDONLY)
+            try:
+                mapped = self.files[path] = mmap.mmap(handle, 0, access=mmap.ACCESS_READ)
+            finally:
+                os.close(handle)  # the map keeps its own descriptor
+            self._trim()
+        else:
+            self.files.move_to_end(path)
+        return mapped
+
+
+_OPEN_FILES = _OpenFiles(OPEN_CHUNK_FILES)
 
 
 def _numpy_dtype(data_format: str) -> np.dtype:
@@ -47,6 +110,7 @@ class ShardReader:
         self.samples_per_pass = sum(self.items_per_chunk)
         self._natural_ends = np.cumsum(self.items_per_chunk).tolist()
         self.dtype = _numpy_dtype(shard.data_format)
+        self._chunk_paths = [os.path.join(str(shard.path), name) for name in shard.chunk_files]
         # samples keep the shard's integer width (half the inter-process traffic of int64); unsigned types widen
         # to a signed one torch handles everywhere
         self.sample_dtype = {np.dtype("uint16"): np.dtype("int32"), np.dtype("uint32"): np.dtype("int64")}.get(self.dtype, self.dtype)
@@ -54,12 +118,11 @@ class ShardReader:
         self._order: list[int] = []
         self._ends: list[int] = []
         self._item_orders: OrderedDict[tuple[int, int], list[int]] = OrderedDict()
-        self._maps: dict[int, np.memmap] = {}
 
     def __getstate__(self) -> dict:
         # memory maps and caches are per process: rebuilt lazily in each DataLoader worker
         state = self.__dict__.copy()
-        state.update(_pass=-1, _order=[], _ends=[], _item_orders=OrderedDict(), _maps={})
+        state.update(_pass=-1, _order=[], _ends=[], _item_orders=OrderedDict())
         return state
 
     def _enter_pass(self, pass_index: int) -> None:
@@ -90,16 +153,6 @@ class ShardReader:
         offset = within - (self._ends[slot - 1] if slot else 0)
         return chunk, self._item_order(pass_index, chunk)[offset]
 
-    def _chunk_map(self, chunk: int) -> np.memmap:
-        mapped = self._maps.get(chunk)
-        if mapped is None:
-            header_bytes = (self.shard.chunk_items[chunk] + 2) * 4
-            path = self.shard.path / self.shard.chunk_files[chunk]
-            mapped = np.memmap(path, dtype=self.dtype, mode="r", offset=header_bytes,
-                               shape=(self.shard.chunk_tokens[chunk],))
-            self._maps[chunk] = mapped
-        return mapped
-
     def read(self, position: int) -> np.ndarray:
         return self._read_item(*self.locate(position))
 
@@ -109,5 +162,14 @@ class ShardReader:
         return self._read_item(chunk, index - (self._natural_ends[chunk - 1] if chunk else 0))
 
     def _read_item(self, chunk: int, item: int) -> np.ndarray:
-        start = item * self.block_tokens
-        return np.array(self._chunk_map(chunk)[start : start + self.block_tokens], dtype=self.sample_dtype)
+        width = self.dtype.itemsize
+        offset = (self.shard.chunk_items[chunk] + 2) * 4 + item * self.block_tokens * width
+        path = self._chunk_paths[chunk]
+        mapped = _OPEN_FILES.get(path)
+        if offset + self.block_tokens * width > len(mapped):
+            raise DataError(f"shard {self.shard.id!r}: {path} ends before its sample {item:,} (the file shrank after "
+                            "discovery). Re-create the shard.")
+        view = np.frombuffer(mapped, dtype=self.dtype, count=self.block_tokens, offset=offset)
+        sample = view.astype(self.sample_dtype)  # a copy: the map may close once no sample views it
+        del view
+        return sample

@@ -64,6 +64,7 @@ class Trainer:
         self.budget, self.schedule, self.settings = budget, schedule, settings
         self.val_sets, self.save, self.domain_tokens = val_sets, save, domain_tokens
         self.metrics = metrics  # has log_dict(metrics, step)
+        self.data_wait_s = 0.0
 
     def fit(self, counters: Counters, stop_request: StopRequest) -> str:
         """Train from ``counters`` until a stop criterion; returns why it stopped (``finished`` if the horizon was
@@ -112,10 +113,14 @@ class Trainer:
             group["lr"] = lr
         total = torch.zeros((), device=fabric.device)
         for i in range(accumulation):
-            batch = next(batches).to(fabric.device, non_blocking=True).long()
+            waited = time.perf_counter()
+            batch = next(batches)
+            self.data_wait_s += time.perf_counter() - waited  # host time spent waiting for the loader
+            batch = batch.to(fabric.device, non_blocking=True).long()
             with fabric.no_backward_sync(model, enabled=i < accumulation - 1):
-                logits = model(batch[:, :-1])
-                loss = chunked_cross_entropy(logits, batch[:, 1:])
+                # contiguous inputs and targets, as litgpt's loop feeds them (a strided view costs the compiled model)
+                logits = model(batch[:, :-1].contiguous())
+                loss = chunked_cross_entropy(logits, batch[:, 1:].contiguous())
                 fabric.backward(loss / accumulation)
             total += loss.detach()
         if self.settings.max_norm is not None:
@@ -146,7 +151,8 @@ class Trainer:
         loss = self.fabric.all_reduce(window.mean_loss(), reduce_op="mean").item()
         now = time.perf_counter()
         steps = counters.step - window.start_step
-        tokens_per_s = steps * self.budget.tokens_per_step / max(now - window.start_time, 1e-9)
+        elapsed = max(now - window.start_time, 1e-9)
+        tokens_per_s = steps * self.budget.tokens_per_step / elapsed
         metrics = {
             "train/loss": loss,
             "train/lr": lr,
@@ -154,6 +160,7 @@ class Trainer:
             "train/tokens": counters.step * self.budget.tokens_per_step,
             "train/iter": counters.iter_num,
             "train/time_s": now - self.fit_started,
+            "train/data_wait_share": (self.data_wait_s - window.data_wait_s) / elapsed,
         }
         metrics.update({f"data/{domain}/tokens": tokens for domain, tokens in self.domain_tokens().items()})
         self.metrics.log_dict(metrics, step=counters.step)
@@ -161,7 +168,7 @@ class Trainer:
             f"step {counters.step:,}/{self.budget.total_steps:,} | loss {loss:.4f} | lr {lr:.3e} | "
             f"{tokens_per_s:,.0f} tok/s"
         )
-        window.reset(now, counters.step)
+        window.reset(now, counters.step, self.data_wait_s)
 
     def log_validation(self, step: int) -> dict[str, float]:
         started = time.perf_counter()
@@ -176,10 +183,10 @@ class _Window:
     """Losses and time since the last log line."""
 
     def __init__(self, start_time: float, start_step: int) -> None:
-        self.reset(start_time, start_step)
+        self.reset(start_time, start_step, 0.0)
 
-    def reset(self, start_time: float, start_step: int) -> None:
-        self.start_time, self.start_step = start_time, start_step
+    def reset(self, start_time: float, start_step: int, data_wait_s: float) -> None:
+        self.start_time, self.start_step, self.data_wait_s = start_time, start_step, data_wait_s
         self.losses: list[torch.Tensor] = []
 
     def add(self, loss: torch.Tensor) -> None:

@@ -169,6 +169,8 @@ def _train(fabric, strategy, plan: RunPlan, stop_request: StopRequest) -> int:
         return EXIT_PREEMPTED
     metrics.finalize()
     fabric.print(f"Stopped at step {counters.step:,} of {budget.total_steps:,}: {reason}")
+    if fabric.device.type == "cuda":
+        fabric.print(f"Peak memory: {torch.cuda.max_memory_allocated(fabric.device) / 1e9:.2f} GB")
     if reason.startswith(REQUEUE_REASONS):
         fabric.print(f"Exiting with status {EXIT_PREEMPTED} (preempted): resume with --resume=auto to continue exactly.")
         return EXIT_PREEMPTED

@@ -98,3 +98,21 @@ def test_help_for_each_subcommand(command, capsys):
         main([command, "--help"])
     assert info.value.code == 0
     assert "--config" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["mix", "--data.data_path", "{root}", "--max_tokens", "3200", "--seq_length", "31"],
+                                  ["--help"], ["sweep", "--help"], ["prepare", "--help"]])
+def test_light_commands_load_neither_torch_nor_litgpt_nor_lightning(data_root, argv):
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom midtrain.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'litgpt', 'lightning') if m in sys.modules), file=sys.stderr)")
+    args = [a.replace("{root}", str(data_root)) for a in argv]
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert result.stderr.strip().splitlines()[-1] == "[]", result.stderr[-2000:]
+
+
+def test_an_unknown_command_suggests_the_close_one(capsys):
+    assert main(["prepar"]) == 2
+    assert "Did you mean 'prepare'?" in capsys.readouterr().err

@@ -239,3 +239,24 @@ def test_two_gloo_processes_read_disjoint_exact_streams(data_root, tmp_path):
     for shard_id in ("main/1", "c1"):
         merged = [t for pair in zip(*[[t for t in tk if source(t) == shard_id] for tk in tokens]) for t in pair]
         assert merged == shard_order(data_root, shard_id, len(merged))
+
+
+def test_open_chunk_files_stay_bounded_and_samples_stay_right(data_root):
+    """Many shards × chunks never exhaust file handles: the least recently used chunk files are closed."""
+    import os
+
+    from midtrain.data.shard_reader import _OPEN_FILES
+
+    capacity = _OPEN_FILES.capacity
+    try:
+        _OPEN_FILES.resize(0)
+        before = len(os.listdir("/proc/self/fd"))
+        _OPEN_FILES.resize(2)
+        module = make_module(data_root, mix_weights_str="main:0.4,code:0.3,math:0.3", num_workers=0)
+        tokens = first_tokens(module.train_dataloader(), 100)
+        assert len(_OPEN_FILES.files) <= 2 and len(os.listdir("/proc/self/fd")) <= before + 2
+        _OPEN_FILES.resize(capacity)
+        reference = make_module(data_root, mix_weights_str="main:0.4,code:0.3,math:0.3", num_workers=0)
+        assert first_tokens(reference.train_dataloader(), 100) == tokens
+    finally:
+        _OPEN_FILES.resize(capacity)

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from midtrain.data.schedule import SCALE, ExactSchedule, RandomSchedule, quantise
+from midtrain.data.schedule import SCALE, ExactSchedule, RandomSchedule, quantise, scan_exact
 
 
 def random_mixture(rng: random.Random) -> list[float]:
@@ -67,3 +67,31 @@ def test_random_schedule_is_counter_based_and_resumable():
 def test_schedule_rejects_bad_weights():
     with pytest.raises(ValueError):
         ExactSchedule([1, 2])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_class_heaps_give_the_scanning_greedys_sequence(seed):
+    """Equal weights (a domain split over its shards, and the +1 quantisation leaves) and distinct ones, from a
+    fresh start and from a resumed state, calls of several lengths."""
+    rng = random.Random(seed)
+    domains = [rng.random() for _ in range(rng.randint(1, 4))]
+    raw = [w for w in domains for _ in range(rng.randint(1, 40))] + [rng.random() for _ in range(rng.randint(0, 5))]
+    int_weights = quantise(raw)
+    position = rng.choice([0, 0, 1234])
+    start = scan_exact(int_weights, 0, [0] * len(raw), position)
+    counts_a = [start.count(i) for i in range(len(raw))]
+    counts_b = list(counts_a)
+    schedule = ExactSchedule(int_weights)
+    for length in (1, 7, 64, 300):
+        assert schedule.run(position, counts_a, length) == scan_exact(int_weights, position, counts_b, length)
+        position += length
+    assert counts_a == counts_b
+
+
+def test_ten_thousand_equal_shards_cost_little_per_sample():
+    """Not a timing test: the work per sample is a handful of class heads, not 10,000 shards."""
+    schedule = ExactSchedule(quantise([1.0] * 10_000))
+    assert len(schedule.weights) == 10_000
+    counts = [0] * 10_000
+    chosen = schedule.run(0, counts, 20_000)
+    assert len(schedule._classes) <= 2 and max(counts) - min(counts) <= 1 and len(set(chosen[:10_000])) == 10_000
