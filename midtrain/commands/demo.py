@@ -18,7 +18,7 @@ BRANCHES = ("code", "math", "control")
 SHARD_DIRS = {"main": "1", "code": "c1", "math": "m1", "instruct": "i1"}
 DOMAIN_ORDER = ["main", "code", "math", "instruct"]
 
-# The full demo (README numbers) and a reduced one (seconds, for CI): corpus size, tokenizer, and config overrides.
+# The full demo (the numbers in docs/demo.md) and a reduced one (seconds, for CI): corpus size, tokenizer, and config overrides.
 SIZES = {
     "full": {"corpus_bytes": None, "math_count": 40_000, "vocab_size": 4096, "overrides": [],
              "eval_tokens": 50_000, "sft_prompt": {"prompt_style": "alpaca", "mask_prompt": True}},

@@ -214,7 +214,24 @@ def test_an_interrupted_prepare_exits_non_zero_publishes_nothing_and_leaves_no_p
     assert "Interrupted" in err and "temporary folders were removed" in err
     assert sorted(p.name for p in (root / "train").iterdir()) == []  # nothing published, no hidden folder left
     assert not (root / "val").exists() or not any((root / "val").iterdir())
-    time.sleep(0.5)
     for pid in children:  # the optimize child and, through its process group, litdata's workers
-        group_alive = subprocess.run(["pgrep", "-g", pid], capture_output=True, text=True).stdout.split()
-        assert group_alive == [], f"processes left running in group {pid}: {group_alive}"
+        deadline = time.monotonic() + 10
+        while (running := _running_in_group(pid)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert running == [], f"processes left running in group {pid}: {running}"
+
+
+def _running_in_group(pgid: str) -> list[str]:
+    """Members of a process group that still run (killed ones may linger as zombies until init reaps them)."""
+    import subprocess
+
+    members = subprocess.run(["pgrep", "-g", pgid], capture_output=True, text=True).stdout.split()
+    running = []
+    for pid in members:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state not in ("Z", "X"):
+            running.append(pid)
+    return running
