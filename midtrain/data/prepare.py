@@ -405,28 +405,27 @@ def prepare_shard(
         "val_fraction": val_fraction,
         "eos_after_every_document": True,
     }
-    records, written = [], []
+    records: list[dict] = []
     locks = [FolderLock(target.parent / f".{target.name}.lock", flag, target, "prepare") for _, target, flag in targets]
-    stop_signals = _stop_signals_raise()
-    try:
-        stop_signals.__enter__()
-        for lock in locks:
-            lock.acquire()
-        for split, target, _ in targets:
-            fn = TokenizeUnit(encoder, text_key, split, val_fraction, batch_size,
-                              str(target.parent / f".{target.name}.stats-{os.getpid()}"), hf)
-            partial, record = write_split(units, fn, target, num_workers, chunk_tokens, manifest)
-            written.append((partial, target))
-            records.append(record)
-        publish_splits(written)
-    except BaseException:
-        for partial, _ in written:
-            shutil.rmtree(partial, ignore_errors=True)
-        raise
-    finally:
-        for lock in locks:
-            lock.release()
-        stop_signals.__exit__()
+    written: list[tuple[Path, Path]] = []
+    with _stop_signals_raise():  # Ctrl-C or SIGTERM: the temporary folders go, nothing half-done is published
+        try:
+            for lock in locks:
+                lock.acquire()
+            for split, target, _ in targets:
+                fn = TokenizeUnit(encoder, text_key, split, val_fraction, batch_size,
+                                  str(target.parent / f".{target.name}.stats-{os.getpid()}"), hf)
+                partial, record = write_split(units, fn, target, num_workers, chunk_tokens, manifest)
+                written.append((partial, target))
+                records.append(record)
+            publish_splits(written)
+        except BaseException:
+            for partial, _ in written:
+                shutil.rmtree(partial, ignore_errors=True)
+            raise
+        finally:
+            for lock in locks:
+                lock.release()
     for (split, target, _), record in zip(targets, records):
         log.info("Wrote %s split: %s documents, %s tokens -> %s", split, f"{record['documents']:,}",
                  f"{record['tokens']:,}", target)

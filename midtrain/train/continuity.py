@@ -68,7 +68,7 @@ class LRJump:
 
 
 _SCHEDULE_FIELDS = (
-    ("form", "LR computed per {}"), ("name", "scheduler"), ("peak_lr", "peak"), ("min_lr", "min_lr"),
+    ("name", "scheduler"), ("peak_lr", "peak"), ("min_lr", "min_lr"),
     ("warmup_steps", "warmup (steps)"), ("warmup_iters", "warmup (micro-iterations)"),
     ("total_steps", "horizon (steps)"), ("horizon_iters", "horizon (micro-iterations)"),
     ("decay_start_step", "wsd decay start (step)"), ("accumulation_iters", "micro-iterations per step"),
@@ -94,14 +94,15 @@ def lr_jump(parent_info: dict, schedule_record: dict, lr_first: float, step: int
         jump.reasons.append("the checkpoint does not record the schedule it was on (written before midtrain recorded "
                             "it, or by litgpt)")
     else:
-        for key, label in _SCHEDULE_FIELDS:
-            old, new = parent.get(key), schedule_record.get(key)
-            if key == "form":
+        old_form, new_form = parent.get("form"), schedule_record.get("form")
+        if old_form != new_form:  # the fields of two forms do not compare one by one
+            jump.reasons.append(f"LR computed per {'micro-iteration' if new_form == 'iteration' else 'step'} "
+                                f"(was per {'micro-iteration' if old_form == 'iteration' else 'step'})")
+        else:
+            for key, label in _SCHEDULE_FIELDS:
+                old, new = parent.get(key), schedule_record.get(key)
                 if old != new:
-                    jump.reasons.append(f"LR computed per {'micro-iteration' if new == 'iteration' else 'step'} "
-                                        f"(was per {'micro-iteration' if old == 'iteration' else 'step'})")
-            elif (old is not None or new is not None) and old != new and parent.get("form") == schedule_record.get("form"):
-                jump.reasons.append(f"{label} {_show(old)} -> {_show(new)}")
+                    jump.reasons.append(f"{label} {_show(old)} -> {_show(new)}")
     for key, value in (("global_batch_size", global_batch_size), ("tokens_per_step", tokens_per_step)):
         old = parent_info.get(key)
         if old is not None and old != value:
