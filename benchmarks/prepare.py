@@ -5,7 +5,9 @@
 Text: the CPython standard library's ``.py`` files (real code, present on any machine with Python), as JSONL
 documents. Tokenizer: a byte-level BPE of 4,096 tokens trained on part of it. ``raw`` is ``encode_batch`` over
 the same documents split across the same number of processes (encode time only, no I/O); ``prepare`` is the
-whole command end to end (reading, encoding, writing chunks with litdata.optimize, manifest). Prints the ratio.
+whole command end to end (reading, encoding, writing chunks with litdata.optimize, manifest). Prints the ratio,
+for eight input files and for the same text as one file (which prepare cuts into line-aligned parts per worker),
+and each case's speed-up over one process.
 """
 
 from __future__ import annotations
@@ -67,19 +69,33 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         tokenizer_dir = train_bpe_tokenizer(docs[: max(1, len(docs) // 8)], root / "tokenizer", vocab_size=4096)
-        # several input files so that prepare's workers have units to share
+        # eight input files, and the same text as one file (which prepare cuts into parts, one share per worker)
         files = [root / f"part{i}.jsonl" for i in range(8)]
         for i, path in enumerate(files):
             path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs[i::8]))
+        one_file = root / "whole.jsonl"
+        one_file.write_text("".join(path.read_text() for path in files))
         print(f"{len(docs):,} documents, {sum(len(d.encode()) for d in docs) / 1e6:.1f} MB of Python source")
-        print(f"{'processes':>9} {'raw Mtok/s':>11} {'prepare Mtok/s':>15} {'prepare/raw':>12}")
-        for processes in args.processes:
-            raw = raw_rate(str(tokenizer_dir / "tokenizer.json"), docs, processes)
+        # the fixed cost of one prepare (litgpt's tokenizer in this process, litdata's worker start-up), paid once
+        # per shard whatever its size; the first call also pays this process's imports, kept out of the table
+        (root / "tiny.jsonl").write_text(json.dumps({"text": docs[0]}) + "\n")
+        for attempt in range(2):
             start = time.perf_counter()
-            record = prepare_shard(root / f"out{processes}", tokenizer_dir, [str(p) for p in files], num_workers=processes)[0]
-            ours = record["tokens"] / (time.perf_counter() - start)
-            print(f"{processes:>9} {raw / 1e6:>11.2f} {ours / 1e6:>15.2f} {ours / raw:>12.2f}")
-
+            prepare_shard(root / f"tiny{attempt}", tokenizer_dir, [str(root / "tiny.jsonl")])
+        print(f"fixed start-up of one prepare: {time.perf_counter() - start:.1f} s (in every row below)")
+        print(f"{'inputs':>8} {'processes':>9} {'raw Mtok/s':>11} {'prepare Mtok/s':>15} {'prepare/raw':>12} "
+              f"{'vs 1 process':>13}")
+        raw = {processes: raw_rate(str(tokenizer_dir / "tokenizer.json"), docs, processes) for processes in args.processes}
+        for label, inputs in (("8 files", files), ("1 file", [one_file])):
+            single = None
+            for processes in args.processes:
+                start = time.perf_counter()
+                record = prepare_shard(root / f"out-{label[0]}-{processes}", tokenizer_dir, [str(p) for p in inputs],
+                                       num_workers=processes)[0]
+                ours = record["tokens"] / (time.perf_counter() - start)
+                single = single or ours
+                print(f"{label:>8} {processes:>9} {raw[processes] / 1e6:>11.2f} {ours / 1e6:>15.2f} "
+                      f"{ours / raw[processes]:>12.2f} {ours / single:>13.2f}")
 
 if __name__ == "__main__":
     main()

@@ -14,6 +14,10 @@ from midtrain.errors import ConfigError
 
 BOS_TOKEN = "<|bos|>"
 EOS_TOKEN = "<|endoftext|>"
+# the files that define a tokenization (their hash is a shard's tokenizer fingerprint), and those a checkpoint
+# carries with it, as litgpt's checkpoints do
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
+CHECKPOINT_TOKENIZER_FILES = (*TOKENIZER_FILES, "generation_config.json")
 
 
 def train_bpe_tokenizer(texts: Iterable[str], out_dir: Path, vocab_size: int = 1024) -> Path:

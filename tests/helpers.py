@@ -68,3 +68,26 @@ def fork_cosine(it: int, max_lr: float, warmup_iters: int, min_lr: float, horizo
         return min_lr
     ratio = (it - warmup_iters) / (horizon_iters - warmup_iters)
     return min_lr + 0.5 * (1 + math.cos(math.pi * ratio)) * (max_lr - min_lr)
+
+
+# The defaults of ``midtrain.train.args.TrainArgs`` as plain data, so that pure-logic unit tests (budgets, LR
+# schedules) run without importing litgpt and torch; tests/integration/test_compat.py checks they match the class.
+TRAIN_ARGS_DEFAULTS = {
+    "save_interval": 1000, "log_interval": 1, "global_batch_size": 64, "micro_batch_size": 4, "lr_warmup_steps": None,
+    "lr_warmup_fraction": None, "epochs": None, "max_tokens": None, "max_steps": None, "max_time": None,
+    "max_seq_length": None, "tie_embeddings": None, "max_norm": None, "min_lr": 6e-05, "max_additional_steps": None,
+    "max_iters": None, "lr_scheduler": "cosine", "stable_steps": None, "decay_fraction": None, "max_lr": None,
+    "lr_warmup_iters": None, "lr_horizon_iters": None, "dialect": "auto", "init_lr": None,
+    "initial_sampling_rate": None, "episode_length": None, "freeze_sampling_rate": None, "data_scheduler": None,
+    "reset_optimizer": False, "keep_last_checkpoints": None, "keep_checkpoint_steps": [],
+}
+
+
+def train_settings(**overrides):
+    """``TrainArgs(**overrides)`` as a plain namespace (same fields, same defaults)."""
+    from types import SimpleNamespace
+
+    unknown = set(overrides) - set(TRAIN_ARGS_DEFAULTS)
+    if unknown:
+        raise TypeError(f"TrainArgs has no field(s) {sorted(unknown)}")
+    return SimpleNamespace(**{**TRAIN_ARGS_DEFAULTS, "keep_checkpoint_steps": [], **overrides})

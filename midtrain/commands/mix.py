@@ -37,6 +37,9 @@ def mix(
         format: ``table`` for people, ``json`` for scripts.
     """
     mixture = resolve_mixture(data)
+    if mixture.schedule is not None:
+        raise ConfigError("--data.mix_schedule changes the mixture at optimizer steps, so its plan needs the run's "
+                          "batch size and length: give the run's config, 'midtrain mix --config run.yaml'.")
     return _show(mixture, mixture.plan(seq_length, max_tokens, data.max_passes), format)
 
 
@@ -48,7 +51,9 @@ def _show(mixture, plan, format: str, extra: dict | None = None, header: list[st
     if format == "json":
         print(json.dumps(payload, indent=2))
     else:
-        print(f"Training shards: {mixture.train_root}   mixture: {mixture.spec.describe()} ({mixture.spec.flag})")
+        described = (f"{len(mixture.schedule.phases)} phases (--data.mix_schedule)" if mixture.schedule is not None
+                     else f"{mixture.spec.describe()} ({mixture.spec.flag})")
+        print(f"Training shards: {mixture.train_root}   mixture: {described}")
         print("\n".join([*(header or []), render_plan(plan)]))
         held_out = ", ".join(f"{d} {t:,} tokens" for d, t in validation.items()) or "none"
         print(f"\nValidation data ({mixture.val_root or 'no validation root'}): {held_out}")

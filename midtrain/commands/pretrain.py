@@ -105,7 +105,7 @@ def pretrain(
 
 def run_settings(**arguments: Any):
     """The run's settings from ``pretrain``'s arguments (also how ``midtrain mix`` reads a pretrain config)."""
-    from midtrain.train.startup import RunSettings
+    from midtrain.train.settings import RunSettings
 
     settings = RunSettings(**{**arguments, "out_dir": Path(arguments["out_dir"])})
     settings.config_dump = config_dump(settings)

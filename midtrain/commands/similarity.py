@@ -9,7 +9,7 @@ from typing import Literal
 
 from midtrain.data.domains import DomainRegistry
 from midtrain.errors import ConfigError
-from midtrain.eval.corpora import CorpusSpec, parse_corpora, read_sample, truncate
+from midtrain.analysis.corpora import CorpusSpec, parse_corpora, read_sample, truncate
 
 
 def similarity(
@@ -66,8 +66,8 @@ def similarity(
     """
     import numpy as np
 
-    from midtrain.eval.bridge import bridge_report
-    from midtrain.eval.similarity import cosine_matrix, token_similarity_matrix
+    from midtrain.analysis.bridge import bridge_report
+    from midtrain.analysis.similarity import cosine_matrix, token_similarity_matrix
 
     specs = parse_corpora(list(corpora))
     names = [s.name for s in specs]
@@ -103,7 +103,7 @@ def similarity(
         print(f"  {spec.name}: {common:,} of {sizes[spec.name]:,} sampled tokens used, from {spec.path}", flush=True)
     matrices = {"token": token_similarity_matrix(samples, ngram)}
     if loaded is not None:
-        from midtrain.eval.hidden_states import mean_hidden_state
+        from midtrain.analysis.hidden_states import mean_hidden_state
 
         vectors = np.stack([mean_hidden_state(loaded.model, samples[n], loaded.device, micro_batch_size) for n in names])
         matrices["model"] = cosine_matrix(vectors)

@@ -6,14 +6,17 @@ import contextlib
 import io
 import shlex
 import subprocess
+from importlib import resources
 from pathlib import Path
 
 import yaml
 
+from midtrain.commands.dispatch import run_command
 from midtrain.errors import ConfigError, MidtrainError
 from midtrain.sweeps import expand, load_spec
 
-SBATCH_SCRIPT = Path(__file__).resolve().parents[2] / "training_scripts" / "pretrain.sbatch"
+# package data (training_scripts/pretrain.sbatch links to it), so that an installed wheel prints a script that exists
+SBATCH_SCRIPT = Path(str(resources.files("midtrain") / "slurm" / "pretrain.sbatch"))
 
 
 def sweep(spec: Path, out_dir: Path, validate: bool = True, submit: bool = False, sbatch_args: str = "") -> int:
@@ -28,8 +31,6 @@ def sweep(spec: Path, out_dir: Path, validate: bool = True, submit: bool = False
         submit: Call ``sbatch``; otherwise print the command.
         sbatch_args: Extra ``sbatch`` options, e.g. ``"--partition=gpu --gpus-per-node=8 --ntasks-per-node=8"``.
     """
-    from midtrain.cli import main
-
     points = expand(load_spec(spec), Path(spec).resolve().parent)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -45,12 +46,15 @@ def sweep(spec: Path, out_dir: Path, validate: bool = True, submit: bool = False
     if validate:
         failures = []
         for path in paths:
-            captured_out, captured_err = io.StringIO(), io.StringIO()
-            with contextlib.redirect_stdout(captured_out), contextlib.redirect_stderr(captured_err):
-                status = main(["pretrain", "--config", str(path), "--dry_run=true"])
-            print(f"  {'ok ' if status == 0 else 'FAIL'} {path.name}")
-            if status != 0:
-                failures.append(f"{path.name}: {captured_err.getvalue().strip().splitlines()[-1]}")
+            try:
+                with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                    run_command(["pretrain", "--config", str(path), "--dry_run=true"])
+                problem = None
+            except MidtrainError as exc:
+                problem = f"{type(exc).__name__}: " + " ".join(line.strip() for line in str(exc).splitlines())
+            print(f"  {'ok ' if problem is None else 'FAIL'} {path.name}")
+            if problem is not None:
+                failures.append(f"{path.name}: {problem}")
         if failures:
             raise ConfigError(f"{len(failures)} of {len(paths)} generated configs fail the dry run (nothing was "
                               "submitted):\n" + "\n".join(f"  - {f}" for f in failures))

@@ -12,8 +12,8 @@ from typing import Literal
 @dataclass
 class MixtureArgs:
     """Where the shards are and how to mix them. Give the mixture in one of ``mix_weights_str``,
-    ``mix_weights``, ``literal_weights_str`` or ``mix_config_path`` (optionally with ``proportional_sampling``);
-    with none of them, all training data comes from ``main``."""
+    ``mix_weights``, ``literal_weights_str`` or ``mix_config_path`` (optionally with ``proportional_sampling``),
+    or as phases in ``mix_schedule``; with none of them, all training data comes from ``main``."""
 
     data_path: Path
     """Data root: numbered shard folders (1, 2, ...) are the main corpus, typed folders (c1, m1, ...) other
@@ -30,6 +30,10 @@ class MixtureArgs:
     """JSON file ``{"weights": {"main": 0.88, "math": 0.12}}`` (the paper's format)."""
     proportional_sampling: bool = False
     """Weight each shard by its size in tokens; per-domain weights, if given, multiply these."""
+    mix_schedule: list[dict] | None = None
+    """Instead of one mixture: phases ``{start_step, <one mixture form>, ramp_steps}`` that change the mixture at
+    optimizer steps inside the run, optionally ramping linearly from the mixture before (see
+    ``midtrain.data.mix_schedule``). Needs ``midtrain pretrain`` (plain litgpt does not tell the data the step)."""
     domain_split: Literal["equal", "size"] = "equal"
     """How a domain's weight is split across its shards: equally, or by their sizes in tokens."""
     domain_prefixes: dict[str, str] = field(default_factory=dict)

@@ -8,9 +8,12 @@ from pathlib import Path
 from midtrain.data.args import MixtureArgs
 from midtrain.data.discovery import Shard, discover_shards, held_out_shards, resolve_data_roots
 from midtrain.data.domains import DomainRegistry
+from midtrain.data.mix_schedule import ScheduleSource, parse_phases
 from midtrain.data.plan import MixturePlan, make_plan
 from midtrain.data.spec import MixtureSpec, build_spec, resolve_weights
-from midtrain.errors import ConfigError
+from midtrain.errors import ConfigError, Problems
+
+SINGLE_MIXTURE_KEYS = ("mix_weights_str", "mix_weights", "literal_weights_str", "mix_config_path", "proportional_sampling")
 
 
 @dataclass(frozen=True)
@@ -23,8 +26,13 @@ class ResolvedMixture:
     weights: dict[str, float]
     val_shards: tuple[Shard, ...]
     """Held-out shards (any domain found under the validation root), or none."""
+    schedule: ScheduleSource | None = None
+    """``mix_schedule``'s phases with their resolved weights (``weights`` is then the first phase's)."""
 
     def used_shards(self) -> list[Shard]:
+        if self.schedule is not None:
+            used = self.schedule.used_shards()
+            return [s for s in self.shards if s.id in used]
         return [s for s in self.shards if self.weights[s.id] > 0]
 
     def plan(
@@ -44,7 +52,14 @@ def resolve_mixture(args: MixtureArgs) -> ResolvedMixture:
     if args.sampling not in ("exact", "random"):
         raise ConfigError(f"--data.sampling={args.sampling!r} is not one of 'exact', 'random'. Use one of them.")
     registry = DomainRegistry.with_extra(args.domain_prefixes)
-    spec = build_spec(
+    phases = None
+    if args.mix_schedule is not None:
+        single = [f"--data.{key}" for key in SINGLE_MIXTURE_KEYS if getattr(args, key) not in (None, False)]
+        if single:
+            raise ConfigError(f"--data.mix_schedule and {', '.join(single)} are both set: a schedule gives every "
+                              "phase's mixture itself. Move the mixture into the phases, or drop mix_schedule.")
+        phases = parse_phases(args.mix_schedule)
+    spec = phases[0].spec if phases else build_spec(
         mix_weights_str=args.mix_weights_str,
         mix_weights=args.mix_weights,
         literal_weights_str=args.literal_weights_str,
@@ -59,7 +74,19 @@ def resolve_mixture(args: MixtureArgs) -> ResolvedMixture:
             "shards (made with 'midtrain prepare --val_fraction'), or leave it unset."
         )
     shards = tuple(discover_shards(train_root, registry))
-    weights = resolve_weights(spec, shards, registry)
+    schedule = None
+    if phases:  # every phase resolved now: a missing shard or domain in any phase fails before training
+        problems, resolved = Problems(), []
+        for phase in phases:
+            try:
+                resolved.append(resolve_weights(phase.spec, shards, registry))
+            except ConfigError as exc:
+                problems.add(str(exc).replace("--data.", f"--data.mix_schedule[{phase.index}]."))
+        problems.raise_if_any(ConfigError)
+        schedule = ScheduleSource(tuple(phases), tuple(resolved))
+        weights = resolved[0]
+    else:
+        weights = resolve_weights(spec, shards, registry)
     # held-out data is checked now too, so a broken validation shard fails before training, not at the first eval
     val_shards = () if val_root is None else tuple(held_out_shards(val_root, registry))
-    return ResolvedMixture(spec, registry, train_root, val_root, shards, weights, val_shards)
+    return ResolvedMixture(spec, registry, train_root, val_root, shards, weights, val_shards, schedule)

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from midtrain.data.args import MixtureArgs
 from midtrain.data.mixture import ResolvedMixture, resolve_mixture
-from midtrain.data.plan import MixturePlan
+from midtrain.data.plan import MixturePlan, SchedulePlan, make_schedule_plan
 from midtrain.data.stream import MixedStreamLoader, build_train_loader
 from midtrain.data.validation import HeldOutBlocks, domain_sets
 from midtrain.errors import ConfigError, DataError
@@ -68,15 +68,28 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
         return self.mixture.plan(self.seq_length, max_tokens, self.max_passes, start_samples)
 
     def train_dataloader(self, rank: int | None = None, world_size: int | None = None,
-                         vocab_size: int | None = None) -> MixedStreamLoader:
+                         vocab_size: int | None = None, start_step: int = 0,
+                         samples_per_step: int | None = None) -> MixedStreamLoader:
         """Rank and world size default to the running process group's (or the launcher's environment); with
-        ``vocab_size``, a token id at or above it stops the stream with an error naming the shard."""
+        ``vocab_size``, a token id at or above it stops the stream with an error naming the shard. ``start_step``
+        and ``samples_per_step`` (this rank's samples per optimizer step) give the stream its clock: the steps of
+        ``mix_schedule`` (required for it) and the start step recorded with each phase."""
         mixture = self.mixture
-        members = mixture.used_shards()
         self.plan(None)  # every used shard holds at least one sample of this length
+        schedule = mixture.schedule
+        if schedule is None:
+            members = mixture.used_shards()
+        else:
+            if samples_per_step is None:
+                raise ConfigError(
+                    "--data.mix_schedule counts in optimizer steps, which only 'midtrain pretrain' tells the data "
+                    "module (plain 'litgpt pretrain' does not). Run the config with midtrain pretrain, or give one "
+                    "mixture instead of the schedule.")
+            # every shard that holds a sample: a phase (or the checkpoint's mixture a ramp starts from) may read it
+            members = [s for s in mixture.shards if s.samples(self.block_tokens) > 0]
         return build_train_loader(
             members,
-            [mixture.weights[s.id] for s in members],
+            [mixture.weights.get(s.id, 0.0) for s in members],
             block_tokens=self.block_tokens,
             batch_size=self.batch_size,
             seed=self.seed,
@@ -85,7 +98,18 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
             rank=rank,
             world_size=world_size,
             vocab_size=vocab_size,
+            schedule=schedule,
+            start_step=start_step,
+            samples_per_step=samples_per_step,
         )
+
+    def schedule_plan(self, timeline: list, start_step: int, total_steps: int,
+                      samples_per_step: int, start_samples: dict[str, int] | None = None) -> SchedulePlan:
+        """The plan of a ``mix_schedule`` run from ``start_step`` to ``total_steps`` (``samples_per_step`` over all
+        ranks), per phase and in total."""
+        descriptions = {phase.index: phase.describe() for phase in self.mixture.schedule.phases}
+        return make_schedule_plan(self.mixture.shards, timeline, descriptions, self.seq_length, start_step,
+                                  total_steps, samples_per_step, self.max_passes, start_samples)
 
     def val_datasets(self, default_samples: int | None = None) -> dict[str, HeldOutBlocks]:
         """Each domain's fixed held-out set: its first ``val_samples_per_domain`` samples (else

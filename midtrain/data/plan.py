@@ -137,7 +137,9 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: S
     return "\n".join([line(headers), rule, *(line(r) for r in rows)])
 
 
-def render_plan(plan: MixturePlan) -> str:
+def render_plan(plan: MixturePlan | SchedulePlan, title: str | None = None) -> str:
+    if isinstance(plan, SchedulePlan):
+        return render_schedule_plan(plan)
     budget = "no token budget given (--train.max_tokens)" if plan.max_tokens is None else (
         f"budget {plan.max_tokens:,} tokens = {plan.total_samples:,} sequences of {plan.seq_length:,} tokens"
     )
@@ -170,10 +172,113 @@ def render_plan(plan: MixturePlan) -> str:
     ]
     return "\n".join(
         [
-            f"Mixture plan: {budget}; max passes per shard {plan.max_passes:g}",
+            title or f"Mixture plan: {budget}; max passes per shard {plan.max_passes:g}",
             "",
             format_table(headers, rows, right),
             "",
             format_table(["domain", "tokens", "weight", "planned tokens"], domain_rows, [False, True, True, True]),
         ]
     )
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    """One phase of a mixture schedule within a run: its steps and what it reads (``plan.shards``: the phase's
+    samples per shard; ``passes`` at the phase's end, counting everything read before)."""
+
+    phase: int
+    description: str
+    start_step: int
+    end_step: int
+    plan: MixturePlan
+
+
+@dataclass(frozen=True)
+class SchedulePlan:
+    """The plan of a run with ``mix_schedule``: per phase, and the totals over the run (``max_passes`` is checked
+    on the totals)."""
+
+    phases: tuple[PhasePlan, ...]
+    totals: MixturePlan
+    skipped: tuple[str, ...] = ()
+    """Phases that end before the run's start step (a resume or branch past them)."""
+
+    def to_json(self) -> dict:
+        return {**self.totals.to_json(), "phases": [
+            {"phase": p.phase, "description": p.description, "start_step": p.start_step, "end_step": p.end_step,
+             **p.plan.to_json()} for p in self.phases]}
+
+
+def make_schedule_plan(
+    shards: Sequence[Shard],
+    timeline: Sequence,
+    descriptions: Mapping[int, str],
+    seq_length: int,
+    start_step: int,
+    total_steps: int,
+    samples_per_step: int,
+    max_passes: float | None = None,
+    start_samples: Mapping[str, int] | None = None,
+) -> SchedulePlan:
+    """The plan of steps ``[start_step, total_steps)`` under ``timeline`` (``midtrain.data.mix_schedule.Segment``s),
+    ``samples_per_step`` sequences per optimizer step over all ranks."""
+    used = {i for segment in timeline for i in segment.weights}
+    usable = [s for s in shards if s.id in used]
+    make_plan(usable, {s.id: 1.0 for s in usable}, seq_length, None, max_passes)  # every used shard holds a sample
+    max_passes = DEFAULT_MAX_PASSES if max_passes is None else max_passes
+    read = {s.id: (start_samples or {}).get(s.id, 0) for s in shards}
+    phases: dict[int, dict] = {}
+    for segment in timeline:
+        first, last = max(segment.start_step, start_step), min(segment.end_step or total_steps, total_steps)
+        entry = phases.setdefault(segment.phase, {"start": first, "end": last, "counts": {}, "before": dict(read)})
+        entry["start"], entry["end"] = min(entry["start"], first), max(entry["end"], last)
+        if last <= first:
+            continue
+        for shard_id, count in apportion((last - first) * samples_per_step, segment.weights).items():
+            entry["counts"][shard_id] = entry["counts"].get(shard_id, 0) + count
+            read[shard_id] += count
+    phase_plans, skipped = [], []
+    for index, entry in phases.items():
+        if entry["end"] <= entry["start"]:
+            skipped.append(descriptions[index])
+            continue
+        phase_plans.append(PhasePlan(index, descriptions[index], entry["start"], entry["end"], _plan_of_counts(
+            shards, entry["counts"], entry["before"], seq_length, max_passes)))
+    totals = _plan_of_counts(shards, {i: read[i] - (start_samples or {}).get(i, 0) for i in read},
+                             start_samples or {}, seq_length, max_passes)
+    problems = Problems()
+    for row in totals.shards:
+        if row.passes > max_passes:
+            problems.add(
+                f"shard {row.id!r} ({row.domain}) would be read {row.passes:.2f} times over the whole schedule "
+                f"({row.planned_samples:,} samples from {row.samples:,}"
+                f"{f', after {row.start_samples:,} already read' if row.start_samples else ''}), more than "
+                f"{MAX_PASSES_FLAG}={max_passes:g}. Lower its weight in the phases, add data, or allow it with "
+                f"{MAX_PASSES_FLAG}={math.ceil(row.passes)}.")
+    problems.raise_if_any(DataError)
+    return SchedulePlan(tuple(phase_plans), totals, tuple(skipped))
+
+
+def _plan_of_counts(shards: Sequence[Shard], counts: Mapping[str, int], before: Mapping[str, int], seq_length: int,
+                    max_passes: float) -> MixturePlan:
+    total = sum(counts.values())
+    rows = []
+    for shard in shards:
+        count, start = counts.get(shard.id, 0), before.get(shard.id, 0)
+        if not count and not start:
+            continue
+        samples = shard.samples(seq_length + 1)
+        rows.append(ShardPlan(shard.id, shard.domain, shard.tokens, samples, count / total if total else 0.0, count,
+                              count * seq_length, (start + count) / samples if samples else 0.0, start))
+    return MixturePlan(tuple(rows), seq_length, total * seq_length, total, float(max_passes))
+
+
+def render_schedule_plan(plan: SchedulePlan) -> str:
+    lines = [f"Mixture schedule: {len(plan.phases)} phase(s) in this run; weights are each phase's realised shares"]
+    for skipped in plan.skipped:
+        lines.append(f"  ({skipped}: ended before this run's start)")
+    for phase in plan.phases:
+        lines += ["", f"Phase {phase.phase}, steps {phase.start_step:,} → {phase.end_step:,}: {phase.description}",
+                  render_plan(phase.plan, title=f"{phase.plan.max_tokens:,} tokens; passes at the phase's end")]
+    lines += ["", "Totals over the run:", render_plan(plan.totals)]
+    return "\n".join(lines)

@@ -14,103 +14,31 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from midtrain.data.documents import expand_inputs, load_hf_dataset, read_documents
+from midtrain.data.documents import (FilePart, expand_inputs, file_parts, input_bytes, load_hf_dataset, part_bytes,
+                                     read_documents)
 from midtrain.data.discovery import INDEX_FILE
+from midtrain.data.encoding import EncoderSpec, cached_encoder, encode_batch, tokenizer_fingerprint
 from midtrain.data.token_check import MANIFEST_FILE
 from midtrain.distributed import get_logger
 from midtrain.errors import ConfigError, DataError, Interrupted
 from midtrain.folder_lock import FolderLock
 
 log = get_logger(__name__)
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
 DEFAULT_CHUNK_TOKENS = 1 << 24  # ~64 MB of int32 per chunk file; a chunk loses < one block to its tail
 HF_ROWS_PER_UNIT = 10_000
 
 
-def tokenizer_fingerprint(tokenizer_dir: Path) -> str:
-    digest = hashlib.sha256()
-    for name in TOKENIZER_FILES:
-        path = Path(tokenizer_dir) / name
-        if path.is_file():
-            digest.update(name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def is_held_out(unit_key: str, ordinal: int, val_fraction: float) -> bool:
-    """Deterministic per-document split, independent of worker count and order (and, through ``unit_key``, of
-    where the input files are: see ``split_keys``)."""
+def is_held_out(unit_key: str, position: int, val_fraction: float) -> bool:
+    """Deterministic per-document split by the document's position in its file, independent of the worker count,
+    of how a file is cut into parts, and (through ``unit_key``) of where the input files are: see ``split_keys``."""
     if val_fraction <= 0:
         return False
-    digest = hashlib.blake2b(f"{unit_key}#{ordinal}".encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(f"{unit_key}#{position}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64 < val_fraction
-
-
-def encode_batch(tokenizer, texts: Sequence[str]) -> list[list[int]]:
-    """Token ids of each text as litgpt's ``Tokenizer.encode(text, eos=True)`` gives them, encoded as a batch.
-
-    ``tokenizer`` is a litgpt ``Tokenizer`` or a ``BatchEncoder`` (the same ``backend``, ``processor``, ``bos_id``,
-    ``eos_id`` and ``use_bos``)."""
-    if tokenizer.backend == "huggingface":
-        encoded = [e.ids for e in tokenizer.processor.encode_batch(list(texts), add_special_tokens=True)]
-    else:
-        encoded = tokenizer.processor.encode(list(texts))
-    out = []
-    for ids in encoded:
-        ids = list(ids)
-        if tokenizer.use_bos:
-            if not ids or ids[0] != tokenizer.bos_id:
-                ids.insert(0, tokenizer.bos_id)
-        elif ids and ids[0] == tokenizer.bos_id:
-            ids = ids[1:]
-        if not ids or ids[-1] != tokenizer.eos_id:
-            ids.append(tokenizer.eos_id)
-        out.append(ids)
-    return out
-
-
-@dataclass(frozen=True)
-class EncoderSpec:
-    """What a worker needs to encode like litgpt: the special tokens are decided once, by litgpt's ``Tokenizer`` in
-    the parent process, so that workers need not import litgpt (~4 s each) just to encode."""
-
-    tokenizer_dir: str
-    backend: str
-    bos_id: int | None
-    eos_id: int
-    use_bos: bool
-    vocab_size: int = 0
-
-    @classmethod
-    def from_tokenizer_dir(cls, tokenizer_dir: Path) -> EncoderSpec:
-        from litgpt.tokenizer import Tokenizer
-
-        tokenizer = Tokenizer(tokenizer_dir)
-        if tokenizer.eos_id is None:
-            raise ConfigError(
-                f"--tokenizer_dir={str(tokenizer_dir)!r} defines no EOS token, and prepare ends every document with "
-                "one. Add \"eos_token\" to its tokenizer_config.json."
-            )
-        return cls(str(tokenizer_dir), tokenizer.backend, tokenizer.bos_id, tokenizer.eos_id, tokenizer.use_bos,
-                   tokenizer.vocab_size)
-
-
-class BatchEncoder:
-    """The tokenizer's own processor (``tokenizers`` or ``sentencepiece``) with litgpt's special-token choices."""
-
-    def __init__(self, spec: EncoderSpec) -> None:
-        self.backend, self.bos_id, self.eos_id, self.use_bos = spec.backend, spec.bos_id, spec.eos_id, spec.use_bos
-        if spec.backend == "huggingface":
-            from tokenizers import Tokenizer
-
-            self.processor = Tokenizer.from_file(str(Path(spec.tokenizer_dir) / "tokenizer.json"))
-        else:
-            from sentencepiece import SentencePieceProcessor
-
-            self.processor = SentencePieceProcessor(model_file=str(Path(spec.tokenizer_dir) / "tokenizer.model"))
 
 
 @dataclass
@@ -131,21 +59,20 @@ class TokenizeUnit:
             yield from self._tokenize(unit)
         except DataError as exc:
             # litdata re-raises a worker's error wrapped in its own; the parent reports this message as it is
-            name = hashlib.sha1(unit[0].encode()).hexdigest()
-            Path(self.stats_dir, f"unit-error-{name}.txt").write_text(str(exc))
+            Path(self.stats_dir, f"unit-error-{_unit_name(unit)}.txt").write_text(str(exc))
             raise
 
     def _tokenize(self, unit: tuple) -> Iterator:
         import numpy as np
         import torch
 
-        tokenizer = _cached_encoder(self.encoder)
+        tokenizer = cached_encoder(self.encoder)
         key = unit[0]
         documents = tokens = 0
         largest = -1
         batch: list[str] = []
-        for ordinal, text in enumerate(self._documents(unit)):
-            if is_held_out(key, ordinal, self.val_fraction) != (self.split == "val"):
+        for position, text in self._documents(unit):
+            if is_held_out(key, position, self.val_fraction) != (self.split == "val"):
                 continue
             batch.append(text)
             if len(batch) == self.batch_size:
@@ -157,30 +84,27 @@ class TokenizeUnit:
             for ids in encode_batch(tokenizer, batch):
                 documents, tokens, largest = documents + 1, tokens + len(ids), max(largest, max(ids))
                 yield torch.from_numpy(np.asarray(ids, dtype=np.int32))
-        name = hashlib.sha1(key.encode()).hexdigest()
-        Path(self.stats_dir, f"{name}.json").write_text(json.dumps(
+        Path(self.stats_dir, f"{_unit_name(unit)}.json").write_text(json.dumps(
             {"documents": documents, "tokens": tokens, "max_token_id": largest}))
 
-    def _documents(self, unit: tuple) -> Iterator[str]:
+    def _documents(self, unit: tuple) -> Iterator[tuple[int, str]]:
         if self.hf is None:
-            yield from read_documents(Path(unit[1]), self.text_key)
+            _, path, start, stop, first_position = unit
+            yield from read_documents(Path(path), self.text_key, FilePart(start, stop, first_position))
             return
         dataset = _cached_hf_dataset(self.hf)
         _, start, stop = unit
-        for row in dataset.select(range(start, stop)):
+        for position, row in enumerate(dataset.select(range(start, stop))):
             text = row.get(self.text_key)
             if isinstance(text, str):
-                yield text
+                yield position, text
 
 
-_ENCODERS: dict = {}
+def _unit_name(unit: tuple) -> str:
+    return hashlib.sha1(repr(unit).encode()).hexdigest()
+
+
 _HF_DATASETS: dict = {}
-
-
-def _cached_encoder(spec: EncoderSpec) -> BatchEncoder:
-    if spec not in _ENCODERS:
-        _ENCODERS[spec] = BatchEncoder(spec)
-    return _ENCODERS[spec]
 
 
 def _cached_hf_dataset(hf: tuple[str, str, str | None]):
@@ -197,6 +121,15 @@ def split_keys(files: list[Path]) -> list[str]:
         return [resolved[0].name]
     common = Path(os.path.commonpath([str(p.parent) for p in resolved]))
     return [str(p.relative_to(common)) for p in resolved]
+
+
+def file_units(files: list[Path], num_workers: int) -> list[tuple]:
+    """The work list for litdata's workers: ``(split key, path, start, stop, first position)`` per part of a file.
+    A large JSONL or Parquet file is cut into parts so that every worker has a share of it; which documents are
+    held out does not depend on the cut (it is keyed by each document's position in its file)."""
+    target = part_bytes(sum(input_bytes(p) for p in files), num_workers)
+    return [(key, str(path), part.start, part.stop, part.first_position)
+            for path, key in zip(files, split_keys(files)) for part in file_parts(path, target)]
 
 
 def check_output(path: Path, flag: str, overwrite: bool) -> None:
@@ -386,7 +319,7 @@ def prepare_shard(
         described_inputs = [f"hf:{hf_dataset}:{hf_split}" + (f":{hf_subset}" if hf_subset else "")]
     else:
         files = expand_inputs(inputs)
-        units = [(key, str(p)) for p, key in zip(files, split_keys(files))]
+        units = file_units(files, num_workers)
         hf = None
         described_inputs = [str(p) for p in files]
     targets = [("train", output_dir, "--output_dir")]

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from midtrain.data.discovery import Shard
+from midtrain.data.mix_schedule import ScheduleSource
 from midtrain.data.shard_reader import ShardReader
 from midtrain.data.stream_state import StreamTracker, Transition
 from midtrain.data.token_check import out_of_vocabulary
@@ -37,18 +38,12 @@ class MixedStream(IterableDataset):
     def __iter__(self) -> Iterator[torch.Tensor]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        schedule, position, counts = self.tracker.replay(self.start)
-        bases = self.start["bases"]
-        batch_size = self.batch_size
+        tracker = self.tracker.at(self.start)  # this worker's own copy, run through every batch
         batch = 0
         while True:
-            draws = list(counts)  # counts before this batch: the draw number of each sample's shard
-            chosen = schedule.run(position, counts, batch_size)
-            position += batch_size
+            picks = tracker.advance(self.batch_size)
             if batch % workers == worker:
-                for member in chosen:
-                    stream_pos = self.tracker.stream_position(draws[member], bases[member])
-                    draws[member] += 1
+                for member, stream_pos in picks:
                     sample = self.readers[member].read(stream_pos)
                     if self.vocab_size is not None and sample.max() >= self.vocab_size:
                         raise out_of_vocabulary(self.readers[member].shard, stream_pos, int(sample.max()), self.vocab_size)
@@ -99,9 +94,13 @@ def build_train_loader(
     rank: int | None = None,
     world_size: int | None = None,
     vocab_size: int | None = None,
+    schedule: ScheduleSource | None = None,
+    start_step: int = 0,
+    samples_per_step: int | None = None,
 ) -> MixedStreamLoader:
     if rank is None or world_size is None:
         rank, world_size = rank_and_world_size()
-    tracker = StreamTracker(members, weights, block_tokens, seed, sampling, rank, world_size)
+    tracker = StreamTracker(members, weights, block_tokens, seed, sampling, rank, world_size, schedule, start_step,
+                            samples_per_step)
     readers = [ShardReader(shard, block_tokens, seed) for shard in members]
     return MixedStreamLoader(MixedStream(tracker, readers, batch_size, vocab_size), num_workers)

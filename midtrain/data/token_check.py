@@ -52,6 +52,6 @@ def out_of_vocabulary(shard: Shard, position: int, largest: int, vocab_size: int
 def shard_tokenizer_fingerprint(tokenizer_dir: Path | None) -> str | None:
     if tokenizer_dir is None:
         return None
-    from midtrain.data.prepare import tokenizer_fingerprint
+    from midtrain.data.encoding import tokenizer_fingerprint
 
     return tokenizer_fingerprint(tokenizer_dir)

@@ -54,7 +54,7 @@ def plot_curves(trunk: Curves, branches: Mapping[str, Curves], branch_step: int,
     columns = 2
     rows = (len(domains) + columns - 1) // columns
     figure, axes = plt.subplots(rows, columns, figsize=(6 * columns, 3.6 * rows), squeeze=False)
-    colours = {"trunk": "black", CONTROL: "tab:gray", "code": "tab:blue", "math": "tab:orange"}
+    colours = {"trunk": "black", CONTROL: "tab:gray", "code": "tab:blue", "code_ramp": "tab:cyan", "math": "tab:orange"}
     for ax, domain in zip(axes.flat, domains):
         points = sorted((s, v) for s, v in trunk.get(domain, {}).items() if s <= branch_step)
         ax.plot([s for s, _ in points], [v for _, v in points], color="black", label="trunk (main only)")

@@ -1,2 +1,2 @@
-"""Evaluation after training: per-domain loss over checkpoints, named validation sets (SFT JSON, token shards),
-lm-evaluation-harness tasks, and the distribution-similarity ("bridge") analysis."""
+"""Evaluation after training: per-domain loss over checkpoints, named validation sets (SFT JSON, token shards) and
+lm-evaluation-harness tasks. The similarity ("bridge") analysis is in ``midtrain.analysis``."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from midtrain.errors import ConfigError, Problems
+from midtrain.train.preemption import StopReason
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,11 @@ class Budget:
             stop = min(stop, self.max_iters // self.accumulation_iters)
         return stop
 
-    def stop_reason(self, stop_step: int, start_step: int) -> str:
+    def stop_reason(self, stop_step: int, start_step: int) -> StopReason:
         """Which per-invocation cap ``stop_step`` came from."""
         if self.max_additional_steps is not None and stop_step == start_step + self.max_additional_steps:
-            return "max_additional_steps"
-        return "max_iters"
+            return StopReason.MAX_ADDITIONAL_STEPS
+        return StopReason.MAX_ITERS
 
 
 def _positive_int(problems: Problems, flag: str, value: Any, allow_none: bool = True) -> bool:

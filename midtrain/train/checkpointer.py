@@ -15,9 +15,9 @@ import yaml
 from litgpt.config import Config
 from litgpt.utils import save_config
 
+from midtrain.tokenizer import CHECKPOINT_TOKENIZER_FILES
 from midtrain.train import checkpoint_files as files
 from midtrain.train.run_dir import write_json_atomic
-from midtrain.train.startup import TOKENIZER_FILES
 
 
 class Checkpointer:
@@ -70,7 +70,7 @@ class Checkpointer:
         save_config(self.model_config, staging)
         (staging / "hyperparameters.yaml").write_text(yaml.safe_dump(self.hyperparameters, sort_keys=False))
         if self.tokenizer_dir is not None:
-            for file_name in TOKENIZER_FILES:
+            for file_name in CHECKPOINT_TOKENIZER_FILES:
                 if (self.tokenizer_dir / file_name).is_file():
                     shutil.copy(self.tokenizer_dir / file_name, staging / file_name)
         write_json_atomic(staging / "ledger.json", ledger)

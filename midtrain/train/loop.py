@@ -16,7 +16,8 @@ from torch.utils.data import Dataset
 from midtrain.distributed import get_logger
 from midtrain.train.budget import Budget
 from midtrain.train.lr_schedule import LRSchedule
-from midtrain.train.preemption import StopRequest
+from midtrain.train.preemption import StopReason, StopRequest
+from midtrain.train.progress import StepProgress
 from midtrain.train.validation import validate
 
 log = get_logger(__name__)
@@ -65,13 +66,22 @@ class Trainer:
         self.val_sets, self.save, self.domain_tokens = val_sets, save, domain_tokens
         self.metrics = metrics  # has log_dict(metrics, step)
         self.data_wait_s = 0.0
+        self.progress = StepProgress(budget.total_steps, 0, show=fabric.global_rank == 0, bar=False)
 
-    def fit(self, counters: Counters, stop_request: StopRequest) -> str:
+    def fit(self, counters: Counters, stop_request: StopRequest) -> StopReason:
         """Train from ``counters`` until a stop criterion; returns why it stopped (``finished`` if the horizon was
         reached, else the criterion). A checkpoint is saved whenever it stops."""
-        budget, settings = self.budget, self.settings
+        budget = self.budget
         start_step = counters.step
         stop_step = budget.stop_step(start_step)
+        self.progress = StepProgress(budget.total_steps, start_step, show=self.fabric.global_rank == 0)
+        try:
+            return self._fit(counters, stop_request, start_step, stop_step)
+        finally:
+            self.progress.close()
+
+    def _fit(self, counters: Counters, stop_request: StopRequest, start_step: int, stop_step: int) -> StopReason:
+        budget, settings = self.budget, self.settings
         if settings.initial_validation and self.val_sets:
             self.log_validation(counters.step)
         batches = iter(self.loader)
@@ -79,7 +89,8 @@ class Trainer:
         window = _Window(started, counters.step)
         saved_step = None
         # a stop requested during start-up ends the run here, before its first step, with nothing to save
-        reason = "finished" if counters.step >= budget.total_steps else self.stop_reason(counters, stop_request, started)
+        reason = (StopReason.FINISHED if counters.step >= budget.total_steps
+                  else self.stop_reason(counters, stop_request, started))
         while reason is None:
             if counters.step >= stop_step:
                 reason = budget.stop_reason(stop_step, start_step)
@@ -91,20 +102,22 @@ class Trainer:
             window.add(loss)
             if counters.step % settings.log_interval == 0:
                 self.log_training(counters, lr, window)
+            else:
+                self.progress.advance(counters.step)
             if self.val_sets and counters.step % settings.eval_interval == 0 and counters.step < budget.total_steps:
                 self.log_validation(counters.step)
             if counters.step >= budget.total_steps:
-                reason = "finished"
+                reason = StopReason.FINISHED
             elif self.stop_check_due(counters.step, stop_step):
                 reason = self.stop_reason(counters, stop_request, started)
-            if settings.saves_at(counters.step) and reason != "finished":
+            if settings.saves_at(counters.step) and reason is not StopReason.FINISHED:
                 self.save(counters, False)
                 saved_step = counters.step
-        if reason == "finished" and settings.final_validation and self.val_sets:
+        if reason is StopReason.FINISHED and settings.final_validation and self.val_sets:
             self.log_validation(counters.step)
         # a run already at its cap (e.g. max_iters) has nothing new to save; a finished one always writes final/
-        if reason == "finished" or (counters.step > start_step and saved_step != counters.step):
-            self.save(counters, reason == "finished")
+        if reason is StopReason.FINISHED or (counters.step > start_step and saved_step != counters.step):
+            self.save(counters, reason is StopReason.FINISHED)
         return reason
 
     def optimizer_step(self, batches: Iterator[torch.Tensor], lr: float) -> torch.Tensor:
@@ -135,17 +148,17 @@ class Trainer:
         return (self.fabric.world_size == 1 or step % self.settings.log_interval == 0
                 or self.settings.saves_at(step) or step >= stop_step)
 
-    def stop_reason(self, counters: Counters, stop_request: StopRequest, started: float) -> str | None:
+    def stop_reason(self, counters: Counters, stop_request: StopRequest, started: float) -> StopReason | None:
         if counters.step >= self.budget.total_steps:
-            return "finished"
+            return StopReason.FINISHED
         out_of_time = self.budget.max_time_s is not None and time.perf_counter() - started >= self.budget.max_time_s
         local = stop_request.signal_name is not None or out_of_time
         # every rank must agree, or one would wait forever in the next collective
         if not self.fabric.strategy.reduce_boolean_decision(local, all=False):
             return None
         if stop_request.signal_name is not None:
-            return f"signal {stop_request.signal_name}"
-        return "max_time" if out_of_time else "signal on another rank"
+            return StopReason.SIGNAL
+        return StopReason.MAX_TIME if out_of_time else StopReason.SIGNAL_ON_ANOTHER_RANK
 
     def log_training(self, counters: Counters, lr: float, window: _Window) -> None:
         loss = self.fabric.all_reduce(window.mean_loss(), reduce_op="mean").item()
@@ -164,10 +177,11 @@ class Trainer:
         }
         metrics.update({f"data/{domain}/tokens": tokens for domain, tokens in self.domain_tokens().items()})
         self.metrics.log_dict(metrics, step=counters.step)
-        self.fabric.print(
+        self.progress.write(
             f"step {counters.step:,}/{self.budget.total_steps:,} | loss {loss:.4f} | lr {lr:.3e} | "
             f"{tokens_per_s:,.0f} tok/s"
         )
+        self.progress.advance(counters.step, loss)
         window.reset(now, counters.step, self.data_wait_s)
 
     def log_validation(self, step: int) -> dict[str, float]:
@@ -175,7 +189,7 @@ class Trainer:
         losses = validate(self.fabric, self.model, self.val_sets, self.budget.micro_batch_size)
         self.metrics.log_dict({f"val/{domain}/loss": value for domain, value in losses.items()}, step=step)
         shown = ", ".join(f"{domain} {value:.4f}" for domain, value in losses.items())
-        self.fabric.print(f"step {step:,} | validation loss: {shown} ({time.perf_counter() - started:.1f} s)")
+        self.progress.write(f"step {step:,} | validation loss: {shown} ({time.perf_counter() - started:.1f} s)")
         return losses
 
 

@@ -5,6 +5,7 @@ everything as it was. A second Ctrl-C aborts at once (exit 130), without saving.
 
 from __future__ import annotations
 
+import enum
 import signal
 import sys
 from types import FrameType
@@ -13,6 +14,22 @@ from types import FrameType
 # is not finished; `resume: auto` continues it exactly. Also used when train.max_time runs out.
 EXIT_PREEMPTED = 75
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
+
+
+class StopReason(enum.Enum):
+    """Why ``fit`` returned."""
+
+    FINISHED = "finished"  # the horizon was reached: final/ written
+    MAX_ADDITIONAL_STEPS = "max_additional_steps"  # this invocation's cap; the run goes on when started again
+    MAX_ITERS = "max_iters"
+    MAX_TIME = "max_time"
+    SIGNAL = "signal"
+    SIGNAL_ON_ANOTHER_RANK = "signal on another rank"
+
+    @property
+    def requeue(self) -> bool:
+        """Stopped from outside (a signal, the time limit) before the end: exit ``EXIT_PREEMPTED`` to be requeued."""
+        return self in (StopReason.MAX_TIME, StopReason.SIGNAL, StopReason.SIGNAL_ON_ANOTHER_RANK)
 
 
 class StopRequest:

@@ -25,12 +25,10 @@ from midtrain.train.checkpointer import Checkpointer, CheckpointWriteError
 from midtrain.train.continuity import hyperparameters, render_optimizer_changes
 from midtrain.train.loggers import build_logger, close_logger
 from midtrain.train.loop import Counters, LoopSettings, Trainer
-from midtrain.train.preemption import EXIT_PREEMPTED, StopRequest
+from midtrain.train.preemption import EXIT_PREEMPTED, StopReason, StopRequest
 from midtrain.train.lr_schedule import IterationLRSchedule, LRSchedule
 from midtrain.train.startup import RunPlan, optimizer_spec
 
-# Stop reasons after which the run is not finished and should be requeued (exit EXIT_PREEMPTED).
-REQUEUE_REASONS = ("max_time", "signal")
 
 
 def describe(plan: RunPlan) -> str:
@@ -136,7 +134,8 @@ def _train(fabric, strategy, plan: RunPlan, stop_request: StopRequest) -> int:
     model, optimizer = _build_model_and_optimizer(fabric, plan, empty_init=isinstance(strategy, FSDPStrategy))
     # the launched processes' ranks, not the environment's (a stale RANK/WORLD_SIZE would shard a one-process run)
     loader = plan.data.train_dataloader(rank=fabric.global_rank, world_size=fabric.world_size,
-                                        vocab_size=plan.model_config.padded_vocab_size)
+                                        vocab_size=plan.model_config.padded_vocab_size, start_step=plan.start_step,
+                                        samples_per_step=budget.global_batch_size // fabric.world_size)
     loader.tracker.announce_transitions = False  # describe() printed them
     state = {"model": model, "optimizer": optimizer, "train_dataloader": loader, "iter_num": 0, "step_count": 0,
              "midtrain": {}}
@@ -168,10 +167,11 @@ def _train(fabric, strategy, plan: RunPlan, stop_request: StopRequest) -> int:
                      "retries.")
         return EXIT_PREEMPTED
     metrics.finalize()
-    fabric.print(f"Stopped at step {counters.step:,} of {budget.total_steps:,}: {reason}")
+    signal_name = f" {stop_request.signal_name}" if reason is StopReason.SIGNAL else ""
+    fabric.print(f"Stopped at step {counters.step:,} of {budget.total_steps:,}: {reason.value}{signal_name}")
     if fabric.device.type == "cuda":
         fabric.print(f"Peak memory: {torch.cuda.max_memory_allocated(fabric.device) / 1e9:.2f} GB")
-    if reason.startswith(REQUEUE_REASONS):
+    if reason.requeue:
         fabric.print(f"Exiting with status {EXIT_PREEMPTED} (preempted): resume with --resume=auto to continue exactly.")
         return EXIT_PREEMPTED
     return 0

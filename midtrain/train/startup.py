@@ -10,17 +10,16 @@ import dataclasses
 import importlib
 import inspect
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from litgpt.config import Config
 
 from midtrain.data.module import ShardedMixedDataset
-from midtrain.data.plan import MixturePlan
+from midtrain.data.plan import MixturePlan, SchedulePlan
 from midtrain.data.stream_state import Transition
 from midtrain.data.token_check import check_token_ids, shard_tokenizer_fingerprint
-from midtrain.errors import ConfigError, DataError, MidtrainError, Problems
+from midtrain.errors import ConfigError, DataError, MidtrainError
 from midtrain.tokenizer import load_tokenizer
 from midtrain.train import checkpoint_files as files
 from midtrain.train.budget import Budget, resolve_budget
@@ -29,50 +28,10 @@ from midtrain.train.fork_dialect import ForkStart, dialect_of, refuse_fork_only_
 from midtrain.train.loggers import check_logger
 from midtrain.train.model_rule import resolve_model_config
 from midtrain.train.lr_schedule import IterationLRSchedule, LRSchedule, resolve_lr_schedule
-from midtrain.train.run_dir import load_run
+from midtrain.train.restore import StartPoint, check_model_state, find_start, load_checkpoint_payload
+from midtrain.train.settings import RunSettings
 
 PRECISIONS = ("32-true", "bf16-true", "bf16-mixed", "16-mixed", "16-true")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-                   "generation_config.json")
-
-
-@dataclass
-class RunSettings:
-    """The command's arguments (litgpt's pretrain keys plus ours), as parsed."""
-
-    model_name: str | None
-    model_config: Config | None
-    out_dir: Path
-    precision: str | None
-    initial_checkpoint_dir: Path | None
-    resume: bool | str | Path
-    data: Any
-    train: Any
-    eval: Any
-    log: Any
-    optimizer: str | dict
-    devices: int | str
-    num_nodes: int
-    tokenizer_dir: Path | None
-    logger_name: str
-    seed: int
-    branch_from: Path | None = None
-    accelerator: str = "auto"
-    compile: bool | None = None
-    config_dump: dict = field(default_factory=dict)
-
-
-@dataclass
-class StartPoint:
-    kind: str
-    """``fresh``, ``resume`` (this run's own checkpoint), ``branch`` (another run's), or ``finished``."""
-    checkpoint: files.CheckpointInfo | None = None
-    flag: str | None = None
-    initial_weights: Path | None = None
-    """``lit_model.pth`` to take weights from (``--initial_checkpoint_dir``)."""
-    initial_weights_nested: bool = False
-    """True for a full training checkpoint (weights under ``model``), False for a raw state dict (litgpt's
-    downloaded or converted checkpoints)."""
 
 
 @dataclass
@@ -90,7 +49,7 @@ class RunPlan:
     peak_lr: float
     start: StartPoint
     data: ShardedMixedDataset
-    plan: MixturePlan
+    plan: MixturePlan | SchedulePlan
     transitions: list[Transition]
     mixture_before: dict | None
     mixture_after: dict
@@ -175,92 +134,6 @@ def resolve_devices(accelerator: str, devices: int | str, num_nodes: int) -> tup
     return accelerator, count
 
 
-def find_start(settings: RunSettings, total_steps: int | None) -> StartPoint:
-    """The checkpoint to start from; ``total_steps`` None when the run's end is only known from the start (the
-    fork's dialect), so no checkpoint counts as finished here."""
-    out_dir, resume = settings.out_dir, settings.resume
-    problems = Problems()
-    if settings.branch_from is not None and settings.initial_checkpoint_dir is not None:
-        problems.add("--branch_from and --initial_checkpoint_dir both give a starting checkpoint. --branch_from continues "
-                     "the whole state (optimizer, step, data cursors); --initial_checkpoint_dir loads weights only. Choose one.")
-    if resume not in (False, "auto") and settings.initial_checkpoint_dir is not None:
-        problems.add(f"--resume={resume} and --initial_checkpoint_dir both give a starting checkpoint. Use --resume=auto "
-                     "(weights from --initial_checkpoint_dir on the first start, the run's own checkpoints after that).")
-    if isinstance(resume, (str, Path)) and resume != "auto" and settings.branch_from is not None:
-        problems.add(f"--resume={resume} and --branch_from={settings.branch_from} both name a checkpoint. Use one.")
-    problems.raise_if_any(ConfigError)
-
-    own = files.latest_checkpoint(out_dir)
-    if isinstance(resume, (str, Path)) and resume != "auto":
-        start = StartPoint("resume", files.checkpoint_folder(resume, "--resume"), "--resume")
-    elif own is not None and (resume or settings.branch_from is not None):
-        start = StartPoint("resume", own, "--resume")
-    elif settings.branch_from is not None:
-        start = StartPoint("branch", files.checkpoint_folder(settings.branch_from, "--branch_from"), "--branch_from")
-    elif resume is True:
-        raise ConfigError(
-            f"--resume=true, but --out_dir={str(out_dir)!r} holds no complete checkpoint. To branch from a trunk "
-            "checkpoint, set --branch_from=<trunk out_dir>/step-XXXXXXXX (or link that step folder into --out_dir, as the "
-            "paper's scripts did); to start fresh when there is nothing to resume, use --resume=auto; or point --resume "
-            "at a checkpoint.")
-    elif own is not None:
-        raise ConfigError(
-            f"--out_dir={str(out_dir)!r} already holds checkpoints (latest {own.path.name}). Set --resume=auto to continue "
-            "that run, or choose a new --out_dir."
-        )
-    else:
-        weights = None
-        if settings.initial_checkpoint_dir is not None:
-            given = Path(settings.initial_checkpoint_dir).expanduser()
-            weights = given if given.suffix == ".pth" else given / files.MODEL_FILE
-            if not weights.is_file():
-                raise ConfigError(f"--initial_checkpoint_dir={str(settings.initial_checkpoint_dir)!r} holds no "
-                                  f"{files.MODEL_FILE}. Point it at a litgpt checkpoint folder (downloaded, converted, "
-                                  "or a step folder of a run).")
-        return StartPoint("fresh", initial_weights=weights)
-    if start.kind == "resume":
-        # a checkpoint written by another run (copied into out_dir, as the paper did, or named by --resume) starts a
-        # branch of that run here: lineage recorded, LR 'decay' anchored at it
-        own_run = load_run(out_dir)
-        saved_run = start.checkpoint.info.get("run_id")
-        if saved_run is not None and (own_run is None or own_run["run_id"] != saved_run):
-            start.kind = "branch"
-    if total_steps is not None and start.checkpoint.step >= total_steps and start.checkpoint.info.get(
-            "final", start.checkpoint.path.name == files.FINAL):
-        start.kind = "finished"
-    return start
-
-
-def load_checkpoint_payload(checkpoint: files.CheckpointInfo, flag: str) -> dict:
-    try:
-        payload = torch.load(checkpoint.model_file, map_location="cpu", mmap=True, weights_only=False)
-    except Exception as exc:  # a truncated or foreign file: say which and why
-        raise ConfigError(f"{flag}: {checkpoint.model_file} cannot be read as a checkpoint ({type(exc).__name__}: {exc}).") from None
-    if not isinstance(payload, dict):
-        raise ConfigError(f"{flag}: {checkpoint.model_file} is not a litgpt checkpoint (no state mapping).")
-    return payload
-
-
-def check_model_state(model_state: dict, model_config: Config, flag: str, where: Path) -> None:
-    """Compare a checkpoint's tensors with the configured model (built on the meta device)."""
-    from litgpt.model import GPT
-
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in GPT(model_config).state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in model_state.items() if hasattr(v, "shape")}
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    wrong = [f"{k} {found[k]} vs {expected[k]}" for k in expected if k in found and found[k] != expected[k]]
-    if missing or unexpected or wrong:
-        details = "; ".join(filter(None, [
-            f"missing {', '.join(missing[:4])}{' …' if len(missing) > 4 else ''}" if missing else "",
-            f"unexpected {', '.join(unexpected[:4])}{' …' if len(unexpected) > 4 else ''}" if unexpected else "",
-            f"shapes (checkpoint vs config) {', '.join(wrong[:4])}" if wrong else "",
-        ]))
-        raise ConfigError(f"{flag}: the checkpoint in {where} does not fit the configured model "
-                          f"({model_config.name}): {details}. Use the model config it was trained with.")
-
-
 def plan_run(settings: RunSettings) -> RunPlan:
     """Resolve and check everything; raises ``ConfigError``/``DataError`` naming the flag and the fix."""
     train = settings.train
@@ -321,16 +194,7 @@ def plan_run(settings: RunSettings) -> RunPlan:
                             "Use the tokenizer the shards were prepared with and a model whose vocabulary covers it.")
 
     start = find_start(settings, None if fork else budget.total_steps)
-    loader = data.train_dataloader(rank=0, world_size=world_size)
-    transitions: list[Transition] = []
-    mixture_before = None
-    start_step, start_samples = 0, None
-    start_iter, restored_lr = 0, None
-    notices: list[str] = [model_note] if model_note else []
-    optimizer_change_list: list[OptimizerChange] = []
-    reset_optimizer = False
-    if train.reset_optimizer and start.checkpoint is None:
-        notices.append("--train.reset_optimizer=true has no effect: this run starts from scratch.")
+    payload, start_step = None, 0
     if start.checkpoint is not None:
         payload = load_checkpoint_payload(start.checkpoint, start.flag)
         missing = [k for k in ("model", "optimizer", "train_dataloader", "step_count") if k not in payload]
@@ -339,6 +203,19 @@ def plan_run(settings: RunSettings) -> RunPlan:
                 f"{start.flag}: {start.checkpoint.model_file} lacks {', '.join(missing)}, so the run cannot continue from it "
                 "(it holds weights only). Use --initial_checkpoint_dir for weights-only initialisation."
             )
+        start_step = int(payload["step_count"])
+    loader = data.train_dataloader(rank=0, world_size=world_size, start_step=start_step,
+                                   samples_per_step=budget.global_batch_size // world_size)
+    transitions: list[Transition] = []
+    mixture_before = None
+    start_samples = None
+    start_iter, restored_lr = 0, None
+    notices: list[str] = [model_note] if model_note else []
+    optimizer_change_list: list[OptimizerChange] = []
+    reset_optimizer = False
+    if train.reset_optimizer and start.checkpoint is None:
+        notices.append("--train.reset_optimizer=true has no effect: this run starts from scratch.")
+    if start.checkpoint is not None:
         check_model_state(payload["model"], model_config, start.flag, start.checkpoint.path)
         saved_stream = payload["train_dataloader"]
         loader.tracker.announce_transitions = False  # describe() prints them
@@ -348,7 +225,6 @@ def plan_run(settings: RunSettings) -> RunPlan:
         except MidtrainError as exc:
             raise type(exc)(f"{start.flag}={start.checkpoint.path}: {exc}") from None
         mixture_before = saved_stream.get("phases", [{}])[-1].get("mixture") if isinstance(saved_stream, dict) else None
-        start_step = int(payload["step_count"])
         start_iter = int(payload.get("iter_num", 0))
         restored_lr = _optimizer_lr(payload.get("optimizer"))
         changed, other_class = _compare_optimizer(payload.get("optimizer"), configured_group, optimizer_class,
@@ -405,7 +281,12 @@ def plan_run(settings: RunSettings) -> RunPlan:
 
         parameters = sum(p.numel() for p in GPT(model_config).parameters())
     remaining_tokens = max(0, budget.total_steps - start_step) * budget.tokens_per_step
-    plan = data.plan(remaining_tokens or None, start_samples)
+    loader.tracker.require_timeline()  # a schedule whose first phase ramps needs a checkpoint to ramp from
+    if data.mixture.schedule is not None:
+        plan = data.schedule_plan(loader.tracker.timeline, start_step, budget.total_steps, budget.global_batch_size,
+                                  start_samples)
+    else:
+        plan = data.plan(remaining_tokens or None, start_samples)
     mixture_after = loader.tracker.phases[-1]["mixture"]
     return RunPlan(settings, model_config, parameters, accelerator, devices, world_size, precision, compile_model,
                    budget, schedule, peak_lr, start, data, plan, transitions, mixture_before, mixture_after, start_step,

@@ -88,3 +88,14 @@ def test_config_placeholders_come_from_the_environment(train_root, tmp_path, mon
     monkeypatch.setenv("MIDTRAIN_TEST_DATA", str(train_root))
     assert main(["pretrain", "--config", str(path), "--dry_run=true"]) == 0
     assert main(["mix", "--config", str(path)]) == 0
+
+
+def test_the_unit_tests_train_settings_are_train_args_defaults():
+    import dataclasses
+
+    from midtrain.train.args import TrainArgs
+    from tests.helpers import TRAIN_ARGS_DEFAULTS
+
+    defaults = {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
+                for f in dataclasses.fields(TrainArgs)}
+    assert TRAIN_ARGS_DEFAULTS == defaults

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from midtrain.cli import main
-from midtrain.commands.demo import BRANCHES, SIZES
 from midtrain.demo.corpus import math_problems, split_prose_and_code
+from midtrain.demo.pipeline import BRANCHES, RAMPED, SIZES, ramp_override
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "pretrain_configs" / "demo").rglob("*.yaml")) + sorted((REPO / "midtrain_configs" / "demo").rglob("*.yaml"))
@@ -30,11 +30,14 @@ def test_tiny_demo_runs_every_stage_and_writes_the_report(tiny_demo, capsys):
         assert lineage[0]["step"] == SIZES["tiny"]["branch_step"]
     code_ledger = json.loads((tiny_demo / "runs" / "code" / "final" / "ledger.json").read_text())
     assert set(code_ledger["domains"]) == {"main", "code"}
+    ramp_ledger = json.loads((tiny_demo / "runs" / "code_ramp" / "final" / "ledger.json").read_text())
+    assert [p.get("schedule") for p in ramp_ledger["phases"]] == [None, "phase 0 ramp 1/3", "phase 0 ramp 2/3",
+                                                                  "phase 0 ramp 3/3", "phase 0"]
     rows = json.loads((tiny_demo / "eval" / "eval.json").read_text())
     scored = {(r["run"], r["step"], r["name"]) for r in rows if r["metric"] == "loss"}
     names = {"main", "code", "math", "instruct", "code_sft", "math_sft"}
-    assert scored == {(run, step, name) for run, steps in (("trunk", (3, 6)), ("code", (9, 12)), ("math", (9, 12)),
-                                                              ("control", (9, 12))) for step in steps for name in names}
+    runs = {"trunk": (3, 6), **{branch: (9, 12) for branch in BRANCHES}}
+    assert scored == {(run, step, name) for run, steps in runs.items() for step in steps for name in names}
     assert {p.name for p in (tiny_demo / "eval" / "plots").iterdir()} == {f"heldout_{d}.png" for d in names - {"code_sft", "math_sft"}} | {"set_code_sft.png", "set_math_sft.png"}
     report = json.loads((tiny_demo / "similarity" / "similarity.json").read_text())
     assert list(report["corpora"]) == ["main", "code", "math", "instruct", "code_sft", "math_sft"]
@@ -49,7 +52,7 @@ def test_running_the_demo_again_reuses_data_and_finished_runs(tiny_demo, capsys)
     assert "reusing the corpus" in printed and "reusing the tokenizer" in printed and "main: reusing" in printed
     assert printed.count("already finished") == len(BRANCHES)
     assert "Saved checkpoint" not in printed
-    assert "8 checkpoint(s) already scored with these settings: skipped." in printed and "Wrote 0 row(s)" in printed
+    assert f"{2 + 2 * len(BRANCHES)} checkpoint(s) already scored with these settings: skipped." in printed and "Wrote 0 row(s)" in printed
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
@@ -61,6 +64,8 @@ def test_every_demo_config_parses_and_passes_a_dry_run(config, tiny_demo, tmp_pa
             *SIZES["tiny"]["overrides"]]
     if raw.get("branch_from"):
         args.append(f"--branch_from={tiny_demo / 'runs' / 'trunk' / 'step-00000006'}")
+    if config.stem == RAMPED:  # its ramp starts at the branch point, which the tiny demo moves to step 6
+        args += ramp_override(SIZES["tiny"]["branch_step"], {"max_steps": 12})
     assert main(args) == 0
 
 

@@ -3,7 +3,8 @@ import json
 import pytest
 import yaml
 
-from midtrain.cli import COMMANDS, main
+from midtrain.cli import main
+from midtrain.commands.dispatch import COMMANDS
 
 
 def run_json(capsys, *args):

@@ -16,7 +16,9 @@ from tests.helpers import write_index_only
 
 REPO = Path(__file__).resolve().parents[2]
 PAPER_CONFIGS = sorted(p for p in (REPO / "pretrain_configs").glob("pythia-*.yaml")) + sorted(
-    p for p in (REPO / "midtrain_configs").rglob("*.yaml") if "demo" not in p.parts and not p.name.endswith(".sweep.yaml"))
+    p for p in (REPO / "midtrain_configs").rglob("*.yaml")
+    if "demo" not in p.parts and "staged" not in p.parts and not p.name.endswith(".sweep.yaml"))
+STAGED_CONFIGS = sorted((REPO / "midtrain_configs" / "staged").glob("*.yaml"))
 
 
 def generator():
@@ -58,3 +60,12 @@ def test_paper_config_passes_a_dry_run(config, midtrain_root, monkeypatch, capsy
         folder, _, step = raw["branch_from"].rpartition("/step-")
         assert folder == trunk["out_dir"] and int(step) in trunk["train"]["keep_checkpoint_steps"]
         assert int(step) % trunk["train"]["save_interval"] == 0
+
+
+@pytest.mark.parametrize("config", STAGED_CONFIGS, ids=lambda p: p.name)
+def test_staged_config_passes_a_dry_run_and_plans_each_phase(config, midtrain_root, monkeypatch, capsys):
+    monkeypatch.setenv("MIDTRAIN_ROOT", str(midtrain_root))
+    assert main(["pretrain", "--config", str(config), "--dry_run=true"]) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "Phase 0, steps 0 → 20,000" in printed and "Phase 2, steps 50,000 → 61,035" in printed
+    assert "ramped over 2,000 steps" in printed and "Totals over the run:" in printed

@@ -6,7 +6,8 @@ import pytest
 
 from midtrain.cli import main
 from midtrain.data.discovery import read_shard
-from midtrain.data.prepare import MANIFEST_FILE, encode_batch, prepare_shard
+from midtrain.data.encoding import encode_batch
+from midtrain.data.prepare import MANIFEST_FILE, prepare_shard
 from midtrain.errors import ConfigError, DataError
 
 DOCS = [f"def function_{i}(x):\n    return x * {i}  # document {i}\n" * (1 + i % 5) for i in range(60)]
@@ -171,7 +172,8 @@ def test_bad_input_files_exit_2_naming_the_file_and_line(tmp_path, tokenizer_dir
     err = capsys.readouterr().err
     assert err.startswith("midtrain.DataError: ") and re.search(message, err) and "Traceback" not in err
     assert not (tmp_path / "data" / "val").exists() or not any((tmp_path / "data" / "val").iterdir())
-    assert [p.name for p in (tmp_path / "data" / "train").iterdir()] == []  # nothing published, nothing hidden left
+    train = tmp_path / "data" / "train"  # a damaged Parquet is found while planning the parts: before any folder
+    assert not train.exists() or [p.name for p in train.iterdir()] == []  # nothing published, nothing hidden left
 
 
 def test_a_second_prepare_into_the_same_output_is_refused(tmp_path, tokenizer_dir, capsys):
@@ -235,3 +237,47 @@ def _running_in_group(pgid: str) -> list[str]:
         if state not in ("Z", "X"):
             running.append(pid)
     return running
+
+
+def big_inputs(folder, documents=6000):
+    """A ~2.5 MB JSONL file (with blank lines) and a Parquet file of many row groups, both above the part size."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir()
+    texts = [f"document {i}: " + "word " * (40 + i % 150) for i in range(documents)]
+    lines = [json.dumps({"text": t}) + ("\n\n" if i % 97 == 0 else "\n") for i, t in enumerate(texts)]
+    (folder / "big.jsonl").write_text("".join(lines))
+    pq.write_table(pa.table({"text": texts}), folder / "big.parquet", row_group_size=250)
+    return texts
+
+
+def test_large_files_are_cut_into_parts_that_read_every_document_once_with_their_positions(tmp_path):
+    from midtrain.data.documents import MIN_PART_BYTES, file_parts, input_bytes, read_documents
+
+    texts = big_inputs(tmp_path / "raw")
+    for name in ("big.jsonl", "big.parquet"):
+        path = tmp_path / "raw" / name
+        assert input_bytes(path) > 2 * MIN_PART_BYTES
+        whole = list(read_documents(path, "text"))
+        assert [t for _, t in whole] == texts
+        for pieces in (2, 3, 7):
+            parts = file_parts(path, -(-input_bytes(path) // pieces))
+            assert len(parts) > 1
+            assert [d for part in parts for d in read_documents(path, "text", part)] == whole
+
+
+def test_a_large_file_is_shared_by_the_workers_with_the_same_documents_and_held_out_split(tmp_path, tokenizer_dir):
+    from midtrain.data.prepare import file_units
+
+    big_inputs(tmp_path / "raw")
+    files = [tmp_path / "raw" / "big.jsonl", tmp_path / "raw" / "big.parquet"]
+    assert len(file_units(files, 1)) == 2 and len(file_units(files, 3)) >= 4
+    results = []
+    for workers in (1, 3):
+        out = tmp_path / f"w{workers}"
+        records = prepare_shard(out / "train" / "x", tokenizer_dir, [str(p) for p in files], val_fraction=0.1,
+                                num_workers=workers)
+        results.append([(r["documents"], r["tokens"], r["max_token_id"]) for r in records])
+    assert results[0] == results[1]
+    assert results[0][1][0] > 0  # some documents were held out

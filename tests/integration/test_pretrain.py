@@ -331,3 +331,28 @@ def test_initial_checkpoint_dir_loads_weights_only_from_full_or_raw_checkpoints(
     # the weights came from the trunk: the first loss is the trained model's, far below a fresh model's
     assert losses(tmp_path / "from-full")[1] == pytest.approx(losses(tmp_path / "from-raw")[1])
     assert losses(tmp_path / "from-full")[1] < losses(trunk)[1] - 0.05
+
+
+def test_a_terminal_gets_a_progress_bar_and_a_log_file_plain_lines(train_root, tmp_path, capsys, monkeypatch):
+    import io
+
+    from midtrain.train.progress import bar_wanted
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert bar_wanted(Terminal(), {}) and not bar_wanted(Terminal(), {"SLURM_JOB_ID": "7"})
+    assert not bar_wanted(io.StringIO(), {}) and bar_wanted(io.StringIO(), {"MIDTRAIN_PROGRESS": "bar"})
+    assert not bar_wanted(Terminal(), {"MIDTRAIN_PROGRESS": "plain"})
+    config = tiny_config(train_root, tmp_path / "bar", max_steps=6, save_interval=3, log_interval=2)
+    monkeypatch.setenv("MIDTRAIN_PROGRESS", "bar")
+    assert main(["pretrain", "--config", str(write_config(tmp_path / "bar.yaml", config))]) == 0
+    captured = capsys.readouterr()
+    assert "train: 100%" in captured.err and "6/6" in captured.err and "loss " in captured.err
+    assert "step 6/6 | loss" in captured.err  # the log lines go above the bar
+    monkeypatch.setenv("MIDTRAIN_PROGRESS", "plain")
+    config["out_dir"] = str(tmp_path / "plain")
+    assert main(["pretrain", "--config", str(write_config(tmp_path / "plain.yaml", config))]) == 0
+    captured = capsys.readouterr()
+    assert "step 6/6 | loss" in captured.out and "train:" not in captured.err

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from midtrain.errors import ConfigError, DataError
-from midtrain.eval.bridge import bridge_report, set_losses, sft_gain
-from midtrain.eval.corpora import CorpusSpec, parse_corpora, read_text_sample, truncate
+from midtrain.analysis.bridge import bridge_report, set_losses, sft_gain
+from midtrain.analysis.corpora import CorpusSpec, parse_corpora, read_text_sample, truncate
 from midtrain.eval.named_sets import NamedSet, check_sets
 from midtrain.eval.plots import curves
 from midtrain.eval.results import COLUMNS, ResultsTable, read_rows
-from midtrain.eval.similarity import (bridge_length, cosine_matrix, jensen_shannon, ngram_distribution, pearson,
+from midtrain.analysis.similarity import (bridge_length, cosine_matrix, jensen_shannon, ngram_distribution, pearson,
                                       spearman, token_similarity_matrix)
 from midtrain.eval.targets import find_targets
 

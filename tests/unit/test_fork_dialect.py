@@ -4,7 +4,6 @@ its quirks are named, and what it cannot reproduce is refused."""
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 
@@ -12,22 +11,19 @@ from midtrain.errors import ConfigError
 from midtrain.train.budget import resolve_budget
 from midtrain.train.fork_dialect import ForkStart, dialect_of, refuse_fork_only_keys, resolve_fork_schedule
 from midtrain.train.lr_schedule import resolve_lr_schedule
-from tests.helpers import fork_cosine
+from tests.helpers import fork_cosine, train_settings
 
 ACCUM_8_GPUS = 1024 // (16 * 8)  # the paper's 70M/160M configs on one 8-GPU node
 
 
 def fork_train(**overrides):
-    """A TrainArgs stand-in with the fork's keys as the paper's configs set them."""
+    """The training settings with the fork's keys as the paper's configs set them."""
     values = dict(
         max_iters=10_000_000, max_additional_steps=61_035, micro_batch_size=16, global_batch_size=1024,
-        log_interval=10, save_interval=2000, min_lr=1e-6, lr_scheduler="cosine", lr_warmup_fraction=0.1,
-        lr_warmup_steps=None, stable_steps=None, max_lr=None, max_steps=None, max_tokens=None, decay_fraction=None,
-        lr_warmup_iters=None, lr_horizon_iters=None, dialect="auto", init_lr=None, initial_sampling_rate=None,
-        episode_length=None, freeze_sampling_rate=None, data_scheduler=None, epochs=None, max_time=None, max_norm=1.0,
+        log_interval=10, save_interval=2000, min_lr=1e-6, lr_scheduler="cosine", lr_warmup_fraction=0.1, max_norm=1.0,
     )
     values.update(overrides)
-    return SimpleNamespace(**values)
+    return train_settings(**values)
 
 
 def last_iteration(step, accum):

@@ -10,15 +10,16 @@ import pytest
 
 from midtrain.errors import ConfigError
 from midtrain.train import checkpoint_files as files
-from midtrain.train.args import TrainArgs
 from midtrain.train.budget import resolve_budget
 from midtrain.train.lr_schedule import resolve_lr_schedule
+from midtrain.train.preemption import StopReason
+from tests.helpers import train_settings
 
 
-def train_args(**kwargs) -> TrainArgs:
+def train_args(**kwargs):
     kwargs.setdefault("global_batch_size", 8)
     kwargs.setdefault("micro_batch_size", 2)
-    return TrainArgs(**kwargs)
+    return train_settings(**kwargs)
 
 
 # -- budget ---------------------------------------------------------------------------------------------------
@@ -30,9 +31,9 @@ def test_budget_from_tokens_steps_and_fork_iters():
     assert resolve_budget(train_args(max_iters=40), 1, 16).total_steps == 10
     # with a horizon given, max_iters is only a cap, and max_additional_steps caps one invocation
     b = resolve_budget(train_args(max_steps=100, max_iters=10_000_000, max_additional_steps=5), 1, 16)
-    assert (b.total_steps, b.stop_step(40), b.stop_reason(45, 40)) == (100, 45, "max_additional_steps")
+    assert (b.total_steps, b.stop_step(40), b.stop_reason(45, 40)) == (100, 45, StopReason.MAX_ADDITIONAL_STEPS)
     b = resolve_budget(train_args(max_steps=100, max_iters=200), 1, 16)
-    assert (b.stop_step(0), b.stop_reason(50, 0)) == (50, "max_iters")
+    assert (b.stop_step(0), b.stop_reason(50, 0)) == (50, StopReason.MAX_ITERS)
 
 
 @pytest.mark.parametrize(

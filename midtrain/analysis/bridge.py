@@ -8,7 +8,7 @@ from statistics import mean
 
 import numpy as np
 
-from midtrain.eval.similarity import bridge_length, pearson, spearman
+from midtrain.analysis.similarity import bridge_length, pearson, spearman
 
 
 def set_losses(rows: list[dict], run: str, set_name: str) -> dict[int, float]:

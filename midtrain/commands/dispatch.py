@@ -1,0 +1,102 @@
+"""Running one command from its argument list: the table of commands, each imported only when it runs, and the
+parsing of its config files and flags (jsonargparse, as litgpt's CLI). ``midtrain.cli`` maps what this raises to
+exit statuses; the demo and ``sweep`` run other commands through it."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+from jsonargparse import ArgumentError
+
+from midtrain.commands.parse_errors import explain
+from midtrain.commands.parsing import command_parser
+from midtrain.config_files import DATA_MODULE_ALIASES, load_config, needs_rewrite
+from midtrain.errors import ConfigError
+
+# Each command is imported only when it runs, so that `midtrain --help`, `mix` and `sweep` start without loading
+# torch, litgpt or lightning (`pretrain`, `eval` and `similarity` need them anyway).
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "prepare": ("midtrain.data.prepare", "prepare_shard", "Tokenize raw text into one shard, with a held-out shard."),
+    "mix": ("midtrain.commands.mix", "mix", "Print the mixture plan (for a pretrain config: the plan of that run)."),
+    "pretrain": ("midtrain.commands.pretrain", "pretrain", "Pretrain (trunk) or midtrain (branch) on a mixture."),
+    "port": ("midtrain.commands.port", "port", "Write a native config from a paper-fork config, same schedule."),
+    "sweep": ("midtrain.commands.sweep", "sweep", "Expand a sweep spec into configs and an sbatch array."),
+    "eval": ("midtrain.commands.eval", "evaluate", "Score every checkpoint of some runs into one table."),
+    "similarity": ("midtrain.commands.similarity", "similarity", "Similarity of corpora and bridge lengths."),
+    "demo": ("midtrain.commands.demo", "demo", "The whole idea on a laptop, offline."),
+}
+
+
+def load_command(name: str) -> Callable:
+    module_name, function_name, _ = COMMANDS[name]
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def run_command(argv: list[str]) -> int:
+    """Run ``midtrain <argv>``; returns the command's status (0 when it returns none). Raises ``ConfigError`` for
+    arguments it cannot parse, and whatever the command raises."""
+    mix_of_pretrain = pretrain_config_of_mix(argv)
+    if mix_of_pretrain is not None:
+        from midtrain.commands.mix import mix_pretrain_config
+
+        mix_pretrain_config(*mix_of_pretrain)
+        return 0
+    name = argv[0]
+    function = load_command(name)
+    parser = command_parser(function, prog=f"midtrain {name}")
+    try:
+        config = parser.parse_args(translate_config_files(argv)[1:])
+    except ArgumentError as exc:
+        raise ConfigError(explain(str(exc), name, function)) from None
+    init = parser.instantiate_classes(config)
+    status = function(**{k: v for k, v in init.items() if k not in ("config", "__path__")})
+    return status if isinstance(status, int) and not isinstance(status, bool) else 0
+
+
+def pretrain_config_of_mix(argv: list[str]) -> tuple[str, list[str]] | None:
+    """(the config, the other arguments) for ``midtrain mix --config pretrain.yaml ...``, else None."""
+    if not argv or argv[0] != "mix":
+        return None
+    for i, arg in enumerate(argv):
+        path = argv[i + 1] if arg == "--config" and i + 1 < len(argv) else arg.split("=", 1)[1] if arg.startswith(
+            "--config=") else None
+        if path is not None and _is_file(path) and _is_pretrain_config(path):
+            return path, argv[1:i] + argv[i + (1 if arg.startswith("--config=") else 2):]
+    return None
+
+
+def translate_config_files(argv: list[str]) -> list[str]:
+    """Config files with ``${VAR}`` placeholders or the fork's class path are handed over resolved; the fork's
+    class path is also accepted as a ``--data`` value."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg in DATA_MODULE_ALIASES and i > 0 and out[i - 1] in ("--data", "--data.class_path"):
+            out[i] = DATA_MODULE_ALIASES[arg]
+        elif arg.startswith(("--data=", "--data.class_path=")) and arg.split("=", 1)[1] in DATA_MODULE_ALIASES:
+            key, value = arg.split("=", 1)
+            out[i] = f"{key}={DATA_MODULE_ALIASES[value]}"
+        elif arg == "--config" and i + 1 < len(out) and _rewritable(out[i + 1]):
+            out[i + 1] = yaml.safe_dump(load_config(out[i + 1]), sort_keys=False)
+        elif arg.startswith("--config=") and _rewritable(arg.split("=", 1)[1]):
+            out[i] = "--config=" + yaml.safe_dump(load_config(arg.split("=", 1)[1]), sort_keys=False)
+    return out
+
+
+def _is_pretrain_config(path: str) -> bool:
+    from midtrain.commands.mix import is_pretrain_config
+
+    return is_pretrain_config(path)
+
+
+def _is_file(value: str) -> bool:
+    try:
+        return Path(value).is_file()
+    except OSError:  # YAML text rather than a path (e.g. a name too long for the file system)
+        return False
+
+
+def _rewritable(value: str) -> bool:
+    return _is_file(value) and needs_rewrite(value)

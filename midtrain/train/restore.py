@@ -1,0 +1,114 @@
+"""Where a run starts (fresh, resume, branch, finished) and reading a checkpoint's model state back, checked
+against the configured model before anything is loaded onto an accelerator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from litgpt.config import Config
+
+from midtrain.errors import ConfigError, Problems
+from midtrain.train import checkpoint_files as files
+from midtrain.train.run_dir import load_run
+from midtrain.train.settings import RunSettings
+
+
+@dataclass
+class StartPoint:
+    kind: str
+    """``fresh``, ``resume`` (this run's own checkpoint), ``branch`` (another run's), or ``finished``."""
+    checkpoint: files.CheckpointInfo | None = None
+    flag: str | None = None
+    initial_weights: Path | None = None
+    """``lit_model.pth`` to take weights from (``--initial_checkpoint_dir``)."""
+    initial_weights_nested: bool = False
+    """True for a full training checkpoint (weights under ``model``), False for a raw state dict (litgpt's
+    downloaded or converted checkpoints)."""
+
+
+def find_start(settings: RunSettings, total_steps: int | None) -> StartPoint:
+    """The checkpoint to start from; ``total_steps`` None when the run's end is only known from the start (the
+    fork's dialect), so no checkpoint counts as finished here."""
+    out_dir, resume = settings.out_dir, settings.resume
+    problems = Problems()
+    if settings.branch_from is not None and settings.initial_checkpoint_dir is not None:
+        problems.add("--branch_from and --initial_checkpoint_dir both give a starting checkpoint. --branch_from continues "
+                     "the whole state (optimizer, step, data cursors); --initial_checkpoint_dir loads weights only. Choose one.")
+    if resume not in (False, "auto") and settings.initial_checkpoint_dir is not None:
+        problems.add(f"--resume={resume} and --initial_checkpoint_dir both give a starting checkpoint. Use --resume=auto "
+                     "(weights from --initial_checkpoint_dir on the first start, the run's own checkpoints after that).")
+    if isinstance(resume, (str, Path)) and resume != "auto" and settings.branch_from is not None:
+        problems.add(f"--resume={resume} and --branch_from={settings.branch_from} both name a checkpoint. Use one.")
+    problems.raise_if_any(ConfigError)
+
+    own = files.latest_checkpoint(out_dir)
+    if isinstance(resume, (str, Path)) and resume != "auto":
+        start = StartPoint("resume", files.checkpoint_folder(resume, "--resume"), "--resume")
+    elif own is not None and (resume or settings.branch_from is not None):
+        start = StartPoint("resume", own, "--resume")
+    elif settings.branch_from is not None:
+        start = StartPoint("branch", files.checkpoint_folder(settings.branch_from, "--branch_from"), "--branch_from")
+    elif resume is True:
+        raise ConfigError(
+            f"--resume=true, but --out_dir={str(out_dir)!r} holds no complete checkpoint. To branch from a trunk "
+            "checkpoint, set --branch_from=<trunk out_dir>/step-XXXXXXXX (or link that step folder into --out_dir, as the "
+            "paper's scripts did); to start fresh when there is nothing to resume, use --resume=auto; or point --resume "
+            "at a checkpoint.")
+    elif own is not None:
+        raise ConfigError(
+            f"--out_dir={str(out_dir)!r} already holds checkpoints (latest {own.path.name}). Set --resume=auto to continue "
+            "that run, or choose a new --out_dir."
+        )
+    else:
+        weights = None
+        if settings.initial_checkpoint_dir is not None:
+            given = Path(settings.initial_checkpoint_dir).expanduser()
+            weights = given if given.suffix == ".pth" else given / files.MODEL_FILE
+            if not weights.is_file():
+                raise ConfigError(f"--initial_checkpoint_dir={str(settings.initial_checkpoint_dir)!r} holds no "
+                                  f"{files.MODEL_FILE}. Point it at a litgpt checkpoint folder (downloaded, converted, "
+                                  "or a step folder of a run).")
+        return StartPoint("fresh", initial_weights=weights)
+    if start.kind == "resume":
+        # a checkpoint written by another run (copied into out_dir, as the paper did, or named by --resume) starts a
+        # branch of that run here: lineage recorded, LR 'decay' anchored at it
+        own_run = load_run(out_dir)
+        saved_run = start.checkpoint.info.get("run_id")
+        if saved_run is not None and (own_run is None or own_run["run_id"] != saved_run):
+            start.kind = "branch"
+    if total_steps is not None and start.checkpoint.step >= total_steps and start.checkpoint.info.get(
+            "final", start.checkpoint.path.name == files.FINAL):
+        start.kind = "finished"
+    return start
+
+
+def load_checkpoint_payload(checkpoint: files.CheckpointInfo, flag: str) -> dict:
+    try:
+        payload = torch.load(checkpoint.model_file, map_location="cpu", mmap=True, weights_only=False)
+    except Exception as exc:  # a truncated or foreign file: say which and why
+        raise ConfigError(f"{flag}: {checkpoint.model_file} cannot be read as a checkpoint ({type(exc).__name__}: {exc}).") from None
+    if not isinstance(payload, dict):
+        raise ConfigError(f"{flag}: {checkpoint.model_file} is not a litgpt checkpoint (no state mapping).")
+    return payload
+
+
+def check_model_state(model_state: dict, model_config: Config, flag: str, where: Path) -> None:
+    """Compare a checkpoint's tensors with the configured model (built on the meta device)."""
+    from litgpt.model import GPT
+
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in GPT(model_config).state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in model_state.items() if hasattr(v, "shape")}
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    wrong = [f"{k} {found[k]} vs {expected[k]}" for k in expected if k in found and found[k] != expected[k]]
+    if missing or unexpected or wrong:
+        details = "; ".join(filter(None, [
+            f"missing {', '.join(missing[:4])}{' …' if len(missing) > 4 else ''}" if missing else "",
+            f"unexpected {', '.join(unexpected[:4])}{' …' if len(unexpected) > 4 else ''}" if unexpected else "",
+            f"shapes (checkpoint vs config) {', '.join(wrong[:4])}" if wrong else "",
+        ]))
+        raise ConfigError(f"{flag}: the checkpoint in {where} does not fit the configured model "
+                          f"({model_config.name}): {details}. Use the model config it was trained with.")
