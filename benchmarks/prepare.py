@@ -1,6 +1,6 @@
 """``midtrain prepare`` throughput beside the raw ``tokenizers`` batch-encode rate, same text, same processes.
 
-    .venv/bin/python benchmarks/prepare.py [--megabytes 24] [--processes 1 2]
+    .venv/bin/python benchmarks/prepare.py [--megabytes 80] [--processes 1 2]
 
 Text: the CPython standard library's ``.py`` files (real code, present on any machine with Python), as JSONL
 documents. Tokenizer: a byte-level BPE of 4,096 tokens trained on part of it. ``raw`` is ``encode_batch`` over
@@ -58,11 +58,12 @@ def raw_rate(tokenizer_path: str, docs: list[str], processes: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--megabytes", type=float, default=24)
+    # large enough that the one file is cut into parts (of at least 32 MiB each) for 2 processes
+    parser.add_argument("--megabytes", type=float, default=80)
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
 
-    from midtrain.data.prepare import prepare_shard
+    from midtrain.data.prepare import file_units, prepare_shard
     from midtrain.tokenizer import train_bpe_tokenizer
 
     docs = corpus(args.megabytes)
@@ -83,8 +84,8 @@ def main() -> None:
             start = time.perf_counter()
             prepare_shard(root / f"tiny{attempt}", tokenizer_dir, [str(root / "tiny.jsonl")])
         print(f"fixed start-up of one prepare: {time.perf_counter() - start:.1f} s (in every row below)")
-        print(f"{'inputs':>8} {'processes':>9} {'raw Mtok/s':>11} {'prepare Mtok/s':>15} {'prepare/raw':>12} "
-              f"{'vs 1 process':>13}")
+        print(f"{'inputs':>8} {'processes':>9} {'parts':>6} {'raw Mtok/s':>11} {'prepare Mtok/s':>15} "
+              f"{'prepare/raw':>12} {'vs 1 process':>13}")
         raw = {processes: raw_rate(str(tokenizer_dir / "tokenizer.json"), docs, processes) for processes in args.processes}
         for label, inputs in (("8 files", files), ("1 file", [one_file])):
             single = None
@@ -94,7 +95,8 @@ def main() -> None:
                                        num_workers=processes)[0]
                 ours = record["tokens"] / (time.perf_counter() - start)
                 single = single or ours
-                print(f"{label:>8} {processes:>9} {raw[processes] / 1e6:>11.2f} {ours / 1e6:>15.2f} "
+                parts = len(file_units(inputs, processes))
+                print(f"{label:>8} {processes:>9} {parts:>6} {raw[processes] / 1e6:>11.2f} {ours / 1e6:>15.2f} "
                       f"{ours / raw[processes]:>12.2f} {ours / single:>13.2f}")
 
 if __name__ == "__main__":

@@ -51,7 +51,10 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
     return sorted(files)
 
 
-MIN_PART_BYTES = 1 << 20  # below this, a file is one part: splitting would cost more than it saves
+# A file is cut only into parts of at least this much: a part becomes (at least) one chunk file of its own, and a
+# pass over a shard reads chunk after chunk (items shuffled within each), so cutting a small corpus would change
+# how well its stream is mixed; at this size a shard has many chunks anyway.
+MIN_PART_BYTES = 32 << 20
 MAX_PART_BYTES = 256 << 20  # a part is at most this big, so a 50 GB file keeps every worker busy to the end
 SPLITTABLE = (".jsonl", ".parquet")  # compressed streams cannot be entered in the middle
 
@@ -70,10 +73,10 @@ class FilePart:
 WHOLE_FILE = FilePart()
 
 
-def part_bytes(total_bytes: int, num_workers: int) -> int:
-    """How big the parts are: the inputs shared evenly by the workers, within [MIN_PART_BYTES, MAX_PART_BYTES]. The
+def part_bytes(total_bytes: int, num_workers: int, min_part_bytes: int = MIN_PART_BYTES) -> int:
+    """How big the parts are: the inputs shared evenly by the workers, within [min_part_bytes, MAX_PART_BYTES]. The
     parts change only what each worker reads, never which documents are held out (see ``read_documents``)."""
-    return min(MAX_PART_BYTES, max(MIN_PART_BYTES, -(-total_bytes // max(1, num_workers))))
+    return min(MAX_PART_BYTES, max(min_part_bytes, -(-total_bytes // max(1, num_workers))))
 
 
 def file_parts(path: Path, target_bytes: int) -> list[FilePart]:

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from midtrain.data.documents import (FilePart, expand_inputs, file_parts, input_bytes, load_hf_dataset, part_bytes,
-                                     read_documents)
+from midtrain.data.documents import (MIN_PART_BYTES, FilePart, expand_inputs, file_parts, input_bytes,
+                                     load_hf_dataset, part_bytes, read_documents)
 from midtrain.data.discovery import INDEX_FILE
 from midtrain.data.encoding import EncoderSpec, cached_encoder, encode_batch, tokenizer_fingerprint
 from midtrain.data.token_check import MANIFEST_FILE
@@ -123,11 +123,11 @@ def split_keys(files: list[Path]) -> list[str]:
     return [str(p.relative_to(common)) for p in resolved]
 
 
-def file_units(files: list[Path], num_workers: int) -> list[tuple]:
+def file_units(files: list[Path], num_workers: int, min_part_bytes: int = MIN_PART_BYTES) -> list[tuple]:
     """The work list for litdata's workers: ``(split key, path, start, stop, first position)`` per part of a file.
     A large JSONL or Parquet file is cut into parts so that every worker has a share of it; which documents are
     held out does not depend on the cut (it is keyed by each document's position in its file)."""
-    target = part_bytes(sum(input_bytes(p) for p in files), num_workers)
+    target = part_bytes(sum(input_bytes(p) for p in files), num_workers, min_part_bytes)
     return [(key, str(path), part.start, part.stop, part.first_position)
             for path, key in zip(files, split_keys(files)) for part in file_parts(path, target)]
 
@@ -274,6 +274,7 @@ def prepare_shard(
     batch_size: int = 256,
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
     overwrite: bool = False,
+    min_part_bytes: int = MIN_PART_BYTES,
 ) -> list[dict]:
     """Tokenize raw text into one shard (EOS after every document), with an optional held-out shard.
 
@@ -294,6 +295,8 @@ def prepare_shard(
         batch_size: Documents encoded per batch.
         chunk_tokens: Tokens per chunk file.
         overwrite: Replace a non-empty ``output_dir`` (atomically, once the new shard is complete).
+        min_part_bytes: A ``.jsonl`` or ``.parquet`` file bigger than its share of the work is cut into parts of at
+            least this many bytes, read by several workers (the held-out split is the same however it is cut).
     """
     inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
     output_dir = Path(output_dir)
@@ -305,7 +308,8 @@ def prepare_shard(
         )
     if not 0 <= val_fraction < 1:
         raise ConfigError(f"--val_fraction={val_fraction!r} must be at least 0 and below 1, e.g. 0.01.")
-    for flag, value in (("--num_workers", num_workers), ("--batch_size", batch_size), ("--chunk_tokens", chunk_tokens)):
+    for flag, value in (("--num_workers", num_workers), ("--batch_size", batch_size), ("--chunk_tokens", chunk_tokens),
+                        ("--min_part_bytes", min_part_bytes)):
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"{flag}={value!r} must be a positive integer.")
     if bool(inputs) == bool(hf_dataset):
@@ -319,7 +323,7 @@ def prepare_shard(
         described_inputs = [f"hf:{hf_dataset}:{hf_split}" + (f":{hf_subset}" if hf_subset else "")]
     else:
         files = expand_inputs(inputs)
-        units = file_units(files, num_workers)
+        units = file_units(files, num_workers, min_part_bytes)
         hf = None
         described_inputs = [str(p) for p in files]
     targets = [("train", output_dir, "--output_dir")]

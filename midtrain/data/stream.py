@@ -41,8 +41,9 @@ class MixedStream(IterableDataset):
         tracker = self.tracker.at(self.start)  # this worker's own copy, run through every batch
         batch = 0
         while True:
-            picks = tracker.advance(self.batch_size)
-            if batch % workers == worker:
+            mine = batch % workers == worker
+            picks = tracker.advance(self.batch_size, positions=mine)
+            if mine:
                 for member, stream_pos in picks:
                     sample = self.readers[member].read(stream_pos)
                     if self.vocab_size is not None and sample.max() >= self.vocab_size:

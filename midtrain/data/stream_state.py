@@ -155,8 +155,9 @@ class StreamTracker:
         self._set_weights(self._member_weights(self.timeline[self.segment].weights))
         self.phases[-1] = self._new_phase_record(len(self.phases) - 1, self.timeline[self.segment].start_step)
 
-    def advance(self, length: int) -> list[tuple[int, int]]:
-        """(member index, global stream position) of each of the next ``length`` samples of this rank's stream."""
+    def advance(self, length: int, positions: bool = False) -> list[tuple[int, int]]:
+        """Move this rank's stream on by ``length`` samples; with ``positions``, return (member index, global stream
+        position) of each (a worker's own batches), else nothing (the loader's count of what it handed out)."""
         if self.source is not None and self.timeline is None:
             self.require_timeline()
         out: list[tuple[int, int]] = []
@@ -164,18 +165,33 @@ class StreamTracker:
             boundary = self._boundary()
             span = length if boundary is None else min(length, boundary - self.rank_samples)
             if span > 0:
-                if self._active_counts is None:
-                    self._active_counts = [self.counts[m] for m in self.active]
-                for a in self._schedule.run(self.position, self._active_counts, span):
-                    member = self.active[a]
-                    out.append((member, self.bases[member] + self.counts[member] * self.world_size + self.rank))
-                    self.counts[member] += 1
+                if len(self.active) == len(self.ids):  # every member in play: the schedule counts in place
+                    members = self._schedule.run(self.position, self.counts, span)
+                else:
+                    if self._active_counts is None:
+                        self._active_counts = [self.counts[m] for m in self.active]
+                    members = [self.active[a] for a in self._schedule.run(self.position, self._active_counts, span)]
+                    for member in members:
+                        self.counts[member] += 1
+                if positions:
+                    out += self._positions(members)
                 self.position += span
                 self.rank_samples += span
                 length -= span
             if boundary is not None and self.rank_samples >= boundary:
                 self._enter_next_segment()
         return out
+
+    def _positions(self, members: list[int]) -> list[tuple[int, int]]:
+        """Stream positions of samples just drawn (``self.counts`` already counts them): the last draw of a member
+        is its count minus one, the one before minus two, and so on."""
+        later: dict[int, int] = {}
+        draws = [0] * len(members)
+        for k in range(len(members) - 1, -1, -1):
+            member = members[k]
+            later[member] = later.get(member, 0) + 1
+            draws[k] = self.counts[member] - later[member]
+        return [(m, self.bases[m] + d * self.world_size + self.rank) for m, d in zip(members, draws)]
 
     def snapshot(self) -> dict:
         return {"position": self.position, "counts": list(self.counts), "bases": list(self.bases),

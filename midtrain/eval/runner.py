@@ -6,6 +6,8 @@ Nothing here parses arguments: ``midtrain.commands.eval`` resolves them into an 
 from __future__ import annotations
 
 import math
+import os
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from midtrain.eval.results import ResultsTable
 from midtrain.eval.scoring import block_batches, loss_sums, sft_batches
 from midtrain.eval.targets import EvalTarget
 from midtrain.eval.tasks import TaskSettings, run_tasks
+from midtrain.progress import bar_wanted
 
 
 @dataclass
@@ -77,7 +80,8 @@ def run_eval(job: EvalJob, table: ResultsTable) -> dict[str, int]:
     work = [(target, items) for target, items in work if items]
     counts = {"checkpoints": len(work), "skipped": len(job.targets) - len(work), "rows": 0}
     need_tokenizer = bool(job.tasks) or any(s.json_path is not None for s in job.sets)
-    with tqdm(total=sum(len(items) for _, items in work), desc="midtrain eval", unit="set", dynamic_ncols=True) as bar:
+    show_bar, scored, total = bar_wanted(sys.stderr, os.environ), 0, sum(len(items) for _, items in work)
+    with tqdm(total=total, desc="midtrain eval", unit="set", dynamic_ncols=True, disable=not show_bar) as bar:
         for target, items in work:
             loaded = load_model(target.checkpoint, job.device, job.dtype, job.tokenizer_dir, need_tokenizer)
             rows = []
@@ -105,6 +109,9 @@ def run_eval(job: EvalJob, table: ResultsTable) -> dict[str, int]:
                 bar.update(len(task_items))
             table.append(rows)
             counts["rows"] += len(rows)
+            scored += len(items)
+            if not show_bar:  # a log file gets one line per checkpoint instead of a bar's redraws
+                print(f"  {target.run} step {target.step}: {len(items)} set(s) scored ({scored}/{total})", flush=True)
             del loaded
     return counts
 

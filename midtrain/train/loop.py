@@ -17,7 +17,7 @@ from midtrain.distributed import get_logger
 from midtrain.train.budget import Budget
 from midtrain.train.lr_schedule import LRSchedule
 from midtrain.train.preemption import StopReason, StopRequest
-from midtrain.train.progress import StepProgress
+from midtrain.progress import StepProgress
 from midtrain.train.validation import validate
 
 log = get_logger(__name__)

@@ -36,7 +36,8 @@ def test_heldout_loss_matches_the_trainers_validation_and_reruns_skip(tiny_demo,
             assert scored["value"] == pytest.approx(metric(tiny_demo / "runs" / "code", f"val/{domain}/loss")[step], abs=2e-5)
             assert scored["eval_tokens"] == 128 and scored["parent"] == "trunk" and scored["branch_step"] == 6
     assert {r["tokens_seen"] for r in rows} == {9 * 8 * 32, 12 * 8 * 32}
-    capsys.readouterr()
+    captured = capsys.readouterr()  # not a terminal: one plain line per checkpoint, no bar
+    assert "code step 12: 4 set(s) scored (8/8)" in captured.out and "midtrain eval:" not in captured.err
     assert main(args) == 0
     assert "2 checkpoint(s) already scored" in capsys.readouterr().out and len(eval_rows(out)) == 2 * 2 * len(DOMAINS)
     assert main([*args[:-2], "--tokens_per_domain=64", "--steps=[12]", "--domains=[math]", "--plot=false"]) == 0

@@ -253,12 +253,12 @@ def big_inputs(folder, documents=6000):
 
 
 def test_large_files_are_cut_into_parts_that_read_every_document_once_with_their_positions(tmp_path):
-    from midtrain.data.documents import MIN_PART_BYTES, file_parts, input_bytes, read_documents
+    from midtrain.data.documents import file_parts, input_bytes, read_documents
 
     texts = big_inputs(tmp_path / "raw")
     for name in ("big.jsonl", "big.parquet"):
         path = tmp_path / "raw" / name
-        assert input_bytes(path) > 2 * MIN_PART_BYTES
+        assert input_bytes(path) > 2 << 20
         whole = list(read_documents(path, "text"))
         assert [t for _, t in whole] == texts
         for pieces in (2, 3, 7):
@@ -272,12 +272,14 @@ def test_a_large_file_is_shared_by_the_workers_with_the_same_documents_and_held_
 
     big_inputs(tmp_path / "raw")
     files = [tmp_path / "raw" / "big.jsonl", tmp_path / "raw" / "big.parquet"]
-    assert len(file_units(files, 1)) == 2 and len(file_units(files, 3)) >= 4
+    small_parts = 1 << 20  # the default keeps files this small whole; the cut is the same code at any size
+    assert len(file_units(files, 3)) == 2 and len(file_units(files, 1, small_parts)) == 2
+    assert len(file_units(files, 3, small_parts)) >= 4
     results = []
     for workers in (1, 3):
         out = tmp_path / f"w{workers}"
         records = prepare_shard(out / "train" / "x", tokenizer_dir, [str(p) for p in files], val_fraction=0.1,
-                                num_workers=workers)
+                                num_workers=workers, min_part_bytes=small_parts)
         results.append([(r["documents"], r["tokens"], r["max_token_id"]) for r in records])
     assert results[0] == results[1]
     assert results[0][1][0] > 0  # some documents were held out

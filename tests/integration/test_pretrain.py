@@ -336,7 +336,7 @@ def test_initial_checkpoint_dir_loads_weights_only_from_full_or_raw_checkpoints(
 def test_a_terminal_gets_a_progress_bar_and_a_log_file_plain_lines(train_root, tmp_path, capsys, monkeypatch):
     import io
 
-    from midtrain.train.progress import bar_wanted
+    from midtrain.progress import bar_wanted
 
     class Terminal(io.StringIO):
         def isatty(self):

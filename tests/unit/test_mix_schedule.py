@@ -92,7 +92,7 @@ def tracker(start_step=0, world_size=1, rank=0, schedule=None):
 
 def test_each_segment_is_exact_from_its_start_and_every_cursor_carries_on():
     stream = tracker()
-    picks = stream.advance(4 * 16)  # steps 0-15: every segment, the last one entered
+    picks = stream.advance(4 * 16, positions=True)  # steps 0-15: every segment, the last one entered
     timeline = stream.timeline
     assert [p.get("start_step") for p in stream.phases] == [s.start_step for s in timeline]
     assert [p["schedule"] for p in stream.phases][2:4] == ["phase 2 ramp 1/4", "phase 2 ramp 2/4"]
@@ -114,12 +114,12 @@ def test_each_segment_is_exact_from_its_start_and_every_cursor_carries_on():
 
 @pytest.mark.parametrize("stop_step", [3, 4, 9, 11, 12, 13])
 def test_resume_at_any_step_even_inside_a_ramp_continues_the_same_stream(stop_step):
-    whole = tracker().advance(4 * 20)
+    whole = tracker().advance(4 * 20, positions=True)
     first = tracker()
-    before = first.advance(4 * stop_step)
+    before = first.advance(4 * stop_step, positions=True)
     second = tracker(start_step=stop_step)
     second.load_state_dict(first.state_dict())
-    assert before + second.advance(4 * (20 - stop_step)) == whole
+    assert before + second.advance(4 * (20 - stop_step), positions=True) == whole
     uninterrupted = tracker()
     uninterrupted.advance(4 * 20)
     assert second.ledger() == uninterrupted.ledger()
@@ -129,12 +129,12 @@ def test_a_workers_copy_from_a_snapshot_runs_the_same_segments():
     stream = tracker()
     stream.advance(4 * 7 + 2)
     copy = stream.at(stream.snapshot())
-    assert copy.advance(40) == stream.advance(40)
+    assert copy.advance(40, positions=True) == stream.advance(40, positions=True)
 
 
 def test_two_ranks_share_each_segment_without_overlap():
     ranks = [tracker(world_size=2, rank=r) for r in (0, 1)]
-    picks = [r.advance(2 * 16) for r in ranks]  # samples_per_step=4 per rank is 8 per step over both ranks
+    picks = [r.advance(2 * 16, positions=True) for r in ranks]  # samples_per_step=4 per rank is 8 per step over both ranks
     for k in range(len(MEMBERS)):
         positions = sorted(pos for rank_picks in picks for member, pos in rank_picks if member == k)
         assert positions == list(range(len(positions)))
@@ -150,6 +150,6 @@ def test_a_branch_ramps_from_the_checkpoints_mixture():
         branch.require_timeline()
     branch.load_state_dict(trunk.state_dict())
     assert branch.timeline[0].weights == pytest.approx({"main/1": 0.95, "c1": 0.05})
-    picks = branch.advance(4 * 4)
+    picks = branch.advance(4 * 4, positions=True)
     assert [pos for member, pos in picks if member == 0][0] == 20  # main continues at the trunk's cursor
     assert [p.get("schedule") for p in branch.phases] == [None, "phase 0 ramp 1/2", "phase 0 ramp 2/2", "phase 0"]

@@ -1,6 +1,6 @@
-"""Training progress on a terminal: a bar with the step, ETA and the last loss, with the log lines printed above it.
-Under SLURM, in a pipe or a file, or with ``MIDTRAIN_PROGRESS=plain``, only the log lines (a bar's redraws would
-fill a log file); ``MIDTRAIN_PROGRESS=bar`` forces the bar."""
+"""Progress on a terminal: a bar with ETA (training: the step and the last loss, with the log lines printed above
+it; evaluation: the sets scored). Under SLURM, in a pipe or a file, or with ``MIDTRAIN_PROGRESS=plain``, plain lines
+only (a bar's redraws would fill a log file); ``MIDTRAIN_PROGRESS=bar`` forces the bar."""
 
 from __future__ import annotations
 
