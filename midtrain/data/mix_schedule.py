@@ -35,7 +35,8 @@ class Phase:
 
     def describe(self) -> str:
         """The phase's mixture (and ramp), e.g. ``domains main:0.8,code:0.2, ramped over 2,000 steps``."""
-        ramp = f", ramped over {self.ramp_steps:,} steps from the mixture before" if self.ramp_steps else ""
+        ramp = (f", ramped over {self.ramp_steps:,} steps from the mixture before (in "
+                f"{min(self.ramp_steps, RAMP_SEGMENTS)} constant segments)" if self.ramp_steps else "")
         return f"{self.spec.describe()}{ramp}"
 
 

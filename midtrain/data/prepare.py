@@ -341,6 +341,9 @@ def prepare_shard(
         "vocab_size": encoder.vocab_size,
         "val_fraction": val_fraction,
         "eos_after_every_document": True,
+        # which documents are held out: a hash of (file below the inputs' common folder, position in the file), the
+        # position being the 0-based line (JSONL) or row (Parquet) number; earlier versions counted documents
+        "held_out_key": "file and line/row number",
     }
     records: list[dict] = []
     locks = [FolderLock(target.parent / f".{target.name}.lock", flag, target, "prepare") for _, target, flag in targets]

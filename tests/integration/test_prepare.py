@@ -54,6 +54,7 @@ def test_prepare_reads_every_format_and_holds_out_validation(tmp_path, tokenizer
     assert train["tokens"] + val["tokens"] == expected_tokens
     assert read_shard(root / "train" / "c1", "c1", "code").tokens == train["tokens"]
     assert len(train["inputs"]) == 5 and train["tokenizer_fingerprint"] and train["eos_after_every_document"]
+    assert train["held_out_key"] == "file and line/row number"
     leftovers = [p.name for p in (root / "train").iterdir() if p.name.startswith(".")]
     assert leftovers == []
 
