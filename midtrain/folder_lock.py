@@ -2,7 +2,10 @@
 
 ``flock`` on a lock file: the operating system releases it when the process dies, however it dies, so a killed job
 never leaves a stale lock behind (a file may remain, unlocked, which the next run takes over); the file keeps the
-holder's host, pid and start time for the message another process gets, and is removed on a clean release.
+holder's host, pid and start time for the message another process gets, and is removed on a clean release. A
+process forked while a lock is held (data loader workers, prepare's litdata process) closes its copy of the lock's
+file at once: an ``flock`` belongs to the open file, so an orphaned child would otherwise keep the dead holder's
+lock.
 """
 
 from __future__ import annotations
@@ -12,9 +15,25 @@ import fcntl
 import json
 import os
 import socket
+import weakref
 from pathlib import Path
 
 from midtrain.errors import ConfigError
+
+_HELD: weakref.WeakSet = weakref.WeakSet()
+
+
+def _close_in_child() -> None:
+    for lock in list(_HELD):
+        if lock._handle is not None:
+            try:
+                lock._handle.close()  # this process's descriptor only: the parent still holds the lock
+            except OSError:
+                pass
+            lock._handle = None
+
+
+os.register_at_fork(after_in_child=_close_in_child)
 
 
 class FolderLock:
@@ -23,7 +42,14 @@ class FolderLock:
         self._handle = None
 
     def acquire(self) -> FolderLock:
-        self.lock_file.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.lock_file.parent.mkdir(parents=True, exist_ok=True)
+            return self._acquire()
+        except OSError as exc:  # a read-only or foreign folder: say which
+            raise ConfigError(f"{self.flag}={str(self.folder)!r} cannot be locked for this {self.what} ({exc.strerror or exc} "
+                              f"at {self.lock_file}). Choose a folder you can write, or fix its permissions.") from None
+
+    def _acquire(self) -> FolderLock:
         while True:
             handle = open(self.lock_file, "a+")
             try:
@@ -49,6 +75,7 @@ class FolderLock:
                                  "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}))
         handle.flush()
         self._handle = handle
+        _HELD.add(self)
         return self
 
     def release(self) -> None:
@@ -61,6 +88,7 @@ class FolderLock:
             fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
             self._handle.close()
             self._handle = None
+            _HELD.discard(self)
 
     def __enter__(self) -> FolderLock:
         return self.acquire()

@@ -17,7 +17,11 @@ Placeholders (``${VAR}``) are kept in the generated configs, so they stay free o
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
+import json
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,9 +45,21 @@ def _format(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+MAX_NAME_CHARS = 64
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
+
+
 def point_name(prefix: str, values: dict[str, Any]) -> str:
+    """A short, file-system-safe name: the axes' values as written where they fit (``branch_step20000_share0.2``);
+    otherwise a readable prefix and a hash of the values (a newline, a slash or a 39-shard weight string would
+    otherwise break the array's list file or the file system's name limit)."""
     parts = [f"{key.split('.')[-1]}{_format(value)}" for key, value in values.items()]
-    return "_".join(([prefix] if prefix else []) + parts).replace("/", "-").replace(" ", "")
+    raw = "_".join(([prefix] if prefix else []) + parts)
+    safe = _UNSAFE.sub("-", raw).strip("-.")
+    if safe == raw and len(safe) <= MAX_NAME_CHARS:
+        return safe
+    digest = hashlib.sha1(json.dumps([prefix, values], sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{safe[: MAX_NAME_CHARS - 9].rstrip('-._')}-{digest}"
 
 
 def set_dotted(config: dict, key: str, value: Any) -> None:
@@ -75,14 +91,24 @@ def expand(spec: dict, spec_dir: Path) -> list[SweepPoint]:
     axes = spec.get("axes")
     if not isinstance(axes, dict) or not axes or not all(isinstance(v, list) and v for v in axes.values()):
         problems.add("'axes' must map each key to a non-empty list of values, e.g. axes: {branch_step: [20000, 40000]}.")
-    elif "branch_step" in axes and not spec.get("trunk"):
-        problems.add("the branch_step axis needs 'trunk': the trunk run folder whose step-XXXXXXXX checkpoints to branch from.")
-    elif "share" in axes:
-        if not spec.get("specialised_domain"):
-            problems.add("the share axis needs 'specialised_domain' (e.g. code): each point mixes main:1-s,<domain>:s.")
-        bad = [s for s in axes["share"] if not isinstance(s, (int, float)) or not 0 <= s <= 1]
-        if bad:
-            problems.add(f"share values must be between 0 and 1; got {bad}.")
+    else:
+        if not spec.get("out_root") and "out_dir" not in axes:
+            problems.add("the sweep spec has no 'out_root', so every point would train in the base config's out_dir "
+                         "(the first would train, every other would find it finished). Set out_root: each point's "
+                         "out_dir is out_root/<point name>.")
+        if spec.get("out_root") and "out_dir" in axes:
+            problems.add("the sweep spec sets both 'out_root' and an 'out_dir' axis; each point's out_dir would be "
+                         "out_root/<name>, overriding the axis. Keep one of them.")
+        if "branch_step" in axes and not spec.get("trunk"):
+            problems.add("the branch_step axis needs 'trunk': the trunk run folder whose step-XXXXXXXX checkpoints to "
+                         "branch from.")
+        if "share" in axes:
+            if not spec.get("specialised_domain"):
+                problems.add("the share axis needs 'specialised_domain' (e.g. code): each point mixes "
+                             "main:1-s,<domain>:s.")
+            bad = [s for s in axes["share"] if not isinstance(s, (int, float)) or not 0 <= s <= 1]
+            if bad:
+                problems.add(f"share values must be between 0 and 1; got {bad}.")
     problems.raise_if_any(ConfigError)
     base_path = Path(spec["base"]) if Path(spec["base"]).is_absolute() else spec_dir / spec["base"]
     try:
@@ -111,4 +137,9 @@ def expand(spec: dict, spec_dir: Path) -> list[SweepPoint]:
     names = [p.name for p in points]
     if len(set(names)) != len(names):
         raise ConfigError(f"sweep points share names {sorted({n for n in names if names.count(n) > 1})}; make axis values distinct.")
+    out_dirs = [os.path.normpath(str(p.config.get("out_dir"))) for p in points]
+    shared = sorted({d for d in out_dirs if out_dirs.count(d) > 1})
+    if shared:
+        raise ConfigError(f"sweep points share the out_dir {shared[0]!r}: a run folder holds one run. Give each point "
+                          "its own (out_root, or distinct out_dir values).")
     return points

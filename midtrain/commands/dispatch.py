@@ -8,13 +8,7 @@ import importlib
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
-from jsonargparse import ArgumentError
-
-from midtrain.commands.parse_errors import explain
-from midtrain.commands.parsing import command_parser
-from midtrain.config_files import DATA_MODULE_ALIASES, load_config, needs_rewrite
-from midtrain.errors import ConfigError
+from midtrain.commands.parsing import call_with_args
 
 # Each command is imported only when it runs, so that `midtrain --help`, `mix` and `sweep` start without loading
 # torch, litgpt or lightning (`pretrain`, `eval` and `similarity` need them anyway).
@@ -46,13 +40,8 @@ def run_command(argv: list[str]) -> int:
         return 0
     name = argv[0]
     function = load_command(name)
-    parser = command_parser(function, prog=f"midtrain {name}")
-    try:
-        config = parser.parse_args(translate_config_files(argv)[1:])
-    except ArgumentError as exc:
-        raise ConfigError(explain(str(exc), name, function)) from None
-    init = parser.instantiate_classes(config)
-    status = function(**{k: v for k, v in init.items() if k not in ("config", "__path__")})
+    init = call_with_args(function, argv[1:], prog=f"midtrain {name}")
+    status = function(**init)
     return status if isinstance(status, int) and not isinstance(status, bool) else 0
 
 
@@ -68,23 +57,6 @@ def pretrain_config_of_mix(argv: list[str]) -> tuple[str, list[str]] | None:
     return None
 
 
-def translate_config_files(argv: list[str]) -> list[str]:
-    """Config files with ``${VAR}`` placeholders or the fork's class path are handed over resolved; the fork's
-    class path is also accepted as a ``--data`` value."""
-    out = list(argv)
-    for i, arg in enumerate(out):
-        if arg in DATA_MODULE_ALIASES and i > 0 and out[i - 1] in ("--data", "--data.class_path"):
-            out[i] = DATA_MODULE_ALIASES[arg]
-        elif arg.startswith(("--data=", "--data.class_path=")) and arg.split("=", 1)[1] in DATA_MODULE_ALIASES:
-            key, value = arg.split("=", 1)
-            out[i] = f"{key}={DATA_MODULE_ALIASES[value]}"
-        elif arg == "--config" and i + 1 < len(out) and _rewritable(out[i + 1]):
-            out[i + 1] = yaml.safe_dump(load_config(out[i + 1]), sort_keys=False)
-        elif arg.startswith("--config=") and _rewritable(arg.split("=", 1)[1]):
-            out[i] = "--config=" + yaml.safe_dump(load_config(arg.split("=", 1)[1]), sort_keys=False)
-    return out
-
-
 def _is_pretrain_config(path: str) -> bool:
     from midtrain.commands.mix import is_pretrain_config
 
@@ -94,9 +66,5 @@ def _is_pretrain_config(path: str) -> bool:
 def _is_file(value: str) -> bool:
     try:
         return Path(value).is_file()
-    except OSError:  # YAML text rather than a path (e.g. a name too long for the file system)
+    except (OSError, ValueError):  # YAML text rather than a path (e.g. a name too long for the file system)
         return False
-
-
-def _rewritable(value: str) -> bool:
-    return _is_file(value) and needs_rewrite(value)

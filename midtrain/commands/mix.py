@@ -36,6 +36,11 @@ def mix(
         seq_length: The model's context length; each training sample reads ``seq_length + 1`` tokens.
         format: ``table`` for people, ``json`` for scripts.
     """
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
+        raise ConfigError(f"--max_tokens={max_tokens!r} must be a positive number of tokens (the run's budget), or left "
+                          "unset for the plan of one pass.")
+    if isinstance(seq_length, bool) or not isinstance(seq_length, int) or seq_length < 1:
+        raise ConfigError(f"--seq_length={seq_length!r} must be a positive integer (the model's context length).")
     mixture = resolve_mixture(data)
     if mixture.schedule is not None:
         raise ConfigError("--data.mix_schedule changes the mixture at optimizer steps, so its plan needs the run's "

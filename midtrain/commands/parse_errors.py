@@ -34,10 +34,43 @@ _UNKNOWN_PATTERNS = (
 )
 
 
-def explain(message: str, command: str, function: Callable) -> str:
+def literal_choices(function: Callable, key: str) -> tuple | None:
+    """The values a ``Literal``-typed key (``format``, ``train.lr_scheduler``) takes, or None."""
+    import typing
+
+    head, _, rest = key.partition(".")
+    try:
+        hints = typing.get_type_hints(function)
+        annotation = hints.get(head)
+        if rest:
+            default = inspect.signature(function).parameters[head].default
+            annotation = typing.get_type_hints(type(default)).get(rest) if dataclasses.is_dataclass(default) else None
+    except Exception:  # an annotation that cannot be resolved here: no choices to offer
+        return None
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if typing.get_origin(candidate) is typing.Literal:
+            return typing.get_args(candidate)
+    return None
+
+
+def _given(argv: list[str] | None, key: str) -> str | None:
+    for i, word in enumerate(argv or []):
+        if word.startswith(f"--{key}="):
+            return word.split("=", 1)[1]
+        if word == f"--{key}" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def explain(message: str, command: str, function: Callable, argv: list[str] | None = None) -> str:
     keys = known_keys(function)
     group_match = re.search(r'Parser key "([\w.]+)"', message)
     group = group_match.group(1) if group_match else ""
+    choices = literal_choices(function, group) if group and "Cannot take a Union of no types" in message else None
+    if choices:
+        given = _given(argv, group)
+        return (f"--{group}={given if given is not None else '?'} is not one of {', '.join(map(str, choices))}. "
+                f"See 'midtrain {command} --help'.")
     unknown = []
     for pattern in _UNKNOWN_PATTERNS:
         for key in pattern.findall(message):

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
+
+from midtrain.commands.argv import prepare_argv
+from midtrain.commands.parse_errors import explain
+from midtrain.errors import ConfigError
 
 
 def command_parser(function: Callable, prog: str | None = None) -> ArgumentParser:
@@ -16,8 +20,14 @@ def command_parser(function: Callable, prog: str | None = None) -> ArgumentParse
     return parser
 
 
-def call_with_args(function: Callable, argv: list[str], drop: tuple[str, ...] = ()) -> dict:
-    """``function``'s keyword arguments parsed from ``argv`` as the CLI parses them, classes instantiated."""
-    parser = command_parser(function)
-    init = parser.instantiate_classes(parser.parse_args(argv))
+def call_with_args(function: Callable, argv: list[str], drop: tuple[str, ...] = (), prog: str | None = None) -> dict:
+    """``function``'s keyword arguments parsed from ``argv`` as the CLI parses them (see ``midtrain.commands.argv``),
+    classes instantiated; a ``ConfigError`` naming the flag for anything that does not parse."""
+    parser = command_parser(function, prog)
+    try:
+        config = parser.parse_args(prepare_argv(function, argv))
+    except ArgumentError as exc:
+        name = (prog or function.__name__).split()[-1]
+        raise ConfigError(explain(str(exc), name, function, argv)) from None
+    init = parser.instantiate_classes(config)
     return {k: v for k, v in init.items() if k not in ("config", "__path__", *drop)}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import re
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import yaml
 from midtrain.config_files import DATA_MODULE_ALIASES, read_yaml_mapping
 from midtrain.commands.mix import seq_length_of
 from midtrain.errors import ConfigError
-from midtrain.train.fork_dialect import FORK_ONLY_KEYS, ForkStart, resolve_fork_schedule
+from midtrain.train.fork_dialect import FORK_ONLY_KEYS, ForkStart, dialect_of, resolve_fork_schedule
 
 # The fork's keys that the native config replaces with explicit ones.
 _REPLACED_TRAIN_KEYS = ("max_iters", "max_additional_steps", "lr_warmup_fraction", "lr_warmup_steps", "stable_steps",
@@ -47,6 +45,7 @@ def port(
         start_step: The step the run starts at, when ``branch_from`` is not a ``step-XXXXXXXX`` folder.
         overwrite: Replace an existing ``output``.
     """
+    from midtrain.commands.parsing import call_with_args
     from midtrain.commands.pretrain import pretrain
 
     source = read_yaml_mapping(fork_config, "--fork_config")
@@ -55,11 +54,13 @@ def port(
         raise ConfigError(f"--output={str(output)!r} exists. Choose another path or set --overwrite=true.")
     world_size = _world_size(source, devices, num_nodes)
     train_dict = dict(source.get("train") or {})
-    defaults = inspect.signature(pretrain).parameters["train"].default
-    unknown = sorted(set(train_dict) - {f.name for f in dataclasses.fields(defaults)})
-    if unknown:
-        raise ConfigError(f"--fork_config={str(fork_config)!r}: unknown train key(s) {', '.join(unknown)}. Fix or remove them.")
-    train = dataclasses.replace(defaults, **train_dict)
+    # read as 'midtrain pretrain' reads it (one reader, one typing: the paper's `min_lr: 1e-6` is a YAML string)
+    train = call_with_args(pretrain, ["--config", str(fork_config)])["train"]
+    dialect, why = dialect_of(train)
+    if dialect != "fork":
+        raise ConfigError(f"--fork_config={str(fork_config)!r} is not in the paper fork's dialect ({why}): it already "
+                          f"runs with midtrain's meaning, so there is nothing to port. Run it as it is: 'midtrain "
+                          f"pretrain --config {fork_config}'.")
     if train.lr_scheduler == "decay":
         raise ConfigError(
             f"--fork_config={str(fork_config)!r} uses the fork's lr_scheduler decay (exponential from the restored optimizer's "
@@ -114,13 +115,14 @@ def port(
     if isinstance(data, dict) and data.get("class_path") in DATA_MODULE_ALIASES:
         native["data"] = {**data, "class_path": DATA_MODULE_ALIASES[data["class_path"]]}
         changes.append(f"data.class_path {DATA_MODULE_ALIASES[data['class_path']]}")
-    if source.get("resume") is True:
+    if branch_from:
         native["resume"] = "auto"
-        if branch_from:
-            native["branch_from"] = str(branch_from)
-            changes.append(f"branch_from {branch_from} and resume auto, instead of resume: true over a copied checkpoint")
-        else:
-            changes.append("resume auto, instead of resume: true")
+        native["branch_from"] = str(branch_from)
+        changes.append(f"branch_from {branch_from} and resume auto"
+                       + (", instead of resume: true over a copied checkpoint" if source.get("resume") is True else ""))
+    elif source.get("resume") is True:
+        native["resume"] = "auto"
+        changes.append("resume auto, instead of resume: true")
     for notice in resolved.notices:
         changes.append(f"(fork behaviour now explicit) {notice}")
 

@@ -43,7 +43,8 @@ def pretrain(
 
     Same keys as ``litgpt pretrain`` plus midtrain's. Exit status: 0 when done (or stopped by
     ``train.max_additional_steps``/``train.max_iters``); 75 when stopped by SIGUSR1/SIGTERM or ``train.max_time``
-    after saving a checkpoint (requeue and rerun with ``--resume auto`` to continue exactly); 2 for bad input.
+    after saving a checkpoint (requeue and rerun with ``--resume auto`` to continue exactly); 3 when the loss or a
+    gradient norm became non-finite (nothing saved after it; not to be requeued); 2 for bad input.
 
     Args:
         model_name: A litgpt model name (e.g. pythia-160m); ``model_config`` overrides it.
@@ -94,7 +95,10 @@ def pretrain(
             return 0
         if plan.start.kind == "finished":
             print(f"The run in {out_dir} is already finished ({plan.start.checkpoint.path}, step "
-                  f"{plan.start.checkpoint.step:,} of {plan.budget.total_steps:,}); nothing to do.")
+                  f"{plan.start.checkpoint.step:,}); nothing to do. To extend it, give a later absolute end"
+                  + (" (--train.max_iters without --train.max_additional_steps: the paper's fork would have added "
+                     "max_additional_steps again and replaced final/)." if plan.dialect == "fork" else
+                     " (--train.max_steps or --train.max_tokens)."))
             return 0
         if stop_request.signal_name is not None:
             print(f"Stopped by {stop_request.signal_name} during start-up, before any step; nothing was changed. "

@@ -80,6 +80,7 @@ def similarity(
         from midtrain.eval.results import read_rows
 
         rows = read_rows(Path(eval_table))
+        _check_table_runs(rows, eval_table, control, [(mix_runs or {}).get(m, m) for m in mixes or []])
     loaded, tokenizer = None, None
     if checkpoint is not None:
         from midtrain.eval.model_loading import load_model, resolve_device, resolve_precision
@@ -141,6 +142,18 @@ def _check_bridge_args(names, pretrain, mixes, sft, measure, checkpoint, eval_ta
         raise ConfigError("--eval_table and --control go together: the gain of each mix is measured against the control run.")
     if eval_table is not None and pretrain is None:
         raise ConfigError("--eval_table is used to correlate bridge lengths with gains; set --pretrain, --mixes and --sft.")
+
+
+def _check_table_runs(rows: list[dict], eval_table, control: str, mix_runs: list[str]) -> None:
+    """The control and every mix's run must be in the table (named as it names them), or no gain can be measured."""
+    present = sorted({r["run"] for r in rows if r.get("run")} | {r["base_run"] for r in rows if r.get("base_run")})
+    if control not in present:
+        raise ConfigError(f"--control={control!r} is not a run of --eval_table={str(eval_table)!r} (runs: "
+                          f"{', '.join(present) or 'none'}). Name the control as the table names it.")
+    absent = [run for run in mix_runs if run not in present]
+    if absent:
+        raise ConfigError(f"--mixes {', '.join(map(repr, absent))} have no run in --eval_table={str(eval_table)!r} (runs: "
+                          f"{', '.join(present)}). Map each mix to its run with --mix_runs '{{mix: run}}'.")
 
 
 def _format_matrix(names: list[str], matrix) -> str:

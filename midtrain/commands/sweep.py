@@ -33,6 +33,9 @@ def sweep(spec: Path, out_dir: Path, validate: bool = True, submit: bool = False
     """
     points = expand(load_spec(spec), Path(spec).resolve().parent)
     out_dir = Path(out_dir)
+    if "\n" in str(out_dir.resolve()):
+        raise ConfigError(f"--out_dir={str(out_dir)!r} holds a line break; the array's list file has one path per line. "
+                          "Choose a folder name without one.")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for point in points:
@@ -65,8 +68,12 @@ def sweep(spec: Path, out_dir: Path, validate: bool = True, submit: bool = False
         return 0
     import os
 
-    result = subprocess.run(command, env={**os.environ, "CONFIG_LIST": str(listing.resolve())}, capture_output=True,
-                            text=True)
+    try:
+        result = subprocess.run(command, env={**os.environ, "CONFIG_LIST": str(listing.resolve())},
+                                capture_output=True, text=True)
+    except FileNotFoundError:
+        raise ConfigError(f"--submit=true, but sbatch is not on PATH here. Submit from a SLURM login node, or run "
+                          f"without --submit and submit the command yourself:\n  {shown}") from None
     if result.returncode != 0:
         raise MidtrainError(f"sbatch failed ({result.returncode}): {result.stderr.strip()}\nCommand: {shown}")
     print(result.stdout.strip())

@@ -49,3 +49,6 @@ class MixtureArgs:
     """DataLoader worker processes per rank; the sample sequence does not depend on it."""
     allow_tokenizer_mismatch: bool = False
     """Train on shards whose manifest names another tokenizer than ``tokenizer_dir`` (refused by default)."""
+    allow_data_change: bool = False
+    """Resume (or branch) although shards the checkpoint read changed since (re-prepared, rewritten, removed or, for a
+    resume, added): refused by default, since the saved cursors would point at other samples. Recorded in run.json."""

@@ -38,6 +38,9 @@ class Shard:
     chunk_items: tuple[int, ...]
     data_format: str
     fingerprint: str
+    """Of the layout that decides which tokens sit at which sample index (file names, dims, items, format)."""
+    chunk_mtimes_ns: tuple[int, ...] = ()
+    """Each chunk file's modification time when discovered: a resume re-hashes only chunks whose time changed."""
 
     @property
     def tokens(self) -> int:
@@ -94,12 +97,15 @@ def read_shard(path: Path, shard_id: str, domain: str) -> Shard:
     if sum(dims) == 0:
         raise DataError(f"shard {shard_id!r} at {path} holds no tokens. Re-create it or remove the folder.")
     folder = str(path)
-    sizes, missing = [], []
+    sizes, mtimes, missing = [], [], []
     for name in files:  # one stat per chunk (no pathlib): discovery of 10,000 shards stays within seconds
         try:
-            sizes.append(os.stat(os.path.join(folder, name)).st_size)
+            status = os.stat(os.path.join(folder, name))
         except OSError:
             missing.append(name)
+            continue
+        sizes.append(status.st_size)
+        mtimes.append(status.st_mtime_ns)
     if missing:
         raise DataError(
             f"shard {shard_id!r} at {path} lists {len(missing)} chunk file(s) that do not exist "
@@ -113,7 +119,7 @@ def read_shard(path: Path, shard_id: str, domain: str) -> Shard:
     # The fingerprint covers what decides which tokens sit at which sample index, not timestamps.
     identity = json.dumps([files, dims, items, data_format], separators=(",", ":"))
     fingerprint = hashlib.sha256(identity.encode()).hexdigest()[:16]
-    return Shard(shard_id, domain, path, files, dims, items, data_format[0], fingerprint)
+    return Shard(shard_id, domain, path, files, dims, items, data_format[0], fingerprint, tuple(mtimes))
 
 
 def check_chunk_sizes(files: tuple[str, ...], sizes: list[int], dims: tuple[int, ...], items: tuple[int, ...],

@@ -12,6 +12,7 @@ from litgpt.tokenizer import Tokenizer
 from torch.utils.data import DataLoader
 
 from midtrain.data.args import MixtureArgs
+from midtrain.data.content import compare
 from midtrain.data.mixture import ResolvedMixture, resolve_mixture
 from midtrain.data.plan import MixturePlan, SchedulePlan, make_schedule_plan
 from midtrain.data.stream import MixedStreamLoader, build_train_loader
@@ -101,7 +102,32 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
             schedule=schedule,
             start_step=start_step,
             samples_per_step=samples_per_step,
+            on_disk_ids=[s.id for s in mixture.shards],
+            data_check=lambda state: self.check_data_changes(state, same_run=True),
+            allow_data_change=self.allow_data_change,
         )
+
+    def check_data_changes(self, saved_state: dict, same_run: bool) -> list[str]:
+        """Compare the shards a saved loader state read with the data root now (``midtrain.data.content``). Any
+        shard read before that changed is refused, and for a resume of the same run (``same_run``) shards removed or
+        added too, unless ``allow_data_change``; returns notices (what was allowed, what could not be checked)."""
+        mixture = self.mixture
+        changes = compare(saved_state, mixture.shards, [s.id for s in mixture.used_shards()])
+        if changes.unchecked:
+            return ["the checkpoint records no identity of the shards it read (saved by an earlier midtrain, or by "
+                    "another data module): their contents were not compared with the data root's."]
+        refused = changes.lines() if same_run else [f"changed: {c}" for c in changes.changed]
+        if not refused:
+            return []
+        listed = "\n".join(f"  - {line}" for line in refused)
+        if not self.allow_data_change:
+            raise DataError(
+                f"the data under --data.data_path={str(mixture.train_root)!r} is not what the checkpoint read, so its "
+                f"cursors would point at other samples:\n{listed}\nRestore the data as it was, give changed data a new "
+                "shard id (a new folder number), or set --data.allow_data_change=true to continue anyway (recorded in "
+                "run.json).")
+        return [f"--data.allow_data_change=true: continuing although the data changed since the checkpoint "
+                f"({'; '.join(refused)}); the saved cursors now point at other samples of those shards."]
 
     def schedule_plan(self, timeline: list, start_step: int, total_steps: int,
                       samples_per_step: int, start_samples: dict[str, int] | None = None) -> SchedulePlan:

@@ -14,6 +14,8 @@ import os
 import shutil
 import signal
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ from midtrain.data.documents import (MIN_PART_BYTES, FilePart, expand_inputs, fi
                                      load_hf_dataset, part_bytes, read_documents)
 from midtrain.data.discovery import INDEX_FILE
 from midtrain.data.encoding import EncoderSpec, cached_encoder, encode_batch, tokenizer_fingerprint
-from midtrain.data.token_check import MANIFEST_FILE
+from midtrain.data.content import CHUNK_HASHES_KEY, MANIFEST_FILE, chunk_hashes
 from midtrain.distributed import get_logger
 from midtrain.errors import ConfigError, DataError, Interrupted
 from midtrain.folder_lock import FolderLock
@@ -172,7 +174,9 @@ def write_split(
         index = json.loads((partial / INDEX_FILE).read_text())
         tokens = sum(int(c["dim"]) for c in index["chunks"])
         record = {**manifest, "split": fn.split, "documents": documents, "tokens": tokens,
-                  "max_token_id": max(c.get("max_token_id", -1) for c in counts)}
+                  "max_token_id": max(c.get("max_token_id", -1) for c in counts),
+                  # what a resume compares a chunk with when its modification time changed (midtrain.data.content)
+                  CHUNK_HASHES_KEY: chunk_hashes(partial, [c["filename"] for c in index["chunks"]])}
         (partial / MANIFEST_FILE).write_text(json.dumps(record, indent=2))
         return partial, record
     except BaseException:
@@ -207,6 +211,7 @@ def _optimize_in_child(arguments: dict, error_file: str) -> None:
     os.setpgid(0, 0)  # our own group: the parent stops us and every worker we start with one killpg
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent(os.getppid())
     try:
         from litdata import TokensLoader, optimize
 
@@ -216,6 +221,31 @@ def _optimize_in_child(arguments: dict, error_file: str) -> None:
         Path(error_file).write_text(f"{type(exc).__name__}: {exc}")
         os._exit(1)
     os._exit(0)
+
+
+def _die_with_parent(parent: int) -> None:
+    """A parent killed with SIGKILL cannot stop us: a watcher thread ends our whole group (litdata's workers too)
+    as soon as the parent is gone, so nothing keeps working, or holding files, for a prepare that no longer exists."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os.killpg(0, signal.SIGKILL)
+
+    threading.Thread(target=watch, name="midtrain-prepare-parent-watch", daemon=True).start()
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Hidden folders an earlier prepare of ``target`` left behind when it was killed (``.NAME.partial-PID``,
+    ``.NAME.stats-PID``, ``.NAME.old-PID``). The caller holds ``target``'s lock, so no live prepare writes them."""
+    removed = []
+    if target.parent.is_dir():
+        mine = str(os.getpid())
+        for child in target.parent.iterdir():
+            kind, _, pid = child.name.rpartition("-")
+            if kind in (f".{target.name}.partial", f".{target.name}.stats", f".{target.name}.old") and pid != mine:
+                shutil.rmtree(child, ignore_errors=True)
+                removed.append(child)
+    return removed
 
 
 def _kill_group(child) -> None:
@@ -329,6 +359,11 @@ def prepare_shard(
     targets = [("train", output_dir, "--output_dir")]
     if val_fraction > 0:
         val_output_dir = Path(val_output_dir) if val_output_dir is not None else default_val_output(output_dir)
+        train_at, val_at = output_dir.absolute(), val_output_dir.absolute()
+        if train_at == val_at or train_at in val_at.parents or val_at in train_at.parents:
+            raise ConfigError(f"--val_output_dir={str(val_output_dir)!r} is --output_dir={str(output_dir)!r} or inside "
+                              "it (or it inside the other): the held-out shard needs a folder of its own, e.g. "
+                              "data/val/c1 beside data/train/c1.")
         targets.append(("val", val_output_dir, "--val_output_dir"))
     for _, target, flag in targets:
         check_output(target, flag, overwrite)
@@ -352,6 +387,9 @@ def prepare_shard(
         try:
             for lock in locks:
                 lock.acquire()
+            for _, target, _ in targets:
+                for stale in remove_stale_temporaries(target):
+                    log.info("Removed %s, left behind by an earlier prepare that was killed", stale)
             for split, target, _ in targets:
                 fn = TokenizeUnit(encoder, text_key, split, val_fraction, batch_size,
                                   str(target.parent / f".{target.name}.stats-{os.getpid()}"), hf)

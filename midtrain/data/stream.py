@@ -9,11 +9,12 @@ and so knows the exact state to save, whatever the workers have prefetched.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from midtrain.data.content import identity_record, shard_identity
 from midtrain.data.discovery import Shard
 from midtrain.data.mix_schedule import ScheduleSource
 from midtrain.data.shard_reader import ShardReader
@@ -53,13 +54,22 @@ class MixedStream(IterableDataset):
 
 
 class MixedStreamLoader(DataLoader):
-    """A DataLoader over a ``MixedStream`` whose state is exact at batch granularity."""
+    """A DataLoader over a ``MixedStream`` whose state is exact at batch granularity. Its state also carries the
+    identity of every shard read so far (``midtrain.data.content``), and ``data_check``, when set, is shown a saved
+    state before it is loaded (it raises if the data changed; its notices are kept in ``data_notices``)."""
 
-    def __init__(self, stream: MixedStream, num_workers: int, pin_memory: bool = False) -> None:
+    def __init__(self, stream: MixedStream, num_workers: int, pin_memory: bool = False,
+                 on_disk_ids: Sequence[str] = (), data_check: Callable[[dict], list[str]] | None = None) -> None:
         super().__init__(stream, batch_size=stream.batch_size, num_workers=num_workers, pin_memory=pin_memory,
                          persistent_workers=False)
         self.tracker = stream.tracker
         self.last_transitions: list[Transition] = []
+        self.on_disk_ids = list(on_disk_ids) or list(self.tracker.ids)
+        self.data_check = data_check
+        self.data_notices: list[str] = []
+        self._members = {shard.id: shard for shard in self.tracker.members}
+        self._identities: dict[str, dict] = {}  # each shard's manifest is read once per process
+        self._carried_identities: dict[str, dict] = {}
 
     def __iter__(self):
         # workers start from the batches actually handed out, not from what earlier workers prefetched
@@ -75,9 +85,22 @@ class MixedStreamLoader(DataLoader):
         return max(1, math.ceil(sum(tracker.samples_per_pass) / tracker.world_size / self.batch_size))
 
     def state_dict(self) -> dict:
-        return self.tracker.state_dict()
+        state = self.tracker.state_dict()
+        read = dict(self._carried_identities)
+        for shard_id, entry in state["shards"].items():
+            if shard_id in self._members and entry["consumed"] > 0:
+                if shard_id not in self._identities:
+                    self._identities[shard_id] = shard_identity(self._members[shard_id])
+                read[shard_id] = self._identities[shard_id]
+        state["data_identity"] = identity_record(read, self.on_disk_ids)
+        return state
 
     def load_state_dict(self, state: dict) -> None:
+        if self.data_check is not None:
+            self.data_notices = self.data_check(state)
+        saved = (state.get("data_identity") or {}).get("shards") or {} if isinstance(state, dict) else {}
+        # shards read before but not read now keep their identity, so a later branch that reads them again is checked
+        self._carried_identities = {i: r for i, r in saved.items() if i not in self._members}
         self.last_transitions = self.tracker.load_state_dict(state)
 
     def ledger(self) -> dict:
@@ -98,10 +121,15 @@ def build_train_loader(
     schedule: ScheduleSource | None = None,
     start_step: int = 0,
     samples_per_step: int | None = None,
+    on_disk_ids: Sequence[str] = (),
+    data_check: Callable[[dict], list[str]] | None = None,
+    allow_data_change: bool = False,
 ) -> MixedStreamLoader:
     if rank is None or world_size is None:
         rank, world_size = rank_and_world_size()
     tracker = StreamTracker(members, weights, block_tokens, seed, sampling, rank, world_size, schedule, start_step,
                             samples_per_step)
+    tracker.allow_data_change = allow_data_change
     readers = [ShardReader(shard, block_tokens, seed) for shard in members]
-    return MixedStreamLoader(MixedStream(tracker, readers, batch_size, vocab_size), num_workers)
+    return MixedStreamLoader(MixedStream(tracker, readers, batch_size, vocab_size), num_workers,
+                             on_disk_ids=on_disk_ids, data_check=data_check)

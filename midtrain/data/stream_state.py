@@ -85,6 +85,8 @@ class StreamTracker:
         self.phases: list[dict] = [self._new_phase_record(0, self._clock_step())]
         self.announce_transitions = True
         """Log the cursor table when a loaded state starts a new phase (off where the caller prints it itself)."""
+        self.allow_data_change = False
+        """Load a state although a shard's layout changed since it was saved (``--data.allow_data_change``)."""
 
     # -- the schedule -------------------------------------------------------------------------------------
     def _set_weights(self, weights: Sequence[float]) -> None:
@@ -262,11 +264,11 @@ class StreamTracker:
             for s in self.members
             if s.id in saved and saved[s.id]["fingerprint"] != s.fingerprint
         ]
-        if changed:
+        if changed and not self.allow_data_change:
             raise DataError(
                 f"shard contents changed since the checkpoint was saved: {'; '.join(changed)}. The saved cursors "
-                "would point at different samples. Restore the original shards, or give the new data a new shard id "
-                "(e.g. a new folder number)."
+                "would point at different samples. Restore the original shards, give the new data a new shard id "
+                "(e.g. a new folder number), or set --data.allow_data_change=true to continue anyway."
             )
         self.carried = {i: dict(v) for i, v in saved.items() if i not in self.ids}
         if self.source is not None:  # the timeline as it stands from this state (a first ramp starts from its mixture)

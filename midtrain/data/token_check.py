@@ -8,10 +8,9 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from midtrain.data.content import MANIFEST_FILE
 from midtrain.data.discovery import Shard
 from midtrain.errors import DataError, Problems
-
-MANIFEST_FILE = "midtrain_manifest.json"
 
 
 def read_manifest(shard: Shard) -> dict | None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
+from midtrain.config_files import read_text, yaml_mapping
 from midtrain.data.discovery import held_out_shards, resolve_data_roots
 from midtrain.data.domains import DomainRegistry
 from midtrain.data.validation import domain_sets
@@ -14,18 +13,26 @@ from midtrain.errors import ConfigError, DataError
 from midtrain.eval.targets import EvalTarget
 
 
+def _run_yaml(path: Path) -> dict:
+    """A YAML file of a run (its config, a checkpoint's model config); a damaged one is named with what to do."""
+    try:
+        return yaml_mapping(read_text(path, "--runs"), f"--runs: {path}")
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} It belongs to a run being evaluated: repair it or restore it from a copy.") from None
+
+
 def first_run_config(targets: list[EvalTarget]) -> dict:
     for target in targets:
         path = target.run_dir / "config.yaml"
         if path.is_file():
-            return yaml.safe_load(path.read_text()) or {}
+            return _run_yaml(path)
     return {}
 
 
 def resolve_seq_length(seq_length: int | None, targets: list[EvalTarget], run_config: dict) -> int:
     block_sizes = {}
     for target in targets:
-        config = yaml.safe_load((target.checkpoint / "model_config.yaml").read_text()) or {}
+        config = _run_yaml(target.checkpoint / "model_config.yaml")
         block_sizes[target.checkpoint] = int(config.get("block_size", 0))
     smallest = min(block_sizes.values())
     if seq_length is None:

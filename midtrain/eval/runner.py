@@ -82,7 +82,12 @@ def run_eval(job: EvalJob, table: ResultsTable) -> dict[str, int]:
     need_tokenizer = bool(job.tasks) or any(s.json_path is not None for s in job.sets)
     show_bar, scored, total = bar_wanted(sys.stderr, os.environ), 0, sum(len(items) for _, items in work)
     with tqdm(total=total, desc="midtrain eval", unit="set", dynamic_ncols=True, disable=not show_bar) as bar:
-        for target, items in work:
+        for target, _ in work:
+            items = table.pending(target.key, wanted)  # another evaluation of the same table may have done some
+            if not items:
+                counts["checkpoints"] -= 1
+                counts["skipped"] += 1
+                continue
             loaded = load_model(target.checkpoint, job.device, job.dtype, job.tokenizer_dir, need_tokenizer)
             rows = []
             task_items = [name for kind, name, _ in items if kind == "task"]

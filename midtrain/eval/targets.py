@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from midtrain.errors import ConfigError
 from midtrain.train.checkpoint_files import FINAL, INFO_FILE, MODEL_FILE
 from midtrain.train.run_dir import RUN_FILE
@@ -129,15 +131,21 @@ def find_targets(patterns: list[str], steps: list[int] | None = None, flag: str 
     run_dirs = list(dict.fromkeys(run for run, _, _ in found))
     names = _run_names(run_dirs)
     records = {run: (_read_json(run / RUN_FILE), _read_json(run / FINETUNE_FILE)) for run in run_dirs}
+    for run_dir in run_dirs:
+        _check_one_model(run_dir, [c for r, c, _ in found if r == run_dir], flag)
     targets: list[EvalTarget] = []
-    seen: set[tuple[Path, int | None]] = set()
+    seen: dict[tuple[Path, int | None], Path] = {}
     for run_dir, checkpoint, info in found:
         step = _step_of(checkpoint, info)
         if steps is not None and step not in steps:
             continue
         if step is not None and (run_dir, step) in seen:
-            continue
-        seen.add((run_dir, step))
+            first = seen[(run_dir, step)]
+            if FINAL in (first.name, checkpoint.name):
+                continue  # final/ and step-N of one save: the same weights, scored once
+            raise ConfigError(f"{flag}: {first} and {checkpoint} both hold step {step:,} of {run_dir}, so one curve would "
+                              "have two points there. Remove (or move away) the one that does not belong to this run.")
+        seen[(run_dir, step)] = checkpoint
         run_record, run_finetune = records[run_dir]
         tokens = info.get("tokens")
         targets.append(EvalTarget(names[run_dir], run_dir, checkpoint, step, int(tokens) if tokens is not None else None,
@@ -147,6 +155,31 @@ def find_targets(patterns: list[str], steps: list[int] | None = None, flag: str 
         raise ConfigError(f"--steps={steps} selects none of the checkpoints found under {', '.join(patterns)}. "
                           "Leave --steps unset to score every checkpoint.")
     return targets
+
+
+def _model_identity(checkpoint: Path) -> dict:
+    try:
+        config = yaml.safe_load((checkpoint / "model_config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return {k: v for k, v in (config or {}).items() if k not in ("name", "hf_config")} if isinstance(config, dict) else {}
+
+
+def _check_one_model(run_dir: Path, checkpoints: list[Path], flag: str) -> None:
+    """A run's checkpoints are one model's: a folder mixing two (a config changed under a resume by an older
+    midtrain, files copied together) would be plotted as one curve."""
+    first = None
+    for checkpoint in checkpoints:
+        identity = _model_identity(checkpoint)
+        if first is None:
+            first = (checkpoint, identity)
+            continue
+        differing = sorted(k for k in set(identity) | set(first[1]) if identity.get(k) != first[1].get(k))
+        if differing:
+            shown = ", ".join(f"{k} {first[1].get(k)!r} vs {identity.get(k)!r}" for k in differing[:4])
+            raise ConfigError(f"{flag}: {run_dir} holds checkpoints of two models ({first[0].name} and {checkpoint.name} "
+                              f"differ in {shown}), which would be scored as one curve. Move each model's checkpoints "
+                              "into a folder of its own, or name the checkpoint folders to score directly.")
 
 
 def _run_names(run_dirs: list[Path]) -> dict[Path, str]:

@@ -164,12 +164,36 @@ def remove_partials(out_dir: Path) -> list[Path]:
 
 
 def prune(out_dir: Path, keep_last: int | None, keep_steps: set[int]) -> list[Path]:
-    """Delete ``step-*`` checkpoints beyond the newest ``keep_last``, except those at ``keep_steps``; the newest is
-    never deleted, whatever ``keep_last`` says (the run resumes from it)."""
+    """Delete ``step-*`` checkpoints beyond the newest ``keep_last``, except those at ``keep_steps`` and those that
+    were a finished run's final weights; the newest is never deleted, whatever ``keep_last`` says (the run resumes
+    from it). A step folder that is a link (a parent's checkpoint linked in, as the paper's scripts did) is
+    unlinked, never followed."""
     if keep_last is None:
         return []
     steps = [c for c in list_checkpoints(out_dir) if c.path.name != FINAL]
-    doomed = [c for c in steps[: max(0, len(steps) - max(1, keep_last))] if c.step not in keep_steps]
+    doomed = [c for c in steps[: max(0, len(steps) - max(1, keep_last))]
+              if c.step not in keep_steps and not c.info.get("final")]
     for checkpoint in doomed:
-        shutil.rmtree(checkpoint.path)
+        if checkpoint.path.is_symlink():
+            checkpoint.path.unlink()
+        else:
+            shutil.rmtree(checkpoint.path)
     return [c.path for c in doomed]
+
+
+def keep_finished(out_dir: Path) -> Path | None:
+    """Before a new ``final/`` is published over an older one (a finished run extended to a later end), keep the old
+    one under its step's name, so a finished result is never replaced without a copy."""
+    final = out_dir / FINAL
+    try:
+        old = read_info(final)
+    except DamagedCheckpoint:
+        old = None
+    if old is None:
+        return None
+    kept = out_dir / step_dir_name(old.step)
+    if kept.exists() or kept.is_symlink():
+        kept = out_dir / f"{FINAL}-{step_dir_name(old.step)}"
+    os.replace(final, kept)
+    sync_folder(out_dir)
+    return kept

@@ -15,9 +15,11 @@ import yaml
 from litgpt.config import Config
 from litgpt.utils import save_config
 
-from midtrain.tokenizer import CHECKPOINT_TOKENIZER_FILES
+from midtrain.distributed import get_logger
 from midtrain.train import checkpoint_files as files
 from midtrain.train.run_dir import write_json_atomic
+
+log = get_logger(__name__)
 
 
 class Checkpointer:
@@ -26,36 +28,40 @@ class Checkpointer:
         fabric,
         out_dir: Path,
         model_config: Config,
-        tokenizer_dir: Path | None,
+        tokenizer_files: dict[str, bytes],
         hyperparameters: dict,
         keep_last: int | None,
         keep_steps: set[int],
     ) -> None:
         self.fabric, self.out_dir, self.model_config = fabric, out_dir, model_config
-        self.tokenizer_dir, self.hyperparameters = tokenizer_dir, hyperparameters
+        self.tokenizer_files, self.hyperparameters = tokenizer_files, hyperparameters
         self.keep_last, self.keep_steps = keep_last, keep_steps
 
     def save(self, state: dict, step: int, final: bool, info: dict, ledger: dict) -> Path:
         fabric = self.fabric
         name = files.FINAL if final else files.step_dir_name(step)
         staging, target = files.partial_dir(self.out_dir, name), self.out_dir / name
-        if fabric.global_rank == 0:
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(parents=True)
-        fabric.barrier()
         error: OSError | None = None
-        try:
-            fabric.save(staging / files.MODEL_FILE, state)
-        except OSError as exc:  # a full disk, a quota, a lost mount
-            error = exc
-        fabric.barrier()
-        if fabric.global_rank == 0 and error is None:
-            try:
-                self._write_records(staging, step, final, info, ledger)
-                files.publish(staging, target)
-                files.prune(self.out_dir, self.keep_last, self.keep_steps)
+        if fabric.global_rank == 0:
+            try:  # no inodes or no permission fail here, like a full disk a moment later: the same exit, requeued
+                shutil.rmtree(staging, ignore_errors=True)
+                staging.mkdir(parents=True)
             except OSError as exc:
                 error = exc
+        if fabric.strategy.reduce_boolean_decision(error is None, all=True):
+            try:
+                fabric.save(staging / files.MODEL_FILE, state)
+            except OSError as exc:  # a full disk, a quota, a lost mount
+                error = exc
+            fabric.barrier()
+            if fabric.global_rank == 0 and error is None:
+                try:
+                    self._write_records(staging, step, final, info, ledger)
+                    if final:
+                        files.keep_finished(self.out_dir)
+                    files.publish(staging, target)
+                except OSError as exc:
+                    error = exc
         # every rank learns whether the save worked, so none waits for the others in a collective that never comes
         if not fabric.strategy.reduce_boolean_decision(error is None, all=True):
             if fabric.global_rank == 0:
@@ -64,15 +70,26 @@ class Checkpointer:
                 f"saving {target.name} failed ({error if error is not None else 'on another rank'}). The earlier "
                 "checkpoints are intact: free space (or fix the file system) and rerun with --resume=auto.")
         fabric.print(f"Saved checkpoint {target}")
+        if fabric.global_rank == 0:
+            self._prune()
         return target
+
+    def _prune(self) -> None:
+        """Retention after a published save: a folder that cannot be removed is said, and the save still counts."""
+        try:
+            removed = files.prune(self.out_dir, self.keep_last, self.keep_steps)
+        except OSError as exc:
+            log.warning("Could not remove an old checkpoint (--train.keep_last_checkpoints): %s. The new checkpoint is "
+                        "published; remove the old one by hand.", exc)
+            return
+        for path in removed:
+            log.info("Removed old checkpoint %s (--train.keep_last_checkpoints=%s)", path, self.keep_last)
 
     def _write_records(self, staging: Path, step: int, final: bool, info: dict, ledger: dict) -> None:
         save_config(self.model_config, staging)
         (staging / "hyperparameters.yaml").write_text(yaml.safe_dump(self.hyperparameters, sort_keys=False))
-        if self.tokenizer_dir is not None:
-            for file_name in CHECKPOINT_TOKENIZER_FILES:
-                if (self.tokenizer_dir / file_name).is_file():
-                    shutil.copy(self.tokenizer_dir / file_name, staging / file_name)
+        for file_name, content in self.tokenizer_files.items():
+            (staging / file_name).write_bytes(content)
         write_json_atomic(staging / "ledger.json", ledger)
         write_json_atomic(staging / files.INFO_FILE, {**info, "step": step, "final": final})
 

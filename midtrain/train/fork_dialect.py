@@ -98,7 +98,9 @@ def resolve_fork_schedule(train: Any, accumulation_iters: int, start: ForkStart,
         problems.add(f"--train.lr_warmup_fraction={train.lr_warmup_fraction!r} must be between 0 and 1.")
     if name == "wsd" and train.stable_steps is None:
         problems.add("--train.lr_scheduler=wsd needs --train.stable_steps in the fork (its end of the stable phase).")
-    if train.min_lr is None or train.min_lr < 0:
+    if train.max_lr is not None and not (math.isfinite(train.max_lr) and train.max_lr > 0):
+        problems.add(f"--train.max_lr={train.max_lr!r} must be a positive, finite number.")
+    if train.min_lr is None or not math.isfinite(train.min_lr) or train.min_lr < 0:
         problems.add(f"--train.min_lr={train.min_lr!r} must be 0 or more.")
     problems.raise_if_any(ConfigError)
 

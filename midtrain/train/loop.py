@@ -5,8 +5,9 @@ handed; ``midtrain.train.run`` assembles it.
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +47,15 @@ class LoopSettings:
         return bool(self.save_interval and step % self.save_interval == 0) or step in self.keep_steps
 
 
+class Diverged(Exception):
+    """A non-finite loss or gradient norm: the run stops without saving anything from that step on."""
+
+    def __init__(self, step: int, metric: str, value: float | None = None) -> None:
+        super().__init__(f"{metric} is {value} at step {step:,}" if value is not None else
+                         f"{metric} after step {step:,}")
+        self.step, self.metric, self.value = step, metric, value
+
+
 class Trainer:
     def __init__(
         self,
@@ -57,14 +67,17 @@ class Trainer:
         schedule: LRSchedule,
         settings: LoopSettings,
         val_sets: Mapping[str, Dataset],
-        save: Callable[[Counters, bool], None],
+        save: Callable[[Counters, bool, dict], None],
         domain_tokens: Callable[[], dict[str, int]],
         metrics,
+        log_window: Sequence[float] = (),
     ) -> None:
         self.fabric, self.model, self.optimizer, self.loader = fabric, model, optimizer, loader
         self.budget, self.schedule, self.settings = budget, schedule, settings
         self.val_sets, self.save, self.domain_tokens = val_sets, save, domain_tokens
         self.metrics = metrics  # has log_dict(metrics, step)
+        self.log_window = list(log_window)
+        """The losses of the steps since the last log step, saved with a checkpoint (a resume logs the same means)."""
         self.data_wait_s = 0.0
         self.progress = StepProgress(budget.total_steps, 0, show=fabric.global_rank == 0, bar=False)
 
@@ -86,7 +99,8 @@ class Trainer:
             self.log_validation(counters.step)
         batches = iter(self.loader)
         started = self.fit_started = time.perf_counter()
-        window = _Window(started, counters.step)
+        window = _Window(started, counters.step, self.fabric.device)
+        window.restore(self.log_window, counters.step)
         saved_step = None
         # a stop requested during start-up ends the run here, before its first step, with nothing to save
         reason = (StopReason.FINISHED if counters.step >= budget.total_steps
@@ -96,10 +110,10 @@ class Trainer:
                 reason = budget.stop_reason(stop_step, start_step)
                 break
             lr = self.schedule.lr_at(counters.step)
-            loss = self.optimizer_step(batches, lr)
+            loss, grad_norm = self.optimizer_step(batches, lr)
             counters.step += 1
             counters.iter_num += budget.accumulation_iters
-            window.add(loss)
+            window.add(loss, grad_norm)
             if counters.step % settings.log_interval == 0:
                 self.log_training(counters, lr, window)
             else:
@@ -111,14 +125,40 @@ class Trainer:
             elif self.stop_check_due(counters.step, stop_step):
                 reason = self.stop_reason(counters, stop_request, started)
             if settings.saves_at(counters.step) and reason is not StopReason.FINISHED:
-                self.save(counters, False)
+                self.checked_save(counters, False, window)
                 saved_step = counters.step
         if reason is StopReason.FINISHED and settings.final_validation and self.val_sets:
             self.log_validation(counters.step)
         # a run already at its cap (e.g. max_iters) has nothing new to save; a finished one always writes final/
         if reason is StopReason.FINISHED or (counters.step > start_step and saved_step != counters.step):
-            self.save(counters, reason is StopReason.FINISHED)
+            self.checked_save(counters, reason is StopReason.FINISHED, window)
         return reason
+
+    def checked_save(self, counters: Counters, final: bool, window: _Window) -> None:
+        """Save only what can be trusted: every loss and gradient norm since the last check finite, and the weights."""
+        values = self.check_finite(window)
+        finite = torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all().float()
+        if self.fabric.all_reduce(finite, reduce_op="min").item() < 1:
+            raise Diverged(counters.step, "the weights hold non-finite values")
+        self.save(counters, final, {"log_window": values, "log_window_end": counters.step})
+
+    def check_finite(self, window: _Window) -> list[float]:
+        """The window's per-step losses over all ranks (one device sync), checked by ``check_finite_values``."""
+        if not window.losses:
+            return []
+        losses, norms = window.global_values(self.fabric)
+        self.check_finite_values(window, losses, norms)
+        return losses
+
+    @staticmethod
+    def check_finite_values(window: _Window, losses: list[float], norms: list[float] | None) -> None:
+        """``Diverged`` at the first step of the window whose loss or gradient norm is not finite."""
+        for k, loss in enumerate(losses):
+            step = window.start_step + k + 1
+            if not math.isfinite(loss):
+                raise Diverged(step, "train/loss", loss)
+            if norms is not None and not math.isfinite(norms[k]):
+                raise Diverged(step, "the gradient norm", norms[k])
 
     def optimizer_step(self, batches: Iterator[torch.Tensor], lr: float) -> torch.Tensor:
         fabric, model, accumulation = self.fabric, self.model, self.budget.accumulation_iters
@@ -136,11 +176,14 @@ class Trainer:
                 loss = chunked_cross_entropy(logits, batch[:, 1:].contiguous())
                 fabric.backward(loss / accumulation)
             total += loss.detach()
+        grad_norm = None
         if self.settings.max_norm is not None:
-            fabric.clip_gradients(model, self.optimizer, max_norm=self.settings.max_norm)
+            # the norm stays on the device: a non-finite one is found at the next log or save step, not here
+            grad_norm = fabric.clip_gradients(model, self.optimizer, max_norm=self.settings.max_norm,
+                                              error_if_nonfinite=False)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return total / accumulation
+        return total / accumulation, grad_norm
 
     def stop_check_due(self, step: int, stop_step: int) -> bool:
         """Whether to look for a stop request after ``step``. With several ranks, agreeing on it is a collective (a
@@ -161,7 +204,8 @@ class Trainer:
         return StopReason.MAX_TIME if out_of_time else StopReason.SIGNAL_ON_ANOTHER_RANK
 
     def log_training(self, counters: Counters, lr: float, window: _Window) -> None:
-        loss = self.fabric.all_reduce(window.mean_loss(), reduce_op="mean").item()
+        losses, norms = window.global_values(self.fabric)
+        loss = math.fsum(losses) / len(losses)
         now = time.perf_counter()
         steps = counters.step - window.start_step
         elapsed = max(now - window.start_time, 1e-9)
@@ -175,8 +219,11 @@ class Trainer:
             "train/time_s": now - self.fit_started,
             "train/data_wait_share": (self.data_wait_s - window.data_wait_s) / elapsed,
         }
+        if norms is not None:
+            metrics["train/grad_norm"] = norms[-1]
         metrics.update({f"data/{domain}/tokens": tokens for domain, tokens in self.domain_tokens().items()})
         self.metrics.log_dict(metrics, step=counters.step)
+        self.check_finite_values(window, losses, norms)
         self.progress.write(
             f"step {counters.step:,}/{self.budget.total_steps:,} | loss {loss:.4f} | lr {lr:.3e} | "
             f"{tokens_per_s:,.0f} tok/s"
@@ -194,17 +241,37 @@ class Trainer:
 
 
 class _Window:
-    """Losses and time since the last log line."""
+    """Losses (and gradient norms) and time since the last log line, kept on the device until they are read."""
 
-    def __init__(self, start_time: float, start_step: int) -> None:
+    def __init__(self, start_time: float, start_step: int, device: torch.device) -> None:
+        self.device = device
         self.reset(start_time, start_step, 0.0)
 
     def reset(self, start_time: float, start_step: int, data_wait_s: float) -> None:
         self.start_time, self.start_step, self.data_wait_s = start_time, start_step, data_wait_s
         self.losses: list[torch.Tensor] = []
+        self.norms: list[torch.Tensor] = []
 
-    def add(self, loss: torch.Tensor) -> None:
+    def restore(self, losses: Sequence[float], step: int) -> None:
+        """Continue a window a checkpoint saved at ``step`` (its losses are already means over every rank)."""
+        self.losses = [torch.tensor(float(v), device=self.device) for v in losses]
+        self.start_step = step - len(self.losses)
+
+    def add(self, loss: torch.Tensor, norm: torch.Tensor | None) -> None:
         self.losses.append(loss)
+        if norm is not None:
+            self.norms.append(norm)
 
-    def mean_loss(self) -> torch.Tensor:
-        return torch.stack(self.losses).mean()
+    def global_values(self, fabric) -> tuple[list[float], list[float] | None]:
+        """Each step's loss, averaged over the ranks, and its gradient norm (the same on every rank), in one
+        all-reduce and one device-to-host copy."""
+        losses = torch.stack([loss.float() for loss in self.losses])
+        count = len(self.norms)
+        if count:  # a resumed window's first steps have no norms on record: those are checked already
+            losses = torch.cat([losses, torch.stack([n.float() for n in self.norms])])
+        values = fabric.all_reduce(losses, reduce_op="mean").tolist()
+        steps = len(self.losses)
+        norms = values[steps:] if count else None
+        if norms is not None and len(norms) < steps:
+            norms = [0.0] * (steps - len(norms)) + norms
+        return values[:steps], norms

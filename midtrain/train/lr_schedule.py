@@ -166,9 +166,9 @@ def resolve_lr_schedule(
         problems.add(f"--train.lr_warmup_fraction={train.lr_warmup_fraction!r} must be between 0 and 1 (of the total steps).")
     if train.lr_warmup_steps is not None and (not isinstance(train.lr_warmup_steps, int) or train.lr_warmup_steps < 0):
         problems.add(f"--train.lr_warmup_steps={train.lr_warmup_steps!r} must be 0 or a positive integer.")
-    if not peak_lr > 0:
+    if not (peak_lr > 0 and math.isfinite(peak_lr)):
         problems.add(f"the peak LR is {peak_lr!r}; set --train.max_lr (or the optimizer's lr) to a positive number.")
-    if train.min_lr is None or train.min_lr < 0 or train.min_lr > peak_lr:
+    if train.min_lr is None or not math.isfinite(train.min_lr) or train.min_lr < 0 or train.min_lr > peak_lr:
         problems.add(f"--train.min_lr={train.min_lr!r} must be between 0 and the peak LR ({peak_lr:g}).")
     if name != "wsd":
         for key in ("stable_steps", "decay_fraction"):

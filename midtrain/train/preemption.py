@@ -13,6 +13,9 @@ from types import FrameType
 # EX_TEMPFAIL from sysexits.h: "temporary failure, the user is invited to retry". The run saved a checkpoint and
 # is not finished; `resume: auto` continues it exactly. Also used when train.max_time runs out.
 EXIT_PREEMPTED = 75
+# The loss or a gradient norm became non-finite: nothing was saved from that step on, and a requeue would diverge
+# again, so this is not EXIT_PREEMPTED (the sbatch script requeues only that) nor 2 (bad input).
+EXIT_DIVERGED = 3
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 
 

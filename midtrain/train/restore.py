@@ -3,10 +3,12 @@ against the configured model before anything is loaded onto an accelerator."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 from litgpt.config import Config
 
 from midtrain.errors import ConfigError, Problems
@@ -44,12 +46,16 @@ def find_start(settings: RunSettings, total_steps: int | None) -> StartPoint:
     problems.raise_if_any(ConfigError)
 
     own = files.latest_checkpoint(out_dir)
+    own_run = load_run(out_dir)
+    if settings.branch_from is not None:
+        parent = files.checkpoint_folder(settings.branch_from, "--branch_from")
+        check_branch_lineage(out_dir, own, own_run, parent)
     if isinstance(resume, (str, Path)) and resume != "auto":
         start = StartPoint("resume", files.checkpoint_folder(resume, "--resume"), "--resume")
     elif own is not None and (resume or settings.branch_from is not None):
         start = StartPoint("resume", own, "--resume")
     elif settings.branch_from is not None:
-        start = StartPoint("branch", files.checkpoint_folder(settings.branch_from, "--branch_from"), "--branch_from")
+        start = StartPoint("branch", parent, "--branch_from")
     elif resume is True:
         raise ConfigError(
             f"--resume=true, but --out_dir={str(out_dir)!r} holds no complete checkpoint. To branch from a trunk "
@@ -74,14 +80,60 @@ def find_start(settings: RunSettings, total_steps: int | None) -> StartPoint:
     if start.kind == "resume":
         # a checkpoint written by another run (copied into out_dir, as the paper did, or named by --resume) starts a
         # branch of that run here: lineage recorded, LR 'decay' anchored at it
-        own_run = load_run(out_dir)
         saved_run = start.checkpoint.info.get("run_id")
         if saved_run is not None and (own_run is None or own_run["run_id"] != saved_run):
             start.kind = "branch"
+    if total_steps is not None and start.kind == "branch" and start.checkpoint.step >= total_steps:
+        raise ConfigError(
+            f"{start.flag}={str(start.checkpoint.path)!r} is at step {start.checkpoint.step:,}, at or past this run's end "
+            f"(step {total_steps:,}, from --train.max_steps/--train.max_tokens): the branch would train nothing and "
+            "publish its parent's weights as its final checkpoint. Branch from an earlier step, or set a later end.")
+    if total_steps is not None and start.kind == "resume" and start.checkpoint.step > total_steps:
+        raise ConfigError(
+            f"the run in --out_dir={str(out_dir)!r} is at step {start.checkpoint.step:,} ({start.checkpoint.path.name}), "
+            f"past the end this config gives (step {total_steps:,}): a run cannot be shortened after the fact. Keep its "
+            "end (--train.max_steps/--train.max_tokens), or branch from an earlier checkpoint into a new --out_dir.")
     if total_steps is not None and start.checkpoint.step >= total_steps and start.checkpoint.info.get(
             "final", start.checkpoint.path.name == files.FINAL):
         start.kind = "finished"
     return start
+
+
+def _same_checkpoint(entry: dict, parent: files.CheckpointInfo) -> bool:
+    """Whether a lineage entry names the checkpoint ``parent`` (by its real path, or by its run and step when the
+    parent's folder moved)."""
+    if entry.get("checkpoint") and Path(entry["checkpoint"]) == parent.path.resolve():
+        return True
+    parent_run = parent.info.get("run_id")
+    return parent_run is not None and entry.get("parent_run_id") == parent_run and entry.get("step") == parent.step
+
+
+def check_branch_lineage(out_dir: Path, own: files.CheckpointInfo | None, own_run: dict | None,
+                         parent: files.CheckpointInfo) -> None:
+    """A run folder holds one lineage: ``--branch_from`` must not name a checkpoint of this folder's own run, and a
+    folder that already holds checkpoints must be the branch from that very checkpoint."""
+    out = out_dir.resolve()
+    same_run = own_run is not None and parent.info.get("run_id") not in (None, "") and \
+        parent.info.get("run_id") == own_run.get("run_id")
+    if same_run or parent.path.resolve().parent == out:
+        raise ConfigError(
+            f"--branch_from={str(parent.path)!r} is a checkpoint of the run in --out_dir={str(out_dir)!r} itself: "
+            "branching into the trunk's own folder would train the trunk on the branch's mixture (its checkpoints, "
+            "config.yaml and ledger). Give the branch an --out_dir of its own.")
+    if own is None:
+        return
+    lineage = (own_run or {}).get("lineage") or []
+    if lineage and _same_checkpoint(lineage[-1], parent):
+        return
+    if not lineage and own_run is None and own.path.resolve() == parent.path.resolve():
+        return  # the parent's step folder linked into out_dir, as the paper's scripts did
+    holds = (f"a branch from {lineage[-1].get('checkpoint')} (step {lineage[-1].get('step')})" if lineage else
+             f"the checkpoints of {'run ' + own_run['run_id'] if own_run else 'another run'} (latest {own.path.name}), "
+             "which did not branch from it")
+    raise ConfigError(
+        f"--out_dir={str(out_dir)!r} holds {holds}, but --branch_from={str(parent.path)!r}: a run folder holds one "
+        "lineage. To resume that run, set --branch_from back to what it was; for a branch from this checkpoint, choose "
+        "a new --out_dir.")
 
 
 def load_checkpoint_payload(checkpoint: files.CheckpointInfo, flag: str) -> dict:
@@ -92,6 +144,39 @@ def load_checkpoint_payload(checkpoint: files.CheckpointInfo, flag: str) -> dict
     if not isinstance(payload, dict):
         raise ConfigError(f"{flag}: {checkpoint.model_file} is not a litgpt checkpoint (no state mapping).")
     return payload
+
+
+def check_model_config(folder: Path, model_config: Config, flag: str) -> None:
+    """Refuse a resume or branch whose model differs in any field from the one the checkpoint recorded
+    (``model_config.yaml``), even where the tensor shapes agree (``n_head``, ``rope_base``, ``parallel_residual`` …)."""
+    path = folder / "model_config.yaml"
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return  # none recorded (the paper fork's checkpoints): the shape check is all there is
+    if not isinstance(saved, dict):
+        return
+    current = _plain(dataclasses.asdict(model_config))
+    differing = [f"{key} {saved[key]!r} -> {current[key]!r}" for key in sorted(set(saved) & set(current))
+                 if key not in _MODEL_METADATA and _plain(saved[key]) != current[key]]
+    if differing:
+        raise ConfigError(
+            f"{flag}: the configured model differs from the one the checkpoint in {folder} was trained as "
+            f"(checkpoint -> config): {'; '.join(differing)}. A resume or branch continues the same model: use the "
+            "checkpoint's model_config.yaml. To change the architecture on purpose, start a new run with "
+            "--initial_checkpoint_dir (weights only).")
+
+
+# fields that name a model without changing what it computes
+_MODEL_METADATA = frozenset({"name", "hf_config"})
+
+
+def _plain(value):
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def check_model_state(model_state: dict, model_config: Config, flag: str, where: Path) -> None:

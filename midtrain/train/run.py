@@ -24,8 +24,8 @@ from midtrain.folder_lock import FolderLock
 from midtrain.train.checkpointer import Checkpointer, CheckpointWriteError
 from midtrain.train.continuity import hyperparameters, render_optimizer_changes
 from midtrain.train.loggers import build_logger, close_logger
-from midtrain.train.loop import Counters, LoopSettings, Trainer
-from midtrain.train.preemption import EXIT_PREEMPTED, StopReason, StopRequest
+from midtrain.train.loop import Counters, Diverged, LoopSettings, Trainer
+from midtrain.train.preemption import EXIT_DIVERGED, EXIT_PREEMPTED, StopReason, StopRequest
 from midtrain.train.lr_schedule import IterationLRSchedule, LRSchedule
 from midtrain.train.startup import RunPlan, optimizer_spec
 
@@ -35,6 +35,7 @@ def describe(plan: RunPlan) -> str:
     """The start-up summary printed before training (and by ``--dry_run``)."""
     b, s, start = plan.budget, plan.schedule, plan.start
     lines = [
+        f"Run folder: {plan.settings.out_dir.resolve()}",
         f"Model {plan.model_config.name}: {plan.parameters:,} parameters, context {b.seq_length:,} tokens",
         f"Devices: {plan.world_size} × {plan.accelerator} ({plan.devices} per node × {plan.settings.num_nodes} node(s)), "
         f"precision {plan.precision}, compile {'on' if plan.compile else 'off'}",
@@ -58,7 +59,9 @@ def describe(plan: RunPlan) -> str:
         lines += [f"  - {notice}" for notice in plan.notices]
         lines.append("")
     if start.kind == "fresh":
-        lines.append("Start: from scratch" + (f", weights from {start.initial_weights}" if start.initial_weights else ""))
+        auto = " (--resume=auto found no checkpoint in the run folder)" if plan.settings.resume == "auto" else ""
+        lines.append("Start: from scratch" + (f", weights from {start.initial_weights}" if start.initial_weights else "")
+                     + auto)
     else:
         lines.append(f"Start: {start.kind} from {start.checkpoint.path} (step {start.checkpoint.step:,})")
     if plan.transitions and plan.mixture_before != plan.mixture_after:
@@ -137,6 +140,7 @@ def _train(fabric, strategy, plan: RunPlan, stop_request: StopRequest) -> int:
                                         vocab_size=plan.model_config.padded_vocab_size, start_step=plan.start_step,
                                         samples_per_step=budget.global_batch_size // fabric.world_size)
     loader.tracker.announce_transitions = False  # describe() printed them
+    loader.data_check = None  # the planning checked the data against the checkpoint
     state = {"model": model, "optimizer": optimizer, "train_dataloader": loader, "iter_num": 0, "step_count": 0,
              "midtrain": {}}
     schedule = _restore(fabric, plan, state)
@@ -144,6 +148,8 @@ def _train(fabric, strategy, plan: RunPlan, stop_request: StopRequest) -> int:
     save = _saver(fabric, plan, run, state, schedule)
 
     resume_step = counters.step if plan.start.kind == "resume" else None
+    saved_window = state["midtrain"].get("log_window") if plan.start.kind == "resume" else None
+    log_window = saved_window if saved_window and state["midtrain"].get("log_window_end") == counters.step else ()
     logger = build_logger(settings.logger_name, settings.out_dir, run["run_id"], resume_step, settings.log,
                           settings.out_dir.name) if fabric.global_rank == 0 else None
     metrics = _MetricSink(logger)
@@ -158,7 +164,7 @@ def _train(fabric, strategy, plan: RunPlan, stop_request: StopRequest) -> int:
     )
     val_sets = plan.data.val_datasets(settings.eval.max_iters * budget.micro_batch_size)
     trainer = Trainer(fabric, model, optimizer, loader, budget, schedule, loop_settings, val_sets, save,
-                      lambda: {d: v["tokens"] for d, v in loader.ledger()["domains"].items()}, metrics)
+                      lambda: {d: v["tokens"] for d, v in loader.ledger()["domains"].items()}, metrics, log_window)
     try:
         reason = trainer.fit(counters, stop_request)
     except CheckpointWriteError as exc:
@@ -166,6 +172,10 @@ def _train(fabric, strategy, plan: RunPlan, stop_request: StopRequest) -> int:
         fabric.print(f"Stopped at step {counters.step:,}: {exc} Exiting with status {EXIT_PREEMPTED}, so a requeue "
                      "retries.")
         return EXIT_PREEMPTED
+    except Diverged as exc:
+        metrics.finalize()
+        fabric.print(diverged_message(exc, settings.out_dir))
+        return EXIT_DIVERGED
     metrics.finalize()
     signal_name = f" {stop_request.signal_name}" if reason is StopReason.SIGNAL else ""
     fabric.print(f"Stopped at step {counters.step:,} of {budget.total_steps:,}: {reason.value}{signal_name}")
@@ -218,14 +228,27 @@ def _restore(fabric, plan: RunPlan, state: dict) -> LRSchedule:
     return plan.schedule if anchor is None else plan.schedule.anchored(int(anchor[0]), float(anchor[1]))
 
 
-def _saver(fabric, plan: RunPlan, run: dict, state: dict, schedule: LRSchedule) -> Callable[[Counters, bool], None]:
+def diverged_message(exc: Diverged, out_dir) -> str:
+    good = files.latest_checkpoint(out_dir)
+    if good is not None:
+        then = (f"the last good checkpoint is {good.path} (step {good.step:,}). Continue from it with a lower LR "
+                "(--train.max_lr or --optimizer.init_args.lr) or gradient clipping (--train.max_norm)")
+    else:
+        then = ("the run has no checkpoint yet. Start it again with a lower LR (--train.max_lr or "
+                "--optimizer.init_args.lr) or gradient clipping (--train.max_norm)")
+    return (f"Diverged: {exc} (the first non-finite value); nothing from that step on was saved, and {then}; see "
+            f"docs/training.md. Exiting with status {EXIT_DIVERGED} (not requeued: a rerun would diverge again).")
+
+
+def _saver(fabric, plan: RunPlan, run: dict, state: dict, schedule: LRSchedule) -> Callable[[Counters, bool, dict], None]:
     settings = plan.settings
-    checkpointer = Checkpointer(fabric, settings.out_dir, plan.model_config, settings.tokenizer_dir,
+    checkpointer = Checkpointer(fabric, settings.out_dir, plan.model_config, plan.tokenizer_files,
                                 settings.config_dump, settings.train.keep_last_checkpoints,
                                 set(settings.train.keep_checkpoint_steps))
 
-    def save(counters: Counters, final: bool) -> None:
+    def save(counters: Counters, final: bool, loop_state: dict) -> None:
         state["step_count"], state["iter_num"] = counters.step, counters.iter_num
+        state["midtrain"] = {**state["midtrain"], **loop_state}
         ledger = state["train_dataloader"].ledger()
         info = {
             "iter_num": counters.iter_num,
@@ -240,6 +263,7 @@ def _saver(fabric, plan: RunPlan, run: dict, state: dict, schedule: LRSchedule) 
             "out_dir": run["out_dir"],
             "lineage": run["lineage"],
             "world_size": fabric.world_size,
+            "val_sets": plan.val_fingerprints,
             "saved_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
         checkpointer.save(state, counters.step, final, info, ledger)
@@ -264,7 +288,8 @@ def _open_run(fabric, plan: RunPlan) -> dict:
                 parent, start.checkpoint.path, start.checkpoint.step, plan.mixture_before, plan.mixture_after), **changes}]
         started_from = str(start.checkpoint.path) if start.checkpoint else None
         invocation = run_dir.invocation_record(plan.start_step, plan.world_size, started_from)
-        invocation.update(dialect=plan.dialect, notices=plan.notices, **changes)
+        invocation.update(dialect=plan.dialect, notices=plan.notices, precision=plan.precision, **changes)
+        invocation["config"] = plan.settings.config_dump  # every invocation's, so an edit of the past can be told
         run["invocations"].append(invocation)
         run_dir.save_run_files(out_dir, run, plan.settings.config_dump, plan.plan.to_json())
     return fabric.broadcast(run, src=0)

@@ -8,11 +8,14 @@ import json
 import os
 import socket
 import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from midtrain.errors import ConfigError
 
 RUN_FILE = "run.json"
 
@@ -74,9 +77,66 @@ def branch_record(parent_info: dict, checkpoint: Path, step: int, mixture_before
     }
 
 
+def load_config(out_dir: Path) -> dict | None:
+    """The run's ``config.yaml`` (the last invocation's config), or None."""
+    try:
+        config = yaml.safe_load((out_dir / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
 def save_run_files(out_dir: Path, run: dict, config: dict, plan: dict | None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / RUN_FILE, run)
     (out_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     if plan is not None:
         write_json_atomic(out_dir / "plan.json", plan)
+
+
+def check_out_dir(out_dir: Path, flag: str = "--out_dir") -> None:
+    """Refuse, before anything is written, an ``out_dir`` that cannot be created and written: a name longer than the
+    file system allows, an existing file, or a folder (or its nearest existing parent) that refuses a new file."""
+    path = Path(os.path.abspath(out_dir))
+    existing = path
+    while not _exists(existing) and existing != existing.parent:
+        existing = existing.parent
+    try:
+        name_max = os.pathconf(existing if existing.is_dir() else existing.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    long = [part for part in path.parts if len(os.fsencode(part)) > name_max]
+    if long:
+        raise ConfigError(f"{flag}={str(out_dir)!r}: the folder name {long[0][:40]!r}... is {len(os.fsencode(long[0]))} "
+                          f"bytes long; this file system allows {name_max}. Shorten it.")
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag}={str(out_dir)!r} is a file, not a folder. Choose another --out_dir, or move the file.")
+    if not existing.is_dir():
+        raise ConfigError(f"{flag}={str(out_dir)!r} cannot be created: {existing} is a file. Choose another --out_dir.")
+    try:  # the permission bits do not say it all (root, read-only mounts, immutable folders): try it
+        handle, probe = tempfile.mkstemp(prefix=".midtrain-write-check-", dir=existing)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        what = "cannot be written" if existing == path else f"cannot be created: {existing} cannot be written"
+        raise ConfigError(f"{flag}={str(out_dir)!r} {what} ({exc.strerror or exc}). Choose a folder you can write, or "
+                          "fix its permissions.") from None
+
+
+def _exists(path: Path) -> bool:
+    try:
+        os.stat(path)
+        return True
+    except OSError:  # missing, or a name too long to look up (said by the caller)
+        return False
+
+
+def check_out_dir_outside(out_dir: Path, roots: dict[str, Path | None]) -> None:
+    """Refuse an ``out_dir`` inside a data root (``flag -> root``): its folders would be read as shards by every
+    later run on that root."""
+    out = Path(out_dir).resolve()
+    for flag, root in roots.items():
+        if root is not None and (out == Path(root).resolve() or Path(root).resolve() in out.parents):
+            raise ConfigError(f"--out_dir={str(out_dir)!r} is inside the data root {flag}={str(root)!r}: its folders "
+                              "would be taken for shards by every later run on that root. Put runs outside the data "
+                              "root.")

@@ -9,18 +9,20 @@ import copy
 import dataclasses
 import importlib
 import inspect
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from litgpt.config import Config
 
+from midtrain.data.content import set_fingerprint
 from midtrain.data.module import ShardedMixedDataset
 from midtrain.data.plan import MixturePlan, SchedulePlan
 from midtrain.data.stream_state import Transition
 from midtrain.data.token_check import check_token_ids, shard_tokenizer_fingerprint
 from midtrain.errors import ConfigError, DataError, MidtrainError
-from midtrain.tokenizer import load_tokenizer
+from midtrain.tokenizer import CHECKPOINT_TOKENIZER_FILES, load_tokenizer
 from midtrain.train import checkpoint_files as files
 from midtrain.train.budget import Budget, resolve_budget
 from midtrain.train.continuity import LRJump, OptimizerChange, hyperparameters, lr_jump, optimizer_changes
@@ -28,7 +30,9 @@ from midtrain.train.fork_dialect import ForkStart, dialect_of, refuse_fork_only_
 from midtrain.train.loggers import check_logger
 from midtrain.train.model_rule import resolve_model_config
 from midtrain.train.lr_schedule import IterationLRSchedule, LRSchedule, resolve_lr_schedule
-from midtrain.train.restore import StartPoint, check_model_state, find_start, load_checkpoint_payload
+from midtrain.train import run_dir
+from midtrain.train.restore import (StartPoint, check_model_config, check_model_state, find_start,
+                                    load_checkpoint_payload)
 from midtrain.train.settings import RunSettings
 
 PRECISIONS = ("32-true", "bf16-true", "bf16-mixed", "16-mixed", "16-true")
@@ -67,16 +71,40 @@ class RunPlan:
     """This run's first LR against the parent's next LR, when they differ by more than 1 %."""
     reset_optimizer: bool = False
     """Start a branch with a fresh optimizer (``train.reset_optimizer``)."""
+    tokenizer_files: dict[str, bytes] = field(default_factory=dict)
+    """The tokenizer files every checkpoint gets (from ``tokenizer_dir``, else from the starting checkpoint)."""
+    val_fingerprints: dict[str, str] = field(default_factory=dict)
+    """Each domain's held-out set's identity, recorded in every checkpoint so a swapped set is noticed at resume."""
 
 
 def optimizer_spec(optimizer: str | dict) -> dict:
-    """``{class_path, init_args}`` with a full class path, from a name (``AdamW``) or a (partial) mapping."""
+    """``{class_path, init_args}`` with a full class path, from a name (``AdamW``) or a (partial) mapping. Numbers
+    written so that YAML reads them as strings (``lr: 1e-4``, a placeholder's value) are numbers here; a value meant
+    as a number that is none (``lr: abc``) is refused naming the key."""
     spec = dict(optimizer) if isinstance(optimizer, dict) else {"class_path": optimizer}
     class_path = spec.get("class_path")
     if not isinstance(class_path, str) or not class_path:
         raise ConfigError(f"--optimizer={optimizer!r} needs a class, e.g. AdamW or torch.optim.AdamW.")
+    init_args = spec.get("init_args") or {}
+    if not isinstance(init_args, dict):
+        raise ConfigError(f"--optimizer.init_args={init_args!r} must be a mapping of the optimizer's arguments, e.g. "
+                          "{lr: 3.0e-4, weight_decay: 0.1}.")
     return {"class_path": class_path if "." in class_path else f"torch.optim.{class_path}",
-            "init_args": copy.deepcopy(dict(spec.get("init_args") or {}))}
+            "init_args": {k: _number_if_numeric(k, v) for k, v in copy.deepcopy(dict(init_args)).items()}}
+
+
+_NUMERIC_ARGS = ("lr", "weight_decay", "eps", "momentum", "dampening", "alpha", "lr_decay")
+
+
+def _number_if_numeric(key: str, value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            if key in _NUMERIC_ARGS:
+                raise ConfigError(f"--optimizer.init_args.{key}={value!r} is not a number. Write it as one, e.g. "
+                                  f"{key}: 3.0e-4 (a comment after a value read from a ${{VAR}} stays part of it).") from None
+    return value
 
 
 def configured_optimizer(optimizer: str | dict, peak_lr: float) -> tuple[str, dict]:
@@ -94,25 +122,25 @@ def configured_optimizer(optimizer: str | dict, peak_lr: float) -> tuple[str, di
 
 def optimizer_peak_lr(optimizer: str | dict, max_lr: float | None) -> float:
     """The peak LR: ``train.max_lr`` if given, else the optimizer config's ``lr``, else the class default."""
-    if isinstance(optimizer, dict):
-        class_path, init_args = optimizer.get("class_path"), optimizer.get("init_args") or {}
-    else:
-        class_path, init_args = optimizer, {}
-    if not isinstance(class_path, str) or not class_path:
-        raise ConfigError(f"--optimizer={optimizer!r} needs a class, e.g. AdamW or torch.optim.AdamW.")
+    spec = optimizer_spec(optimizer)
+    class_path, init_args = spec["class_path"], spec["init_args"]
     module_name, _, class_name = class_path.rpartition(".")
     try:
         optimizer_class = getattr(importlib.import_module(module_name or "torch.optim"), class_name)
     except (ImportError, AttributeError):
         raise ConfigError(f"--optimizer={class_path!r} is not an optimizer class (e.g. AdamW, torch.optim.SGD).") from None
     if max_lr is not None:
-        return float(max_lr)
-    if "lr" in init_args:
-        return float(init_args["lr"])
-    default = inspect.signature(optimizer_class).parameters.get("lr")
-    if default is None or default.default is inspect.Parameter.empty:
-        raise ConfigError(f"--optimizer={class_path} has no default lr; set --train.max_lr or --optimizer.init_args.lr.")
-    return float(default.default)
+        peak, flag = float(max_lr), "--train.max_lr"
+    elif "lr" in init_args:
+        peak, flag = init_args["lr"], "--optimizer.init_args.lr"
+    else:
+        default = inspect.signature(optimizer_class).parameters.get("lr")
+        if default is None or default.default is inspect.Parameter.empty:
+            raise ConfigError(f"--optimizer={class_path} has no default lr; set --train.max_lr or --optimizer.init_args.lr.")
+        peak, flag = default.default, f"the default lr of {class_path}"
+    if isinstance(peak, bool) or not isinstance(peak, (int, float)) or not math.isfinite(peak) or peak <= 0:
+        raise ConfigError(f"{flag}={peak!r}: the peak LR must be a positive, finite number, e.g. 3.0e-4.")
+    return float(peak)
 
 
 def resolve_devices(accelerator: str, devices: int | str, num_nodes: int) -> tuple[str, int]:
@@ -147,6 +175,15 @@ def plan_run(settings: RunSettings) -> RunPlan:
     precision = settings.precision or ("32-true" if accelerator == "cpu" else _default_gpu_precision())
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision={precision!r} is not one of {', '.join(PRECISIONS)}.")
+    early_notices = []
+    if precision == "16-true":
+        early_notices.append("--precision=16-true trains in float16 with no loss scaling: losses and gradients overflow "
+                             "easily (a non-finite one stops the run). bf16-mixed, bf16-true or 32-true are the safe "
+                             "choices.")
+    if accelerator == "cpu" and precision == "16-mixed":  # what Lightning would run instead, said and recorded
+        precision = "bf16-mixed"
+        early_notices.append("--precision=16-mixed runs as bf16-mixed on CPU (fp16 autocast is a GPU feature); the run "
+                             "records bf16-mixed. Set --precision=bf16-mixed (or 32-true) to say so in the config.")
     compile_model = accelerator == "cuda" if settings.compile is None else bool(settings.compile)
     check_logger(settings.logger_name)
     if settings.eval.max_new_tokens is not None:
@@ -182,11 +219,15 @@ def plan_run(settings: RunSettings) -> RunPlan:
         )
     data.connect(tokenizer=None, batch_size=train.micro_batch_size, max_seq_length=seq_length)
     data.setup()  # discovery, weights and held-out shards: every data error now
+    run_dir.check_out_dir(settings.out_dir)
+    run_dir.check_out_dir_outside(settings.out_dir, {"--data.data_path": data.mixture.train_root,
+                                                     "--data.val_data_path": data.mixture.val_root})
     if settings.tokenizer_dir is not None:
         load_tokenizer(settings.tokenizer_dir)
     check_token_ids([*data.mixture.used_shards(), *data.mixture.val_shards], model_config.padded_vocab_size,
                     shard_tokenizer_fingerprint(settings.tokenizer_dir), data.allow_tokenizer_mismatch)
-    for domain, held_out in data.val_datasets(settings.eval.max_iters * train.micro_batch_size).items():
+    val_sets = data.val_datasets(settings.eval.max_iters * train.micro_batch_size)
+    for domain, held_out in val_sets.items():
         largest, shard_id = held_out.largest_token_id()
         if largest >= model_config.padded_vocab_size:
             raise DataError(f"the {domain} validation set (held-out shard {shard_id!r}) holds token id {largest:,}, but "
@@ -206,17 +247,20 @@ def plan_run(settings: RunSettings) -> RunPlan:
         start_step = int(payload["step_count"])
     loader = data.train_dataloader(rank=0, world_size=world_size, start_step=start_step,
                                    samples_per_step=budget.global_batch_size // world_size)
+    # a branch may add shards and drop some; a resume of the same run must find the data as it was
+    loader.data_check = lambda state: data.check_data_changes(state, same_run=start.kind == "resume")
     transitions: list[Transition] = []
     mixture_before = None
     start_samples = None
     start_iter, restored_lr = 0, None
-    notices: list[str] = [model_note] if model_note else []
+    notices: list[str] = ([model_note] if model_note else []) + early_notices
     optimizer_change_list: list[OptimizerChange] = []
     reset_optimizer = False
     if train.reset_optimizer and start.checkpoint is None:
         notices.append("--train.reset_optimizer=true has no effect: this run starts from scratch.")
     if start.checkpoint is not None:
         check_model_state(payload["model"], model_config, start.flag, start.checkpoint.path)
+        check_model_config(start.checkpoint.path, model_config, start.flag)
         saved_stream = payload["train_dataloader"]
         loader.tracker.announce_transitions = False  # describe() prints them
         try:
@@ -224,6 +268,7 @@ def plan_run(settings: RunSettings) -> RunPlan:
             transitions = loader.last_transitions
         except MidtrainError as exc:
             raise type(exc)(f"{start.flag}={start.checkpoint.path}: {exc}") from None
+        notices += loader.data_notices
         mixture_before = saved_stream.get("phases", [{}])[-1].get("mixture") if isinstance(saved_stream, dict) else None
         start_iter = int(payload.get("iter_num", 0))
         restored_lr = _optimizer_lr(payload.get("optimizer"))
@@ -269,6 +314,11 @@ def plan_run(settings: RunSettings) -> RunPlan:
         budget = dataclasses.replace(budget, total_steps=resolved.end_step)
         if start.checkpoint is not None and resolved.end_step <= start_step:
             start.kind = "finished"
+        if start.kind == "resume" and start.checkpoint.info.get("final") and train.max_additional_steps is not None:
+            # the fork extended a finished run by max_additional_steps at every rerun (an array's resubmission
+            # replaced its final weights); here a finished run stays finished: extending it takes an absolute end
+            start.kind = "finished"
+            budget = dataclasses.replace(budget, total_steps=start_step)
     jump = None
     if start.checkpoint is not None and start.kind in ("resume", "branch") and start_step < budget.total_steps:
         jump = lr_jump(start.checkpoint.info, schedule.record(), schedule.lr_at(start_step), start_step,
@@ -276,6 +326,15 @@ def plan_run(settings: RunSettings) -> RunPlan:
         if jump is not None and not jump.intentional:
             notices.append(jump.describe())
     notices += _clamps_and_gaps(train, budget, data)
+    notices += _validation_gaps(settings, data, val_sets)
+    if start.checkpoint is not None and start.kind in ("resume", "branch"):
+        notices += _continuation_notices(settings, budget, start, start_step, data, val_sets)
+    tokenizer_files, tokenizer_note = _tokenizer_files(settings.tokenizer_dir, start)
+    notices += [tokenizer_note] if tokenizer_note else []
+    if start.kind == "resume" and start.checkpoint.info.get("final") and start_step < budget.total_steps:
+        notices.append(f"the run had finished at step {start_step:,} ({start.checkpoint.path.name}); this config's end "
+                       f"(step {budget.total_steps:,}) extends it. Its final weights of step {start_step:,} are kept "
+                       f"as {files.step_dir_name(start_step)}.")
     with torch.device("meta"):
         from litgpt.model import GPT
 
@@ -291,7 +350,7 @@ def plan_run(settings: RunSettings) -> RunPlan:
     return RunPlan(settings, model_config, parameters, accelerator, devices, world_size, precision, compile_model,
                    budget, schedule, peak_lr, start, data, plan, transitions, mixture_before, mixture_after, start_step,
                    dialect, dialect_reason, notices, optimizer_class, optimizer_settings, optimizer_change_list, jump,
-                   reset_optimizer)
+                   reset_optimizer, tokenizer_files=tokenizer_files, val_fingerprints=val_fingerprints(data, val_sets))
 
 
 def _clamps_and_gaps(train: Any, budget: Budget, data: ShardedMixedDataset) -> list[str]:
@@ -305,11 +364,99 @@ def _clamps_and_gaps(train: Any, budget: Budget, data: ShardedMixedDataset) -> l
                      "will be logged. Make them with 'midtrain prepare --val_fraction 0.01'.")
     if train.save_interval is None and budget.max_time_s is None:
         notes.append("--train.save_interval is unset: checkpoints are written only when the run stops.")
+    schedule = data.mixture.schedule
+    late = [p for p in (schedule.phases if schedule is not None else ()) if p.start_step >= budget.total_steps]
+    if late:
+        notes.append(f"--data.mix_schedule[{', '.join(str(p.index) for p in late)}] start(s) at step "
+                     f"{', '.join(f'{p.start_step:,}' for p in late)}, at or after the run's end (step "
+                     f"{budget.total_steps:,}): never read.")
     beyond = sorted(s for s in train.keep_checkpoint_steps if s > budget.total_steps)
     if beyond:
         notes.append(f"--train.keep_checkpoint_steps {beyond} lie past the run's end (step {budget.total_steps:,}): no "
                      "checkpoint is written there.")
     return notes
+
+
+def _validation_gaps(settings: RunSettings, data: ShardedMixedDataset, val_sets: dict) -> list[str]:
+    """Held-out data that exists but will not be validated on, said instead of dropped silently."""
+    domains = list(dict.fromkeys(s.domain for s in data.mixture.val_shards))
+    if not domains:
+        return []  # said by _clamps_and_gaps
+    if data.val_samples_per_domain == 0 or (data.val_samples_per_domain is None and settings.eval.max_iters == 0):
+        key = "--data.val_samples_per_domain=0" if data.val_samples_per_domain == 0 else "--eval.max_iters=0"
+        return [f"{key} turns validation off: no val/<domain>/loss is logged, although {', '.join(domains)} have "
+                "held-out shards."]
+    short = [d for d in domains if d not in val_sets]
+    if not short:
+        return []
+    return [f"the held-out shards of {', '.join(short)} hold no whole sequence of {data.block_tokens:,} tokens "
+            f"(--train.max_seq_length + 1): no val/<domain>/loss for {'it' if len(short) == 1 else 'them'}. Prepare more "
+            "held-out data (midtrain prepare --val_fraction) or lower --train.max_seq_length."]
+
+
+def val_fingerprints(data: ShardedMixedDataset, val_sets: dict) -> dict[str, str]:
+    """Per domain: the identity of its held-out shards and the number of samples validated on."""
+    return {domain: f"{set_fingerprint([s for s in data.mixture.val_shards if s.domain == domain])}:{len(blocks)}"
+            for domain, blocks in val_sets.items()}
+
+
+def _continuation_notices(settings: RunSettings, budget: Budget, start: StartPoint, start_step: int,
+                          data: ShardedMixedDataset, val_sets: dict) -> list[str]:
+    """What a resume or branch changes against its checkpoint that the LR and data tables do not show."""
+    info, notes = start.checkpoint.info, []
+    old_batch = info.get("global_batch_size")
+    if isinstance(old_batch, int) and old_batch != budget.global_batch_size:
+        old_tokens = info.get("tokens_per_step", old_batch * budget.seq_length)
+        notes.append(f"--train.global_batch_size={budget.global_batch_size:,} differs from the checkpoint's "
+                     f"{old_batch:,}: each step now reads {budget.tokens_per_step:,} tokens (was {old_tokens:,}, "
+                     f"{budget.tokens_per_step / old_tokens:.3g}×), so the LR schedule, counted in steps, passes over "
+                     "another number of tokens from here on.")
+    saved_sets, now = info.get("val_sets") or {}, val_fingerprints(data, val_sets)
+    swapped = [d for d in now if d in saved_sets and saved_sets[d] != now[d]]
+    if swapped:
+        notes.append(f"the held-out set of {', '.join(swapped)} differs from the one the checkpoint's run validated on "
+                     f"(other shards, contents or size): val/<domain>/loss before and after step {start_step:,} are "
+                     "not comparable.")
+    if start.kind == "resume":
+        notes += _edited_phases(settings, start_step)
+    return notes
+
+
+def _edited_phases(settings: RunSettings, start_step: int) -> list[str]:
+    """``mix_schedule`` phases the run has already begun that this invocation's config writes differently."""
+    record = run_dir.load_run(settings.out_dir) or {}
+    previous = next((i["config"] for i in reversed(record.get("invocations", [])) if isinstance(i.get("config"), dict)),
+                    None)
+    if previous is None:
+        previous = run_dir.load_config(settings.out_dir)
+    old = (((previous or {}).get("data") or {}).get("init_args") or {}).get("mix_schedule")
+    new = (((settings.config_dump.get("data") or {}).get("init_args")) or {}).get("mix_schedule")
+    if not isinstance(old, list) or not isinstance(new, list):
+        return []
+    edited = [k for k, phase in enumerate(old) if isinstance(phase, dict) and phase.get("start_step", 0) < start_step
+              and (k >= len(new) or new[k] != phase)]
+    if not edited:
+        return []
+    return [f"--data.mix_schedule[{', '.join(map(str, edited))}] differ from what the run read (those phases began before "
+            f"step {start_step:,}): the ledger and the loss curve record the phases as they were read, not as this "
+            "config now writes them. Restore them to keep the config true to the run."]
+
+
+def _tokenizer_files(tokenizer_dir, start: StartPoint) -> tuple[dict[str, bytes], str | None]:
+    """The tokenizer files to copy into every checkpoint, read once (a starting checkpoint may be pruned later)."""
+    note = None
+    folder = tokenizer_dir
+    if folder is None and start.checkpoint is not None:
+        if any((start.checkpoint.path / name).is_file() for name in CHECKPOINT_TOKENIZER_FILES):
+            folder = start.checkpoint.path
+            note = (f"no --tokenizer_dir: the checkpoints get the tokenizer files of {start.checkpoint.path}, where this "
+                    "run starts.")
+        else:
+            note = (f"no --tokenizer_dir, and {start.checkpoint.path} holds no tokenizer files: the checkpoints will "
+                    "carry none (litgpt's generate and finetune look for them there). Set --tokenizer_dir.")
+    if folder is None:
+        return {}, note
+    return {name: (folder / name).read_bytes() for name in CHECKPOINT_TOKENIZER_FILES if (folder / name).is_file()}, note
 
 
 def _compare_optimizer(saved_state: Any, configured_group: dict, configured_class: str,

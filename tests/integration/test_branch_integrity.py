@@ -113,6 +113,9 @@ def test_extending_a_finished_run_announces_the_lr_jump(train_root, tmp_path, ca
     jump = read_json(out / "run.json")["invocations"][-1]["lr_jump"]
     assert jump["parent_lr_next"] == pytest.approx(lr_next) and jump["relative_change"] > 0.01
     assert jump["reasons"] == ["horizon (steps) 4 -> 6"]
+    kept = read_json(out / "step-00000004" / "checkpoint.json")  # the finished weights, not replaced without a copy
+    assert kept["final"] and kept["step"] == 4 and read_json(out / "final" / "checkpoint.json")["step"] == 6
+    assert "are kept as step-00000004" in capsys.readouterr().out
 
 
 def test_a_branch_on_the_trunks_schedule_announces_nothing(train_root, trunk, tmp_path, capsys):

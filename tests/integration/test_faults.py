@@ -168,6 +168,7 @@ def test_shards_without_a_manifest_are_checked_as_they_are_read(train_root, tmp_
                                         "--data.mix_weights_str?"),
     (["--train.max_step=4"], "--train.max_step is not a key of 'midtrain pretrain' (train). Did you mean --train.max_steps?"),
     (["--data.num_workers=abc"], "--data.num_workers=abc is not valid: expected int."),
+    (["--train.lr_scheduler=foo"], "--train.lr_scheduler=foo is not one of cosine, wsd, linear, constant, decay."),
 ])
 def test_unknown_keys_and_bad_values_get_one_clear_line(train_root, tmp_path, capsys, args, message):
     path = write_config(tmp_path / "u.yaml", tiny_config(train_root, tmp_path / "u", max_steps=2))

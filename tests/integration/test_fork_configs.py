@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 import yaml
@@ -12,7 +13,7 @@ import yaml
 from midtrain.cli import main
 from midtrain.data.module import ShardedMixedDataset
 from tests.helpers import fork_cosine, write_index_only
-from tests.integration.train_helpers import SEQ_LENGTH, TINY_MODEL, metric, read_json, write_config
+from tests.integration.train_helpers import SEQ_LENGTH, TINY_MODEL, metric, read_json, tiny_config, write_config
 
 ACCUM = 2  # global batch 4 / micro batch 2 on one process
 MAX_LR, MIN_LR = 0.002, 1e-6
@@ -203,3 +204,30 @@ def test_port_needs_the_checkpoint_a_resume_config_continues(train_root, tmp_pat
     decay = write_config(tmp_path / "decay.yaml", fork_config(train_root, tmp_path / "x", lr_scheduler="decay"))
     assert main(["port", "--fork_config", str(decay), "--output", str(tmp_path / "n.yaml")]) == 2
     assert "has no native form" in capsys.readouterr().err
+
+
+def test_a_finished_fork_run_rerun_exits_at_once_and_keeps_its_weights(fork_trunk, train_root, tmp_path, capsys):
+    """An array resubmits every config: the fork extended a finished run by max_additional_steps and replaced final/."""
+    run = tmp_path / "trunk"
+    shutil.copytree(fork_trunk, run)
+    before = (run / "final" / "lit_model.pth").read_bytes()
+    path = write_config(tmp_path / "again.yaml", fork_config(train_root, run, resume=True))
+    assert main(["pretrain", "--config", str(path)]) == 0
+    assert "is already finished" in capsys.readouterr().out
+    assert (run / "final" / "lit_model.pth").read_bytes() == before
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(("step-", "final"))) == [
+        "final", "step-00000004"]
+
+
+def test_port_refuses_a_native_config_and_writes_the_branch_it_is_given(fork_trunk, train_root, tmp_path, capsys):
+    native = tiny_config(train_root, tmp_path / "n", max_steps=4)
+    path = write_config(tmp_path / "native.yaml", native)
+    assert main(["port", "--fork_config", str(path), "--output", str(tmp_path / "o.yaml"), "--devices=1"]) == 2
+    assert "is not in the paper fork's dialect (midtrain's own keys)" in capsys.readouterr().err
+    assert not (tmp_path / "o.yaml").exists()
+    fresh = write_config(tmp_path / "fork.yaml", fork_config(train_root, tmp_path / "b", resume=False))
+    assert main(["port", "--fork_config", str(fresh), "--output", str(tmp_path / "o.yaml"), "--branch_from",
+                 str(fork_trunk / "step-00000004")]) == 0
+    ported = yaml.safe_load((tmp_path / "o.yaml").read_text())
+    assert ported["branch_from"] == str(fork_trunk / "step-00000004") and ported["resume"] == "auto"
+    assert ported["train"]["max_steps"] == 12  # step 4 + max_additional_steps 8

@@ -76,6 +76,8 @@ def test_mix_rejects_other_data_modules(tmp_path, capsys):
         (["--data.literal_weights_str", "main/1:1,c9:1"], "names shard 'c9'"),
         (["--data.mix_weights_str", "main:0.5,code:0.5", "--max_tokens", "100000"], "would be read"),
         (["--data.mix_weights_str", "main:1", "--data.mix_config_path", "x.json"], "are both set"),
+        (["--max_tokens", "0"], "--max_tokens=0 must be a positive number of tokens"),
+        (["--format", "xml"], "--format=xml is not one of table, json."),
     ],
 )
 def test_mix_errors_exit_non_zero_with_the_flag(data_root, capsys, args, message):

@@ -194,6 +194,27 @@ def test_an_interrupted_prepare_exits_non_zero_publishes_nothing_and_leaves_no_p
                                                                                         signum, status):
     import os
     import subprocess
+    import time
+
+    process, root = _start_a_long_prepare(tmp_path, tokenizer_dir)
+    children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
+    os.kill(process.pid, signum)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == status, err[-2000:]
+    assert "Interrupted" in err and "temporary folders were removed" in err
+    assert sorted(p.name for p in (root / "train").iterdir()) == []  # nothing published, no hidden folder left
+    assert not (root / "val").exists() or not any((root / "val").iterdir())
+    for pid in children:  # the optimize child and, through its process group, litdata's workers
+        deadline = time.monotonic() + 10
+        while (running := _running_in_group(pid)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert running == [], f"processes left running in group {pid}: {running}"
+
+
+def _start_a_long_prepare(tmp_path, tokenizer_dir):
+    """``midtrain prepare`` of ~10 MB in a subprocess, returned once its litdata process is writing."""
+    import os
+    import subprocess
     import sys
     import time
 
@@ -210,18 +231,40 @@ def test_an_interrupted_prepare_exits_non_zero_publishes_nothing_and_leaves_no_p
     while not list((root / "train").glob(".1.partial-*")) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert process.poll() is None, "prepare finished before it could be interrupted; give it more input"
+    return process, root
+
+
+@pytest.mark.slow
+def test_a_prepare_killed_with_sigkill_leaves_no_worker_no_lock_and_no_lasting_temporaries(tmp_path, tokenizer_dir):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    process, root = _start_a_long_prepare(tmp_path, tokenizer_dir)
     children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
-    os.kill(process.pid, signum)
-    _, err = process.communicate(timeout=60)
-    assert process.returncode == status, err[-2000:]
-    assert "Interrupted" in err and "temporary folders were removed" in err
-    assert sorted(p.name for p in (root / "train").iterdir()) == []  # nothing published, no hidden folder left
-    assert not (root / "val").exists() or not any((root / "val").iterdir())
-    for pid in children:  # the optimize child and, through its process group, litdata's workers
+    os.kill(process.pid, signal.SIGKILL)  # no handler runs: the children must notice by themselves
+    process.communicate(timeout=60)
+    for pid in children:
         deadline = time.monotonic() + 10
         while (running := _running_in_group(pid)) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert running == [], f"processes left running in group {pid}: {running}"
+        assert running == [], f"processes left running in group {pid} after the parent was killed: {running}"
+    assert any(p.name.startswith(".1.") for p in (root / "train").iterdir())  # what the killed run left behind
+    assert main(["prepare", "--inputs", str(tmp_path / "raw" / "0.jsonl"), "--tokenizer_dir", str(tokenizer_dir),
+                 "--output_dir", str(root / "train" / "1"), "--val_fraction", "0.1"]) == 0  # the lock is free
+    assert sorted(p.name for p in (root / "train").iterdir()) == ["1"]
+    assert sorted(p.name for p in (root / "val").iterdir()) == ["1"]
+
+
+def test_a_held_out_folder_that_is_the_output_folder_is_refused(tmp_path, tokenizer_dir, capsys):
+    (tmp_path / "a.jsonl").write_text(json.dumps({"text": DOCS[0]}) + "\n")
+    out = tmp_path / "train" / "1"
+    for val in (out, out / "val"):
+        assert main(["prepare", "--inputs", str(tmp_path / "a.jsonl"), "--tokenizer_dir", str(tokenizer_dir),
+                     "--output_dir", str(out), "--val_fraction", "0.5", "--val_output_dir", str(val)]) == 2
+        assert "the held-out shard needs a folder of its own" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def _running_in_group(pgid: str) -> list[str]:

@@ -55,3 +55,27 @@ def test_publication_syncs_the_files_before_and_the_folder_after_the_rename(tmp_
     files.publish(staging, tmp_path / "step-00000004")
     assert synced[-1] == str(tmp_path)  # the parent folder, after the rename
     assert {str(staging / files.MODEL_FILE), str(staging / files.INFO_FILE), str(staging)} <= set(synced[:-1])
+
+
+def test_pruning_unlinks_a_linked_step_and_keeps_finished_weights(tmp_path):
+    parent = make_checkpoint(tmp_path / "trunk", 2)
+    run = tmp_path / "branch"
+    run.mkdir()
+    (run / parent.name).symlink_to(parent, target_is_directory=True)  # the paper's symlink_chkpts.sh
+    make_checkpoint(run, 3, final=True)
+    os.replace(run / files.FINAL, run / "step-00000003")  # a finished run's final weights, kept under their step
+    for step in (4, 6):
+        make_checkpoint(run, step)
+    assert files.prune(run, 1, set()) == [run / "step-00000002", run / "step-00000004"]
+    assert sorted(p.name for p in run.iterdir()) == ["step-00000003", "step-00000006"]
+    assert (parent / files.MODEL_FILE).read_bytes() == b"weights"  # the link was removed, not what it pointed at
+
+
+def test_a_new_final_keeps_the_old_one_under_its_step(tmp_path):
+    make_checkpoint(tmp_path, 6, final=True)
+    assert files.keep_finished(tmp_path) == tmp_path / "step-00000006"
+    assert not (tmp_path / files.FINAL).exists()
+    assert json.loads((tmp_path / "step-00000006" / files.INFO_FILE).read_text()) == {"step": 6, "final": True}
+    make_checkpoint(tmp_path, 6, final=True)  # a step folder of that step exists already: another name, nothing lost
+    assert files.keep_finished(tmp_path) == tmp_path / "final-step-00000006"
+    assert files.keep_finished(tmp_path) is None

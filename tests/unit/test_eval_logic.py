@@ -192,3 +192,43 @@ def test_branch_curves_start_at_the_parent_point():
     figure = curves(rows)[("heldout", "main", None)]
     assert figure["axis"] == "tokens seen"
     assert figure["series"]["code"] == [(40, 4.0), (60, 3.5), (80, 3.0)] and figure["branches"] == {"code": (40, 4.0)}
+
+
+def test_a_torn_last_row_is_cut_off_before_the_next_is_appended(tmp_path, caplog):
+    table = ResultsTable(tmp_path)
+    table.append([row(run="a", step=3, name="main", value=2.5, checkpoint="/c/3")])
+    with (tmp_path / "eval.csv").open("a") as file:
+        file.write("a,,,6,,heldout,code,loss,2.")  # a job killed mid-row
+    assert [r["step"] for r in read_rows(tmp_path / "eval.csv")] == [3]  # read without the torn row
+    table.append([row(run="a", step=9, name="main", value=1.5, checkpoint="/c/9")])
+    rows = read_rows(tmp_path / "eval.csv")
+    assert [(r["step"], r["value"]) for r in rows] == [(3, 2.5), (9, 1.5)]
+    assert "torn row" in caplog.text
+    assert all(line.count(",") == len(COLUMNS) - 1 for line in (tmp_path / "eval.csv").read_text().splitlines())
+
+
+def test_two_evaluations_of_one_table_never_write_a_row_twice(tmp_path):
+    first, second = ResultsTable(tmp_path), ResultsTable(tmp_path)  # both started before either wrote
+    wanted = [("heldout", "main", "s"), ("heldout", "code", "s")]
+    assert second.pending("/c/3", wanted) == wanted
+    first.append([row(run="a", step=3, name="main", value=2.5, checkpoint="/c/3")])
+    assert second.pending("/c/3", wanted) == [("heldout", "code", "s")]  # decided under the lock, from the file
+    second.append([row(run="a", step=3, name="main", value=2.5, checkpoint="/c/3"),
+                   row(run="a", step=3, name="code", value=3.5, checkpoint="/c/3")])
+    assert [(r["name"], r["value"]) for r in read_rows(tmp_path / "eval.csv")] == [("main", 2.5), ("code", 3.5)]
+
+
+def test_a_run_folder_of_two_models_or_a_repeated_step_is_refused(tmp_path):
+    make_checkpoint(tmp_path / "run" / "step-00000004", step=4)
+    make_checkpoint(tmp_path / "run" / "step-00000008", step=8)
+    (tmp_path / "run" / "step-00000008" / "model_config.yaml").write_text("block_size: 32\nn_head: 4\n")
+    with pytest.raises(ConfigError, match=r"holds checkpoints of two models \(step-00000004 and step-00000008 differ "
+                                          r"in n_head None vs 4\)"):
+        find_targets([str(tmp_path / "run")])
+    make_checkpoint(tmp_path / "dup" / "step-00000004", step=4)
+    make_checkpoint(tmp_path / "dup" / "step-4", step=4)
+    with pytest.raises(ConfigError, match=r"both hold step 4 of .*dup"):
+        find_targets([str(tmp_path / "dup")])
+    make_checkpoint(tmp_path / "same" / "step-00000004", step=4)
+    make_checkpoint(tmp_path / "same" / "final", step=4)
+    assert [t.checkpoint.name for t in find_targets([str(tmp_path / "same")])] == ["step-00000004"]

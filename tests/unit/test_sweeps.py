@@ -47,14 +47,40 @@ def test_dotted_data_keys_go_to_init_args():
 @pytest.mark.parametrize(
     ("spec", "match"),
     [
-        ({"base": "base.yaml", "axes": {"branch_step": [1]}}, r"branch_step axis needs 'trunk'"),
-        ({"base": "base.yaml", "axes": {"share": [0.2]}}, r"share axis needs 'specialised_domain'"),
-        ({"base": "base.yaml", "specialised_domain": "code", "axes": {"share": [1.5]}}, r"between 0 and 1"),
+        ({"base": "base.yaml", "out_root": "r", "axes": {"branch_step": [1]}}, r"branch_step axis needs 'trunk'"),
+        ({"base": "base.yaml", "out_root": "r", "axes": {"share": [0.2]}}, r"share axis needs 'specialised_domain'"),
+        ({"base": "base.yaml", "out_root": "r", "specialised_domain": "code", "axes": {"share": [1.5]}},
+         r"between 0 and 1"),
         ({"base": "base.yaml", "axes": {"seed": []}}, r"'axes' must map each key to a non-empty list"),
-        ({"base": "base.yaml", "axis": {"seed": [1]}}, r"unknown sweep spec keys \['axis'\]"),
-        ({"base": "nope.yaml", "axes": {"seed": [1]}}, r"base config='.*nope.yaml' cannot be read"),
+        ({"base": "base.yaml", "out_root": "r", "axis": {"seed": [1]}}, r"unknown sweep spec keys \['axis'\]"),
+        ({"base": "nope.yaml", "out_root": "r", "axes": {"seed": [1]}}, r"base config='.*nope.yaml' cannot be read"),
     ],
 )
 def test_spec_errors(spec_dir, spec, match):
     with pytest.raises(ConfigError, match=match):
         expand(spec, spec_dir)
+
+
+def test_every_point_gets_its_own_out_dir_or_the_sweep_is_refused(spec_dir):
+    with pytest.raises(ConfigError, match="no 'out_root', so every point would train in the base config's out_dir"):
+        expand({"base": "base.yaml", "axes": {"seed": [1, 2]}}, spec_dir)
+    with pytest.raises(ConfigError, match="sets both 'out_root' and an 'out_dir' axis"):
+        expand({"base": "base.yaml", "out_root": "r", "axes": {"out_dir": ["a", "b"]}}, spec_dir)
+    with pytest.raises(ConfigError, match="sweep points share the out_dir 'runs/a'"):
+        expand({"base": "base.yaml", "axes": {"out_dir": ["runs/a", "runs/./a"]}}, spec_dir)
+    points = expand({"base": "base.yaml", "axes": {"out_dir": ["runs/a", "runs/b"]}}, spec_dir)
+    assert [p.config["out_dir"] for p in points] == ["runs/a", "runs/b"]
+
+
+def test_point_names_are_short_safe_and_distinct_whatever_the_values(spec_dir):
+    weights = ",".join(f"c{i}:0.025" for i in range(1, 40))
+    spec = {"base": "base.yaml", "out_root": "runs",
+            "axes": {"data.literal_weights_str": [weights, weights.replace("0.025", "0.0250")],
+                     "log.run": ["line\nbreak", "slash/and space"]}}
+    points = expand(spec, spec_dir)
+    names = [p.name for p in points]
+    assert len(set(names)) == 4 and all(len(n) <= 64 for n in names)
+    assert all(set(n) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._=+-") for n in names)
+    assert names[0].startswith("literal_weights_strc1-0.025-c2-0.025")
+    assert points[1].config["log"]["run"] == "slash/and space"  # the value itself stays in the config
+    assert point_name("", {"branch_step": 20000, "share": 0.2}) == "branch_step20000_share0.2"  # readable ones stay
