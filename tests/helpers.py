@@ -77,7 +77,7 @@ TRAIN_ARGS_DEFAULTS = {
     "lr_warmup_fraction": None, "epochs": None, "max_tokens": None, "max_steps": None, "max_time": None,
     "max_seq_length": None, "tie_embeddings": None, "max_norm": None, "min_lr": 6e-05, "max_additional_steps": None,
     "max_iters": None, "lr_scheduler": "cosine", "stable_steps": None, "decay_fraction": None, "max_lr": None,
-    "lr_warmup_iters": None, "lr_horizon_iters": None, "dialect": "auto", "init_lr": None,
+    "lr_warmup_iters": None, "lr_horizon_iters": None, "lr_iter_offset": None, "dialect": "auto", "init_lr": None,
     "initial_sampling_rate": None, "episode_length": None, "freeze_sampling_rate": None, "data_scheduler": None,
     "reset_optimizer": False, "keep_last_checkpoints": None, "keep_checkpoint_steps": [],
 }
@@ -91,3 +91,16 @@ def train_settings(**overrides):
     if unknown:
         raise TypeError(f"TrainArgs has no field(s) {sorted(unknown)}")
     return SimpleNamespace(**{**TRAIN_ARGS_DEFAULTS, "keep_checkpoint_steps": [], **overrides})
+
+
+def fork_step_lrs(it0: int, accumulation: int, max_iters: int, lr_at) -> list[float]:
+    """The LR of each optimizer step the paper fork's loop made from micro-iteration ``it0`` to ``max_iters``,
+    written out from its ``fit``: the LR is set from ``iter_num`` before it is incremented, and a step is taken when
+    the incremented ``iter_num`` is a multiple of the accumulation."""
+    lrs, it = [], it0
+    while it < max_iters:
+        lr = lr_at(it)
+        it += 1
+        if it % accumulation == 0:
+            lrs.append(lr)
+    return lrs

@@ -10,9 +10,15 @@ import re
 from collections.abc import Callable
 
 
-def known_keys(function: Callable) -> dict[str, list[str]]:
+# The paper fork's data module's keys that midtrain reads: a typo in a fork config is matched against these, so the
+# suggestion is a key the fork's configs write (mix_weights_str, not midtrain's own mix_weights).
+FORK_DATA_KEYS = ("data_path", "val_data_path", "mix_config_path", "mix_weights_str", "literal_weights_str",
+                  "proportional_sampling", "seed", "num_workers")
+
+
+def known_keys(function: Callable, fork: bool = False) -> dict[str, list[str]]:
     """``{"": top-level keys, group: its keys}`` for a command: dataclass groups (``train``, ``eval``, ``log``)
-    and the data module's init args."""
+    and the data module's init args (in the fork's dialect, the fork's data keys)."""
     keys: dict[str, list[str]] = {"": list(inspect.signature(function).parameters)}
     for name, parameter in inspect.signature(function).parameters.items():
         default = parameter.default
@@ -24,6 +30,12 @@ def known_keys(function: Callable) -> dict[str, list[str]]:
 
         keys["data"] = [f.name for f in dataclasses.fields(ShardedMixedDataset) if f.init] or [
             f.name for f in dataclasses.fields(MixtureArgs)]
+        if fork:
+            keys["data"] = [k for k in keys["data"] if k in FORK_DATA_KEYS]
+    if fork and "train" in keys:
+        from midtrain.train.fork_dialect import NATIVE_ONLY_KEYS
+
+        keys["train"] = [k for k in keys["train"] if k not in NATIVE_ONLY_KEYS]
     return keys
 
 
@@ -62,8 +74,8 @@ def _given(argv: list[str] | None, key: str) -> str | None:
     return None
 
 
-def explain(message: str, command: str, function: Callable, argv: list[str] | None = None) -> str:
-    keys = known_keys(function)
+def explain(message: str, command: str, function: Callable, argv: list[str] | None = None, fork: bool = False) -> str:
+    keys = known_keys(function, fork)
     group_match = re.search(r'Parser key "([\w.]+)"', message)
     group = group_match.group(1) if group_match else ""
     choices = literal_choices(function, group) if group and "Cannot take a Union of no types" in message else None

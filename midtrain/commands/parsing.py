@@ -24,10 +24,25 @@ def call_with_args(function: Callable, argv: list[str], drop: tuple[str, ...] = 
     """``function``'s keyword arguments parsed from ``argv`` as the CLI parses them (see ``midtrain.commands.argv``),
     classes instantiated; a ``ConfigError`` naming the flag for anything that does not parse."""
     parser = command_parser(function, prog)
+    words = prepare_argv(function, argv)
     try:
-        config = parser.parse_args(prepare_argv(function, argv))
+        config = parser.parse_args(words)
     except ArgumentError as exc:
         name = (prog or function.__name__).split()[-1]
-        raise ConfigError(explain(str(exc), name, function, argv)) from None
+        raise ConfigError(explain(str(exc), name, function, argv, fork=_fork_dialect(words))) from None
     init = parser.instantiate_classes(config)
     return {k: v for k, v in init.items() if k not in ("config", "__path__", *drop)}
+
+
+def _fork_dialect(words: list[str]) -> bool:
+    """Whether the configs given are read in the paper fork's dialect (its class path, or train.dialect: fork)."""
+    import yaml
+
+    if "--train.dialect=fork" in words or any(a == "--train.dialect" and b == "fork" for a, b in zip(words, words[1:])):
+        return True
+    for flag, value in zip(words, words[1:]):
+        if flag == "--config":
+            train = (yaml.safe_load(value) or {}).get("train") or {}
+            if isinstance(train, dict) and train.get("dialect") == "fork":
+                return True
+    return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -78,9 +79,12 @@ def port(
         seq_length = seq_length_of(source, f"--fork_config={fork_config}") or 2048
         budget_steps = train.max_tokens // (train.global_batch_size * seq_length)
     configured_lr = _optimizer_lr(source.get("optimizer"))
-    resolved = resolve_fork_schedule(train, accumulation, ForkStart(step0, step0 * accumulation,
-                                                                   configured_lr or 1e-3, None, configured_lr), budget_steps)
+    it0, it0_note = _start_iteration(branch_from, step0, accumulation)
+    resolved = resolve_fork_schedule(train, accumulation, ForkStart(step0, it0, configured_lr or 1e-3, None,
+                                                                   configured_lr), budget_steps)
     schedule = resolved.schedule
+    # native steps are counted from step x accumulation: a parent off this run's step grid shifts the fork's iterations
+    offset = (it0 // accumulation - step0) * accumulation
 
     native_train = {k: v for k, v in train_dict.items() if k not in _REPLACED_TRAIN_KEYS}
     native_train.update(max_steps=resolved.end_step, max_lr=schedule.peak_lr,
@@ -88,6 +92,8 @@ def port(
                         lr_warmup_iters=schedule.warmup_iters, min_lr=min(schedule.min_lr, schedule.peak_lr))
     if schedule.name == "cosine":
         native_train["lr_horizon_iters"] = schedule.horizon_iters
+    if offset:
+        native_train["lr_iter_offset"] = offset
     native_train["dialect"] = "midtrain"
     changes = [
         f"train.max_steps {resolved.end_step:,}: the absolute end ({'step ' + format(step0, ',') + ' + ' if step0 else ''}"
@@ -96,7 +102,14 @@ def port(
         f"train.lr_warmup_iters {schedule.warmup_iters:,}"
         + (f", train.lr_horizon_iters {schedule.horizon_iters:,}" if schedule.name == "cosine" else "")
         + f": the fork's schedule in micro-iterations ({accumulation} per step on {world_size} device(s))",
+        it0_note,
     ]
+    if offset:
+        changes.append(f"train.lr_iter_offset {offset:,}: the checkpoint's micro-iteration {it0:,} is no multiple of "
+                       f"{accumulation}, so the fork's steps ended {offset:+,} micro-iterations from step × "
+                       f"{accumulation}; the LR of every step is the fork's, but the first step reads a whole step of "
+                       f"data where the fork's read {accumulation - it0 % accumulation} micro-batches (the fork "
+                       "dialect reproduces that too)")
     if schedule.name != "cosine":
         changes.append(f"train.lr_scheduler constant: the fork's {train.lr_scheduler} as it ran "
                        + ("(1e-5 throughout)" if train.lr_scheduler == "constant" else "(warmup, then the peak; its decay never ran)"))
@@ -161,6 +174,34 @@ def _start_step(source: dict, branch_from: str | None, start_step: int | None) -
         raise ConfigError("the config continues a checkpoint (resume: true), as the paper's branches did. Give the trunk "
                           "checkpoint it continues: --branch_from <trunk out_dir>/step-XXXXXXXX (or --start_step N).")
     return 0
+
+
+def _start_iteration(branch_from: str | None, step0: int, accumulation: int) -> tuple[int, str]:
+    """(the micro-iteration the run starts at, what the port says of it): the checkpoint's own ``iter_num`` (its
+    ``checkpoint.json``, else its ``lit_model.pth``, as the fork wrote it); ``step × accumulation`` without one."""
+    if not branch_from:
+        return step0 * accumulation, f"starts at micro-iteration {step0 * accumulation:,} (step {step0:,} × {accumulation})"
+    path = Path(branch_from)
+    folder = path.parent if path.suffix == ".pth" else path
+    iteration = None
+    try:
+        info = json.loads((folder / "checkpoint.json").read_text())
+        iteration = int(info["iter_num"])
+    except (OSError, ValueError, KeyError, TypeError):
+        if (folder / "lit_model.pth").is_file():
+            import torch
+
+            try:
+                payload = torch.load(folder / "lit_model.pth", map_location="cpu", mmap=True, weights_only=False)
+                iteration = int(payload["iter_num"])
+            except Exception as exc:  # a damaged or foreign file: say so
+                raise ConfigError(f"--branch_from={branch_from!r}: {folder / 'lit_model.pth'} cannot be read for its "
+                                  f"iter_num ({type(exc).__name__}: {exc}). Name an intact checkpoint.") from None
+    if iteration is None:
+        return step0 * accumulation, (f"starts at micro-iteration {step0 * accumulation:,} (step {step0:,} × "
+                                      f"{accumulation}), assumed: {folder} could not be read; port again once it exists, "
+                                      "so that its own iteration count is used")
+    return iteration, f"starts at micro-iteration {iteration:,}, the checkpoint's iter_num"
 
 
 def _optimizer_lr(optimizer) -> float | None:

@@ -70,11 +70,12 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
 
     def train_dataloader(self, rank: int | None = None, world_size: int | None = None,
                          vocab_size: int | None = None, start_step: int = 0,
-                         samples_per_step: int | None = None) -> MixedStreamLoader:
+                         samples_per_step: int | None = None, num_workers: int | None = None) -> MixedStreamLoader:
         """Rank and world size default to the running process group's (or the launcher's environment); with
         ``vocab_size``, a token id at or above it stops the stream with an error naming the shard. ``start_step``
         and ``samples_per_step`` (this rank's samples per optimizer step) give the stream its clock: the steps of
-        ``mix_schedule`` (required for it) and the start step recorded with each phase."""
+        ``mix_schedule`` (required for it) and the start step recorded with each phase. ``num_workers`` overrides
+        ``self.num_workers`` (a loader built only to be planned with starts none)."""
         mixture = self.mixture
         self.plan(None)  # every used shard holds at least one sample of this length
         schedule = mixture.schedule
@@ -95,7 +96,7 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
             batch_size=self.batch_size,
             seed=self.seed,
             sampling=self.sampling,
-            num_workers=self.num_workers,
+            num_workers=self.num_workers if num_workers is None else num_workers,
             rank=rank,
             world_size=world_size,
             vocab_size=vocab_size,

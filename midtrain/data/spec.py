@@ -209,13 +209,20 @@ def resolve_weights(spec: MixtureSpec, shards: Sequence[Shard], registry: Domain
     scale = max(spec.weights.values(), default=1.0) if spec.kind != "proportional" else 1.0
 
     if spec.kind == "shards":
+        domains = set(registry.prefixes.values()) | {MAIN_DOMAIN}
+        missing = [shard_id for shard_id in spec.weights if shard_id not in raw]
+        named_domains = bool(missing) and all(shard_id in domains for shard_id in spec.weights)
+        if named_domains:
+            problems.add(f"{spec.flag} names domains ({', '.join(spec.weights)}), not shards: it weighs shards by id "
+                         f"(main/1, c1, …). For domain weights use --data.mix_weights_str="
+                         f"{','.join(f'{d}:{w:g}' for d, w in spec.weights.items())!r}.")
         for shard_id, weight in spec.weights.items():
-            if shard_id not in raw:
+            if shard_id not in raw and not named_domains:
                 problems.add(
                     f"{spec.flag} names shard {shard_id!r}, which is not in the data root (found: "
                     f"{', '.join(raw)}).{did_you_mean(shard_id, raw)} Main shards are named 'main/<n>', typed ones '<prefix><n>'."
                 )
-            else:
+            elif shard_id in raw:
                 raw[shard_id] = weight / scale
     else:
         for domain, weight in spec.weights.items():

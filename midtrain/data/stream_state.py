@@ -24,6 +24,11 @@ log = get_logger(__name__)
 STATE_FORMAT = "midtrain.mixed_stream/1"
 
 
+def is_stream_state(state) -> bool:
+    """Whether a saved data loader state is this stream's (not litdata's, as the paper's fork and litgpt save it)."""
+    return isinstance(state, dict) and state.get("format") == STATE_FORMAT
+
+
 @dataclass(frozen=True)
 class Transition:
     shard: str

@@ -48,6 +48,10 @@ class TrainArgs(LitTrainArgs):
     lr_horizon_iters: int | None = None
     """The cosine's horizon in micro-iterations when it differs from the run's length (the paper's fork used
     976,560); ``min_lr`` past it. Default: the run's length."""
+    lr_iter_offset: int | None = None
+    """With the per-micro-iteration LR: micro-iterations added to ``step × micro-batches per step`` before the LR is
+    computed. ``midtrain port`` writes it for a branch whose parent's iteration count is off this run's step grid
+    (a parent trained with other batch settings), so the LR of every step is the fork's. Default 0."""
     dialect: Literal["auto", "fork", "midtrain"] = "auto"
     """How the LR schedule and stop keys are read. ``fork``: as the paper's fork read them (see docs/fork.md; every
     reproduced quirk is printed at start-up); ``midtrain``: midtrain's own meaning; ``auto``: ``fork`` for a config

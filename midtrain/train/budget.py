@@ -27,6 +27,16 @@ class Budget:
     """Stop at this many micro-batch iterations (the paper fork's cap), if given."""
     max_additional_steps: int | None
     max_time_s: float | None
+    steps_end_at_iteration_multiples: bool = False
+    """The paper fork's rule (``iter_num % accumulation == 0`` steps): a run that starts at an iteration count that
+    is no multiple of ``accumulation_iters`` (a parent trained with other batch settings) makes its first step
+    shorter, so every later step ends at a multiple. Otherwise every step is ``accumulation_iters`` micro-batches."""
+
+    def micro_batches(self, iter_num: int) -> int:
+        """Micro-batches of the optimizer step that starts at micro-iteration ``iter_num`` (per rank)."""
+        if self.steps_end_at_iteration_multiples:
+            return self.accumulation_iters - iter_num % self.accumulation_iters
+        return self.accumulation_iters
 
     @property
     def tokens_per_step(self) -> int:

@@ -181,9 +181,21 @@ def prune(out_dir: Path, keep_last: int | None, keep_steps: set[int]) -> list[Pa
     return [c.path for c in doomed]
 
 
+def link_files(source: Path, staging: Path) -> None:
+    """Hard-link the files of a published checkpoint into another's staging folder (the same weights under a
+    second name cost no second write); copied where the file system has no hard links."""
+    for path in source.iterdir():
+        if path.is_file() and path.name != INFO_FILE:
+            try:
+                os.link(path, staging / path.name)
+            except OSError:
+                shutil.copy2(path, staging / path.name)
+
+
 def keep_finished(out_dir: Path) -> Path | None:
     """Before a new ``final/`` is published over an older one (a finished run extended to a later end), keep the old
-    one under its step's name, so a finished result is never replaced without a copy."""
+    one under its step's name (marked final, so retention never removes it): a finished result is never replaced
+    without a copy. A step folder of that step holding the same files (saved with it) is that copy."""
     final = out_dir / FINAL
     try:
         old = read_info(final)
@@ -192,8 +204,23 @@ def keep_finished(out_dir: Path) -> Path | None:
     if old is None:
         return None
     kept = out_dir / step_dir_name(old.step)
-    if kept.exists() or kept.is_symlink():
-        kept = out_dir / f"{FINAL}-{step_dir_name(old.step)}"
-    os.replace(final, kept)
+    if _same_file(kept / MODEL_FILE, final / MODEL_FILE):
+        info_file = kept / INFO_FILE
+        info = json.loads(info_file.read_text()) if info_file.is_file() else {"step": old.step}
+        staging = kept / f".{INFO_FILE}.tmp"
+        staging.write_text(json.dumps({**info, "final": True}, indent=2) + "\n")
+        os.replace(staging, info_file)
+        shutil.rmtree(final)
+    else:
+        if kept.exists() or kept.is_symlink():
+            kept = out_dir / f"{FINAL}-{step_dir_name(old.step)}"
+        os.replace(final, kept)
     sync_folder(out_dir)
     return kept
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False

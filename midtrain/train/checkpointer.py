@@ -36,7 +36,7 @@ class Checkpointer:
         self.fabric, self.out_dir, self.model_config = fabric, out_dir, model_config
         self.tokenizer_files, self.hyperparameters = tokenizer_files, hyperparameters
         self.keep_last, self.keep_steps = keep_last, keep_steps
-
+        self._published: tuple[int, Path] | None = None  # the step folder this process published last
     def save(self, state: dict, step: int, final: bool, info: dict, ledger: dict) -> Path:
         fabric = self.fabric
         name = files.FINAL if final else files.step_dir_name(step)
@@ -48,9 +48,13 @@ class Checkpointer:
                 staging.mkdir(parents=True)
             except OSError as exc:
                 error = exc
+        same_state = final and self._published is not None and self._published[0] == step
         if fabric.strategy.reduce_boolean_decision(error is None, all=True):
             try:
-                fabric.save(staging / files.MODEL_FILE, state)
+                if not same_state:
+                    fabric.save(staging / files.MODEL_FILE, state)
+                elif fabric.global_rank == 0:  # final/ of the step just published: its files linked, not written again
+                    files.link_files(self._published[1], staging)
             except OSError as exc:  # a full disk, a quota, a lost mount
                 error = exc
             fabric.barrier()
@@ -70,6 +74,7 @@ class Checkpointer:
                 f"saving {target.name} failed ({error if error is not None else 'on another rank'}). The earlier "
                 "checkpoints are intact: free space (or fix the file system) and rerun with --resume=auto.")
         fabric.print(f"Saved checkpoint {target}")
+        self._published = None if final else (step, target)
         if fabric.global_rank == 0:
             self._prune()
         return target

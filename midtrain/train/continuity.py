@@ -72,6 +72,7 @@ _SCHEDULE_FIELDS = (
     ("warmup_steps", "warmup (steps)"), ("warmup_iters", "warmup (micro-iterations)"),
     ("total_steps", "horizon (steps)"), ("horizon_iters", "horizon (micro-iterations)"),
     ("decay_start_step", "wsd decay start (step)"), ("accumulation_iters", "micro-iterations per step"),
+    ("iter_offset", "micro-iteration offset"),
 )
 
 
@@ -116,3 +117,22 @@ def _show(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+# The data module's keys that say what a run reads; a run folder holds one run, so a config that changes them is
+# another experiment (two configs sharing an out_dir), not a resume. Schedules compare phase by phase elsewhere.
+MIXTURE_KEYS = ("mix_weights_str", "mix_weights", "literal_weights_str", "mix_config_path", "proportional_sampling",
+                "domain_split")
+
+
+def mixture_changes(previous: dict, current: dict) -> list[str]:
+    """``key old -> new`` for each mixture key two configs (as recorded in a run folder) give differently."""
+    def init_args(config: dict) -> dict:
+        return ((config or {}).get("data") or {}).get("init_args") or {}
+
+    old, new = init_args(previous), init_args(current)
+    if bool(old.get("mix_schedule")) != bool(new.get("mix_schedule")):
+        return [f"mix_schedule {'set' if old.get('mix_schedule') else 'unset'} -> "
+                f"{'set' if new.get('mix_schedule') else 'unset'}"]
+    return [f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in MIXTURE_KEYS
+            if (old.get(key) or None) != (new.get(key) or None)]

@@ -29,10 +29,39 @@ FORK_CLASS_PATH = "litgpt.data.ShardedMixedDataset"
 FORK_PEAK_LR = 3e-4
 FORK_COSINE_HORIZON_ITERS = 976_560
 FORK_CONSTANT_LR = 1e-5
+PAPER_END_STEP = 61_035  # 128B tokens of 1024 x 2048: where every run of the paper's grid ended
+PAPER_DEVICES = 8  # one node of 8 GPUs, the device count the paper's schedules were counted on
 FORK_SCHEDULERS = ("cosine", "decay", "constant", "wsd")
 FORK_ONLY_KEYS = ("init_lr", "initial_sampling_rate", "episode_length", "freeze_sampling_rate", "data_scheduler")
-NATIVE_ONLY_KEYS = ("decay_fraction", "lr_warmup_iters", "lr_horizon_iters")
+NATIVE_ONLY_KEYS = ("decay_fraction", "lr_warmup_iters", "lr_horizon_iters", "lr_iter_offset")
 _SCHEDULE_NAMES = {"cosine": "cosine", "decay": "exp_decay", "constant": "constant", "wsd": "warmup_stable"}
+
+
+def device_count_note(train: Any, schedule: IterationLRSchedule, start: ForkStart, micro_batch_size: int,
+                      global_batch_size: int, world_size: int, budget_steps: int | None) -> str | None:
+    """The fork's fixed cosine horizon counts micro-iterations, which depend on the device count: the LR range this
+    invocation gets here beside the one the paper's 8 GPUs gave (None where they cannot differ)."""
+    per_step = micro_batch_size * PAPER_DEVICES
+    if (schedule.name != "cosine" or schedule.horizon_iters != FORK_COSINE_HORIZON_ITERS or world_size == PAPER_DEVICES
+            or global_batch_size % per_step or schedule.total_steps <= start.step):
+        return None
+    accum = global_batch_size // per_step
+    paper = resolve_fork_schedule(train, accum, ForkStart(start.step, start.step * accum, start.optimizer_lr, None,
+                                                          start.configured_lr), budget_steps).schedule
+
+    def span(s: IterationLRSchedule) -> str:
+        first, last = s.lr_at(start.step), s.lr_at(s.total_steps - 1)
+        return f"{first:.3g} -> {last:.3g} ({100 * first / s.peak_lr:.0f} -> {100 * last / s.peak_lr:.0f} % of peak)"
+
+    return (f"the fork's cosine horizon is {FORK_COSINE_HORIZON_ITERS:,} micro-iterations, so its LR depends on the "
+            f"device count: on this run's {world_size} device(s) ({schedule.accumulation_iters} per step) the LR goes "
+            f"{span(schedule)} over steps {start.step + 1:,}-{schedule.total_steps:,}; on the {PAPER_DEVICES} GPUs the "
+            f"paper ran on ({accum} per step) it went {span(paper)}. Set --devices={PAPER_DEVICES} to run as the "
+            "paper did, or --train.max_steps for a horizon in steps.")
+
+
+def first_end_note(micro_batches: int, accumulation: int) -> str:
+    return f"{micro_batches} of {accumulation} micro-batches (its gradient scaled by 1/{accumulation})"
 
 
 def dialect_of(train: Any) -> tuple[str, str]:
@@ -134,10 +163,27 @@ def resolve_fork_schedule(train: Any, accumulation_iters: int, start: ForkStart,
     else:
         raise ConfigError("the run has no length: set --train.max_additional_steps (the fork's way), --train.max_iters, "
                           "or --train.max_steps.")
-    end_step = start.step + max(0, end_iter - it0) // accum
-    if end_iter > it0 and (end_iter - it0) % accum:
-        notices.append(f"max_iters {end_iter:,} leaves {(end_iter - it0) % accum} micro-iteration(s) short of a whole "
-                       f"step of {accum}; they are not run (the fork stopped there without a step).")
+    # the fork stepped when its iteration count reached a multiple of the accumulation: count those boundaries
+    end_step = start.step + max(0, end_iter // accum - it0 // accum)
+    first_step = accum - it0 % accum
+    if it0 % accum and end_step > start.step:
+        notices.append(f"the checkpoint's micro-iteration {it0:,} is no multiple of this run's {accum} per step (its "
+                       f"run had other batch settings), so the first step runs {first_end_note(first_step, accum)}, as "
+                       f"the fork's did (it stepped when its iteration count reached a multiple of {accum}); every later "
+                       "step is whole.")
+    if end_iter > it0 and end_iter % accum:
+        notices.append(f"max_iters {end_iter:,} leaves {end_iter % accum} micro-iteration(s) short of a whole "
+                       f"step of {accum}; they are not run (the fork read them without a step).")
+    if train.max_additional_steps is not None and start.step < PAPER_END_STEP != end_step:
+        notices.append(f"the run ends at step {end_step:,} (step {start.step:,} + --train.max_additional_steps="
+                       f"{train.max_additional_steps:,}), as the file says. The paper's launcher rewrote "
+                       f"max_additional_steps to {PAPER_END_STEP:,} minus the latest step before every launch, so its "
+                       f"runs all ended at step {PAPER_END_STEP:,}: for that, set --train.max_additional_steps="
+                       f"{PAPER_END_STEP - start.step:,}. Rerun once finished, it exits at once (the fork trained "
+                       "max_additional_steps more from its last step-N).")
+    if train.lr_warmup_fraction and train.lr_warmup_steps:
+        notices.append(f"--train.lr_warmup_steps={train.lr_warmup_steps:,} ignored: --train.lr_warmup_fraction="
+                       f"{train.lr_warmup_fraction:g} sets the warmup, as in the fork.")
 
     if train.lr_warmup_fraction:
         warmup_iters = min(end_iter, math.ceil(train.lr_warmup_fraction * end_iter))
@@ -172,13 +218,14 @@ def resolve_fork_schedule(train: Any, accumulation_iters: int, start: ForkStart,
                        "unused, as in the fork. Set --train.dialect=midtrain for midtrain's linear decay to min_lr.")
     elif name == "wsd":
         horizon_iters = train.stable_steps * accum
-        last_iter = it0 + (end_step - start.step) * accum - 1
+        last_iter = (it0 // accum + end_step - start.step) * accum - 1  # the LR iteration of the last step
         if end_step > start.step and last_iter >= horizon_iters:
+            latest = start.step + max(0, horizon_iters // accum - it0 // accum)  # its last step stays before it
             raise ConfigError(
                 f"--train.lr_scheduler=wsd: this run would reach micro-iteration {horizon_iters:,} (--train.stable_steps="
                 f"{train.stable_steps:,} × {accum}), where the fork's wsd decay begins; that branch of the fork's code "
-                f"could not run (it raised a NameError), so there is no decay to reproduce. End the run before step "
-                f"{start.step + math.ceil((horizon_iters - it0) / accum):,} (--train.max_additional_steps), raise "
+                f"could not run (it raised a NameError), so there is no decay to reproduce. End the run at step "
+                f"{latest:,} at the latest (--train.max_additional_steps={latest - start.step:,}), raise "
                 "--train.stable_steps, or set --train.dialect=midtrain for midtrain's wsd.")
         notices.append(f"wsd: warmup, then the peak until micro-iteration {horizon_iters:,} (stable_steps × {accum}, counted "
                        "from iteration 0, not from the warmup's end); the fork's decay phase is not available.")

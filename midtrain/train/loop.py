@@ -110,9 +110,10 @@ class Trainer:
                 reason = budget.stop_reason(stop_step, start_step)
                 break
             lr = self.schedule.lr_at(counters.step)
-            loss, grad_norm = self.optimizer_step(batches, lr)
+            micro_batches = budget.micro_batches(counters.iter_num)
+            loss, grad_norm = self.optimizer_step(batches, lr, micro_batches)
             counters.step += 1
-            counters.iter_num += budget.accumulation_iters
+            counters.iter_num += micro_batches
             window.add(loss, grad_norm)
             if counters.step % settings.log_interval == 0:
                 self.log_training(counters, lr, window)
@@ -129,7 +130,10 @@ class Trainer:
                 saved_step = counters.step
         if reason is StopReason.FINISHED and settings.final_validation and self.val_sets:
             self.log_validation(counters.step)
-        # a run already at its cap (e.g. max_iters) has nothing new to save; a finished one always writes final/
+        # a run already at its cap (e.g. max_iters) has nothing new to save; a finished one always writes final/,
+        # and its step folder too when the save grid or keep_checkpoint_steps asks for that step (a branch point)
+        if reason is StopReason.FINISHED and settings.saves_at(counters.step) and saved_step != counters.step:
+            self.checked_save(counters, False, window)
         if reason is StopReason.FINISHED or (counters.step > start_step and saved_step != counters.step):
             self.checked_save(counters, reason is StopReason.FINISHED, window)
         return reason
@@ -160,17 +164,21 @@ class Trainer:
             if norms is not None and not math.isfinite(norms[k]):
                 raise Diverged(step, "the gradient norm", norms[k])
 
-    def optimizer_step(self, batches: Iterator[torch.Tensor], lr: float) -> torch.Tensor:
+    def optimizer_step(self, batches: Iterator[torch.Tensor], lr: float,
+                       micro_batches: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One optimizer step over ``micro_batches`` micro-batches (default a whole step's); each one's gradient is
+        scaled by the whole step's count, as the fork and litgpt scale it, also in a shorter first step."""
         fabric, model, accumulation = self.fabric, self.model, self.budget.accumulation_iters
+        micro_batches = accumulation if micro_batches is None else micro_batches
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         total = torch.zeros((), device=fabric.device)
-        for i in range(accumulation):
+        for i in range(micro_batches):
             waited = time.perf_counter()
             batch = next(batches)
             self.data_wait_s += time.perf_counter() - waited  # host time spent waiting for the loader
             batch = batch.to(fabric.device, non_blocking=True).long()
-            with fabric.no_backward_sync(model, enabled=i < accumulation - 1):
+            with fabric.no_backward_sync(model, enabled=i < micro_batches - 1):
                 # contiguous inputs and targets, as litgpt's loop feeds them (a strided view costs the compiled model)
                 logits = model(batch[:, :-1].contiguous())
                 loss = chunked_cross_entropy(logits, batch[:, 1:].contiguous())
@@ -183,7 +191,7 @@ class Trainer:
                                               error_if_nonfinite=False)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return total / accumulation, grad_norm
+        return total / micro_batches, grad_norm
 
     def stop_check_due(self, step: int, stop_step: int) -> bool:
         """Whether to look for a stop request after ``step``. With several ranks, agreeing on it is a collective (a

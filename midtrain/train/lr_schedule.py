@@ -60,8 +60,7 @@ class LRSchedule:
 @dataclass(frozen=True)
 class IterationLRSchedule:
     """An LR computed per micro-iteration, as litgpt's ``pretrain`` and the paper's fork compute it: the optimizer step
-    that takes the counter from ``k`` to ``k + 1`` uses the LR of its last micro-iteration,
-    ``start_iter + (k - start_step + 1) × accumulation_iters - 1``.
+    that takes the counter from ``k`` to ``k + 1`` uses the LR of its last micro-iteration (``iteration_of``).
 
     ``cosine``: ``peak × it / warmup_iters`` during warmup, then cosine to ``min_lr`` at ``horizon_iters`` and
     ``min_lr`` past it. ``constant``: warmup, then the peak. ``warmup_stable`` (the fork's ``wsd`` up to its decay):
@@ -82,6 +81,8 @@ class IterationLRSchedule:
     start_iter: int = 0
     anchor_lr: float | None = None
     anchor_iter: int | None = None
+    iter_offset: int = 0
+    """Added to every step's micro-iteration (``train.lr_iter_offset``, what ``midtrain port`` writes)."""
 
     decay_start_step = None
 
@@ -97,8 +98,11 @@ class IterationLRSchedule:
         return self  # the anchor of exp_decay is resolved before the run starts
 
     def iteration_of(self, step: int) -> int:
-        """The micro-iteration whose LR the optimizer step ``step -> step + 1`` uses."""
-        return self.start_iter + (step - self.start_step + 1) * self.accumulation_iters - 1
+        """The micro-iteration whose LR the optimizer step ``step -> step + 1`` uses. Steps end where the iteration
+        count reaches a multiple of ``accumulation_iters`` (the fork's rule, litgpt's too), so from a
+        ``start_iter`` that is none the first step is shorter; from one that is, every step is whole."""
+        first_end = (self.start_iter // self.accumulation_iters + 1) * self.accumulation_iters
+        return first_end + (step - self.start_step) * self.accumulation_iters - 1 + self.iter_offset
 
     def lr_at(self, step: int) -> float:
         return self.lr_at_iteration(self.iteration_of(step))
@@ -143,7 +147,13 @@ def resolve_lr_schedule(
     the paper fork's schedules)."""
     problems = Problems()
     warmup_iters, horizon_iters = getattr(train, "lr_warmup_iters", None), getattr(train, "lr_horizon_iters", None)
+    iter_offset = getattr(train, "lr_iter_offset", None)
     per_iteration = warmup_iters is not None or horizon_iters is not None
+    if iter_offset is not None and not per_iteration:
+        problems.add(f"--train.lr_iter_offset={iter_offset!r} applies to the per-micro-iteration LR "
+                     "(--train.lr_warmup_iters/--train.lr_horizon_iters), which is not set. Remove it.")
+    elif iter_offset is not None and (isinstance(iter_offset, bool) or not isinstance(iter_offset, int)):
+        problems.add(f"--train.lr_iter_offset={iter_offset!r} must be an integer (micro-iterations).")
     if per_iteration:
         if train.lr_scheduler not in ITERATION_SCHEDULERS:
             problems.add(f"--train.lr_warmup_iters/--train.lr_horizon_iters apply to --train.lr_scheduler "
@@ -202,5 +212,5 @@ def resolve_lr_schedule(
             name, float(peak_lr), float(train.min_lr),
             warmup_iters=warmup * accumulation_iters if warmup_iters is None else warmup_iters,
             horizon_iters=total_steps * accumulation_iters if horizon_iters is None else horizon_iters,
-            accumulation_iters=accumulation_iters, total_steps=total_steps)
+            accumulation_iters=accumulation_iters, total_steps=total_steps, iter_offset=iter_offset or 0)
     return LRSchedule(name, float(peak_lr), float(train.min_lr), warmup, total_steps, decay_start)

@@ -81,7 +81,8 @@ def find_start(settings: RunSettings, total_steps: int | None) -> StartPoint:
         # a checkpoint written by another run (copied into out_dir, as the paper did, or named by --resume) starts a
         # branch of that run here: lineage recorded, LR 'decay' anchored at it
         saved_run = start.checkpoint.info.get("run_id")
-        if saved_run is not None and (own_run is None or own_run["run_id"] != saved_run):
+        # no run of ours here and a checkpoint that names none (the paper fork's, litgpt's): a parent, too
+        if own_run is None or (saved_run is not None and own_run["run_id"] != saved_run):
             start.kind = "branch"
     if total_steps is not None and start.kind == "branch" and start.checkpoint.step >= total_steps:
         raise ConfigError(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import warnings
 from collections.abc import Callable
 
 import lightning as L
@@ -103,6 +104,8 @@ def execute(plan: RunPlan, stop_request: StopRequest) -> int:
     """Train; returns the process exit status (0, or ``EXIT_PREEMPTED`` when stopped early to be requeued).
     ``stop_request`` has watched the stop signals since the command started."""
     settings = plan.settings
+    # torch warns about more loader workers than cores at every loader it builds; the start-up notices said it once
+    warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
     strategy = make_strategy(plan)
     fabric = L.Fabric(accelerator=plan.accelerator, devices=plan.devices, num_nodes=settings.num_nodes,
                       strategy=strategy, precision=plan.precision)
@@ -211,7 +214,8 @@ def _restore(fabric, plan: RunPlan, state: dict) -> LRSchedule:
     (the LR stays the schedule's); returns the LR schedule, anchored where ``decay`` starts."""
     start = plan.start
     if start.checkpoint is not None:
-        loaded = {k: v for k, v in state.items() if k != "optimizer" or not plan.reset_optimizer}
+        loaded = {k: v for k, v in state.items() if (k != "optimizer" or not plan.reset_optimizer)
+                  and (k != "train_dataloader" or plan.stream_restored)}
         fabric.load(start.checkpoint.model_file, loaded, strict=False)
         state.update(loaded)
         for group in state["optimizer"].param_groups:
@@ -284,8 +288,11 @@ def _open_run(fabric, plan: RunPlan) -> dict:
                    "lr_jump": None if plan.lr_jump is None else plan.lr_jump.record()}
         if start.kind == "branch":
             parent = start.checkpoint.info
-            run["lineage"] = list(parent.get("lineage", [])) + [{**run_dir.branch_record(
-                parent, start.checkpoint.path, start.checkpoint.step, plan.mixture_before, plan.mixture_after), **changes}]
+            entry = {**run_dir.branch_record(parent, start.checkpoint.path, start.checkpoint.step, plan.mixture_before,
+                                             plan.mixture_after), **changes}
+            if not plan.stream_restored:
+                entry["data_cursors"] = "not restored: the parent's loader state is not midtrain's; shards start at 0"
+            run["lineage"] = list(parent.get("lineage", [])) + [entry]
         started_from = str(start.checkpoint.path) if start.checkpoint else None
         invocation = run_dir.invocation_record(plan.start_step, plan.world_size, started_from)
         invocation.update(dialect=plan.dialect, notices=plan.notices, precision=plan.precision, **changes)

@@ -10,6 +10,7 @@ import dataclasses
 import importlib
 import inspect
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,14 +20,16 @@ from litgpt.config import Config
 from midtrain.data.content import set_fingerprint
 from midtrain.data.module import ShardedMixedDataset
 from midtrain.data.plan import MixturePlan, SchedulePlan
-from midtrain.data.stream_state import Transition
+from midtrain.data.stream_state import Transition, is_stream_state
 from midtrain.data.token_check import check_token_ids, shard_tokenizer_fingerprint
 from midtrain.errors import ConfigError, DataError, MidtrainError
 from midtrain.tokenizer import CHECKPOINT_TOKENIZER_FILES, load_tokenizer
 from midtrain.train import checkpoint_files as files
 from midtrain.train.budget import Budget, resolve_budget
-from midtrain.train.continuity import LRJump, OptimizerChange, hyperparameters, lr_jump, optimizer_changes
-from midtrain.train.fork_dialect import ForkStart, dialect_of, refuse_fork_only_keys, resolve_fork_schedule
+from midtrain.train.continuity import (LRJump, OptimizerChange, hyperparameters, lr_jump, mixture_changes,
+                                       optimizer_changes)
+from midtrain.train.fork_dialect import (ForkStart, device_count_note, dialect_of, refuse_fork_only_keys,
+                                         resolve_fork_schedule)
 from midtrain.train.loggers import check_logger
 from midtrain.train.model_rule import resolve_model_config
 from midtrain.train.lr_schedule import IterationLRSchedule, LRSchedule, resolve_lr_schedule
@@ -75,6 +78,9 @@ class RunPlan:
     """The tokenizer files every checkpoint gets (from ``tokenizer_dir``, else from the starting checkpoint)."""
     val_fingerprints: dict[str, str] = field(default_factory=dict)
     """Each domain's held-out set's identity, recorded in every checkpoint so a swapped set is noticed at resume."""
+    stream_restored: bool = True
+    """False where a branch's parent checkpoint holds another data loader's state (the paper fork's): shards start
+    at 0."""
 
 
 def optimizer_spec(optimizer: str | dict) -> dict:
@@ -235,6 +241,7 @@ def plan_run(settings: RunSettings) -> RunPlan:
                             "Use the tokenizer the shards were prepared with and a model whose vocabulary covers it.")
 
     start = find_start(settings, None if fork else budget.total_steps)
+    _check_one_run_per_folder(settings)
     payload, start_step = None, 0
     if start.checkpoint is not None:
         payload = load_checkpoint_payload(start.checkpoint, start.flag)
@@ -246,12 +253,13 @@ def plan_run(settings: RunSettings) -> RunPlan:
             )
         start_step = int(payload["step_count"])
     loader = data.train_dataloader(rank=0, world_size=world_size, start_step=start_step,
-                                   samples_per_step=budget.global_batch_size // world_size)
+                                   samples_per_step=budget.global_batch_size // world_size, num_workers=0)
     # a branch may add shards and drop some; a resume of the same run must find the data as it was
     loader.data_check = lambda state: data.check_data_changes(state, same_run=start.kind == "resume")
     transitions: list[Transition] = []
     mixture_before = None
     start_samples = None
+    stream_restored = True
     start_iter, restored_lr = 0, None
     notices: list[str] = ([model_note] if model_note else []) + early_notices
     optimizer_change_list: list[OptimizerChange] = []
@@ -262,14 +270,22 @@ def plan_run(settings: RunSettings) -> RunPlan:
         check_model_state(payload["model"], model_config, start.flag, start.checkpoint.path)
         check_model_config(start.checkpoint.path, model_config, start.flag)
         saved_stream = payload["train_dataloader"]
+        stream_restored = is_stream_state(saved_stream) or start.kind != "branch"
         loader.tracker.announce_transitions = False  # describe() prints them
-        try:
-            loader.load_state_dict(copy.deepcopy(saved_stream))
-            transitions = loader.last_transitions
-        except MidtrainError as exc:
-            raise type(exc)(f"{start.flag}={start.checkpoint.path}: {exc}") from None
-        notices += loader.data_notices
-        mixture_before = saved_stream.get("phases", [{}])[-1].get("mixture") if isinstance(saved_stream, dict) else None
+        if stream_restored:
+            try:
+                loader.load_state_dict(copy.deepcopy(saved_stream))
+                transitions = loader.last_transitions
+            except MidtrainError as exc:
+                raise type(exc)(f"{start.flag}={start.checkpoint.path}: {exc}") from None
+            notices += loader.data_notices
+            mixture_before = saved_stream.get("phases", [{}])[-1].get("mixture")
+            start_samples = {i: v["consumed"] for i, v in saved_stream["shards"].items()}
+        else:  # the paper fork's (or litgpt's) checkpoint: litdata's loader state names no shard cursors
+            notices.append(f"{start.checkpoint.path} holds another data loader's state (litdata's, as the paper's fork "
+                           "and litgpt save it), which names no position per shard: every shard starts at its first "
+                           "sample; the weights, the optimizer and the step and iteration counters continue (the fork "
+                           "itself restored no loader state either).")
         start_iter = int(payload.get("iter_num", 0))
         restored_lr = _optimizer_lr(payload.get("optimizer"))
         changed, other_class = _compare_optimizer(payload.get("optimizer"), configured_group, optimizer_class,
@@ -293,7 +309,6 @@ def plan_run(settings: RunSettings) -> RunPlan:
             saved_anchor = [start_step, start.checkpoint.info.get("lr_next", restored_lr)]
         if schedule is not None and saved_anchor is not None and saved_anchor[1] is not None:
             schedule = schedule.anchored(int(saved_anchor[0]), float(saved_anchor[1]))
-        start_samples = {i: v["consumed"] for i, v in saved_stream["shards"].items()}
         del payload
     elif start.initial_weights is not None:
         payload = load_checkpoint_payload(files.CheckpointInfo(start.initial_weights.parent, 0, {}),
@@ -310,8 +325,17 @@ def plan_run(settings: RunSettings) -> RunPlan:
             saved["lr_schedule"] if interrupted else None, configured_lr), budget.total_steps or None)
         schedule = resolved.schedule
         notices += resolved.notices
+        devices_note = device_count_note(train, schedule, ForkStart(
+            start_step, start_iter, configured_lr if restored_lr is None else restored_lr, None, configured_lr),
+            train.micro_batch_size, budget.global_batch_size, world_size, budget.total_steps or None)
+        notices += [devices_note] if devices_note else []
         peak_lr = schedule.peak_lr
-        budget = dataclasses.replace(budget, total_steps=resolved.end_step)
+        budget = dataclasses.replace(budget, total_steps=resolved.end_step, steps_end_at_iteration_multiples=True)
+        if start_iter % budget.accumulation_iters and data.mixture.schedule is not None:
+            raise ConfigError(
+                f"--data.mix_schedule counts whole steps, but this fork-dialect run starts at micro-iteration "
+                f"{start_iter:,}, no multiple of its {budget.accumulation_iters} per step, so its first step is "
+                "shorter (the fork's step boundaries). Use one mixture, or --train.dialect=midtrain.")
         if start.checkpoint is not None and resolved.end_step <= start_step:
             start.kind = "finished"
         if start.kind == "resume" and start.checkpoint.info.get("final") and train.max_additional_steps is not None:
@@ -327,6 +351,7 @@ def plan_run(settings: RunSettings) -> RunPlan:
             notices.append(jump.describe())
     notices += _clamps_and_gaps(train, budget, data)
     notices += _validation_gaps(settings, data, val_sets)
+    notices += _loader_workers_note(data.num_workers, devices)
     if start.checkpoint is not None and start.kind in ("resume", "branch"):
         notices += _continuation_notices(settings, budget, start, start_step, data, val_sets)
     tokenizer_files, tokenizer_note = _tokenizer_files(settings.tokenizer_dir, start)
@@ -350,7 +375,8 @@ def plan_run(settings: RunSettings) -> RunPlan:
     return RunPlan(settings, model_config, parameters, accelerator, devices, world_size, precision, compile_model,
                    budget, schedule, peak_lr, start, data, plan, transitions, mixture_before, mixture_after, start_step,
                    dialect, dialect_reason, notices, optimizer_class, optimizer_settings, optimizer_change_list, jump,
-                   reset_optimizer, tokenizer_files=tokenizer_files, val_fingerprints=val_fingerprints(data, val_sets))
+                   reset_optimizer, tokenizer_files=tokenizer_files, val_fingerprints=val_fingerprints(data, val_sets),
+                   stream_restored=stream_restored)
 
 
 def _clamps_and_gaps(train: Any, budget: Budget, data: ShardedMixedDataset) -> list[str]:
@@ -375,6 +401,44 @@ def _clamps_and_gaps(train: Any, budget: Budget, data: ShardedMixedDataset) -> l
         notes.append(f"--train.keep_checkpoint_steps {beyond} lie past the run's end (step {budget.total_steps:,}): no "
                      "checkpoint is written there.")
     return notes
+
+
+def _check_one_run_per_folder(settings: RunSettings) -> None:
+    """A folder that already holds a run is resumed only by that run's config: another mixture there is another
+    experiment (two configs that share an out_dir), which would continue, or find finished, the first one."""
+    previous = _previous_config(settings.out_dir)
+    if previous is None:
+        return
+    changed = mixture_changes(previous, settings.config_dump)
+    if changed:
+        raise ConfigError(
+            f"--out_dir={str(settings.out_dir)!r} holds a run with another mixture ({'; '.join(changed)}; run.json "
+            "records it): a run folder holds one run, so this config would continue (or find finished) another "
+            "experiment. Give this config an --out_dir of its own; to change a run's mixture, branch from its "
+            "checkpoint into a new --out_dir (--branch_from) or plan the change with --data.mix_schedule.")
+
+
+def _previous_config(out_dir) -> dict | None:
+    """The config of the last invocation recorded in a run folder (run.json, else its config.yaml)."""
+    record = run_dir.load_run(out_dir) or {}
+    if not record.get("invocations"):
+        return None
+    return next((i["config"] for i in reversed(record["invocations"]) if isinstance(i.get("config"), dict)),
+                None) or run_dir.load_config(out_dir)
+
+
+def _loader_workers_note(num_workers: int, devices: int) -> list[str]:
+    """More loader processes than this machine has cores (said once here, instead of torch's warning)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    processes = num_workers * devices
+    if num_workers == 0 or processes <= cores:
+        return []
+    return [f"--data.num_workers={num_workers} per rank x {devices} rank(s) on this node is {processes} loader "
+            f"processes for {cores} CPU core(s) here: they compete with training (the sample sequence is the same for "
+            f"any number). On this machine, at most {max(1, cores // devices)} per rank."]
 
 
 def _validation_gaps(settings: RunSettings, data: ShardedMixedDataset, val_sets: dict) -> list[str]:
@@ -424,11 +488,7 @@ def _continuation_notices(settings: RunSettings, budget: Budget, start: StartPoi
 
 def _edited_phases(settings: RunSettings, start_step: int) -> list[str]:
     """``mix_schedule`` phases the run has already begun that this invocation's config writes differently."""
-    record = run_dir.load_run(settings.out_dir) or {}
-    previous = next((i["config"] for i in reversed(record.get("invocations", [])) if isinstance(i.get("config"), dict)),
-                    None)
-    if previous is None:
-        previous = run_dir.load_config(settings.out_dir)
+    previous = _previous_config(settings.out_dir)
     old = (((previous or {}).get("data") or {}).get("init_args") or {}).get("mix_schedule")
     new = (((settings.config_dump.get("data") or {}).get("init_args")) or {}).get("mix_schedule")
     if not isinstance(old, list) or not isinstance(new, list):

@@ -12,11 +12,11 @@ import yaml
 
 from midtrain.cli import main
 from midtrain.data.module import ShardedMixedDataset
-from tests.helpers import fork_cosine, write_index_only
+from tests.helpers import fork_cosine, fork_step_lrs, write_index_only
 from tests.integration.train_helpers import SEQ_LENGTH, TINY_MODEL, metric, read_json, tiny_config, write_config
 
 ACCUM = 2  # global batch 4 / micro batch 2 on one process
-MAX_LR, MIN_LR = 0.002, 1e-6
+MAX_LR, MIN_LR = 0.002, 1e-6  # min_lr is written "1e-6" in the configs: YAML 1.1 reads the paper's 1e-6 as a string
 
 
 def fork_config(train_root, out_dir, resume=False, mix=None, **train) -> dict:
@@ -31,7 +31,7 @@ def fork_config(train_root, out_dir, resume=False, mix=None, **train) -> dict:
                  "init_args": {"data_path": str(train_root / "train"), "val_data_path": str(train_root / "val"),
                                "num_workers": 0, **(mix or {"mix_weights_str": "main:1.0"})}},
         "train": {"max_iters": 10_000_000, "max_additional_steps": 8, "micro_batch_size": 2, "global_batch_size": 4,
-                  "log_interval": 1, "save_interval": 4, "min_lr": MIN_LR, "lr_scheduler": "cosine",
+                  "log_interval": 1, "save_interval": 4, "min_lr": "1e-6", "lr_scheduler": "cosine",
                   "lr_warmup_fraction": 0.5, "max_lr": MAX_LR, "max_seq_length": SEQ_LENGTH, **train},
         "eval": {"interval": 4, "max_iters": 2},
         "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"weight_decay": 0.1, "betas": [0.9, 0.95]}},
@@ -132,31 +132,84 @@ def test_fork_decay_and_wsd(fork_trunk, train_root, tmp_path, capsys):
     assert main(["pretrain", "--config", str(write_config(tmp_path / "w.yaml", wsd)), "--dry_run=true"]) == 0
 
 
+PAPER_1B_CONFIG = """# config.yaml
+
+model_name: pythia-1b
+
+model_config:
+
+out_dir: {out}
+
+precision: bf16-true
+
+initial_checkpoint_dir:
+
+resume: false
+
+tokenizer_dir: {tokenizer}
+
+data:
+  class_path: litgpt.data.ShardedMixedDataset
+  init_args:
+    data_path: {data}/train
+    val_data_path: {data}/val/1
+    num_workers: 8
+    mix_weights_str: "main:1.0"
+
+train:
+  max_iters: 10000000
+  max_additional_steps: 61035
+  micro_batch_size: 4
+  global_batch_size: 1024
+  log_interval: 10
+  save_interval: 2000
+  min_lr: 1e-6
+  lr_scheduler: "cosine"
+  lr_warmup_fraction: 0.1
+
+eval:
+  interval: 2000
+
+optimizer:
+  class_path: torch.optim.AdamW
+
+  init_args:
+    weight_decay: 0.1
+
+    betas:
+      - 0.9
+      - 0.95
+
+logger_name: csv
+"""
+
+
 def test_paper_1b_config_with_micro_batch_4_dry_runs_on_one_device(tmp_path, tokenizer_dir, capsys):
-    """The paper's pythia_1b_from_scratch_128B.yaml, machine paths changed: peak 3e-4, 976,560-iteration horizon."""
+    """The paper's pythia_1b_from_scratch_128B.yaml written as the paper writes it (machine paths changed):
+    peak 3e-4, 976,560-iteration horizon; no torch warning about its 8 loader workers, one line of ours instead."""
+    import os
+    import warnings
+
     for split in ("train", "val"):
         write_index_only(tmp_path / "c4" / split / "1", [10**11 if split == "train" else 10**7])
-    config = {
-        "model_name": "pythia-1b", "model_config": None, "out_dir": str(tmp_path / "out"), "precision": "bf16-true",
-        "initial_checkpoint_dir": None, "resume": False, "tokenizer_dir": str(tokenizer_dir),
-        "data": {"class_path": "litgpt.data.ShardedMixedDataset",
-                 "init_args": {"data_path": str(tmp_path / "c4" / "train"),
-                               "val_data_path": str(tmp_path / "c4" / "val" / "1"),  # one dataset, as the paper's C4 val
-                               "num_workers": 8, "mix_weights_str": "main:1.0"}},
-        "train": {"max_iters": 10_000_000, "max_additional_steps": 61_035, "micro_batch_size": 4,
-                  "global_batch_size": 1024, "log_interval": 10, "save_interval": 2000, "min_lr": 1e-6,
-                  "lr_scheduler": "cosine", "lr_warmup_fraction": 0.1},
-        "eval": {"interval": 2000},
-        "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"weight_decay": 0.1, "betas": [0.9, 0.95]}},
-        "logger_name": "csv",
-    }
     path = tmp_path / "pythia_1b.yaml"
-    path.write_text(yaml.safe_dump(config))
-    assert main(["pretrain", "--config", str(path), "--dry_run=true", "--accelerator=cpu"]) == 0, capsys.readouterr().err
+    path.write_text(PAPER_1B_CONFIG.format(out=tmp_path / "out", tokenizer=tokenizer_dir, data=tmp_path / "c4"))
+    assert yaml.safe_load(path.read_text())["train"]["min_lr"] == "1e-6"  # a string, as YAML 1.1 reads it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["pretrain", "--config", str(path), "--dry_run=true", "--accelerator=cpu"]) == 0, \
+            capsys.readouterr().err
+    assert not [w for w in caught if "DataLoader will create" in str(w.message)]
     printed = capsys.readouterr().out
     assert "61,035 steps × 1,024 sequences × 2,048 tokens" in printed and "peak LR 0.0003" in printed
     assert "horizon 976,560 micro-iterations" in printed and "256 per step" in printed
     assert "% of peak" in printed
+    assert ("--data.num_workers=8 per rank x 1 rank(s) on this node is 8 loader processes" in printed) == (
+        len(os.sched_getaffinity(0)) < 8)
+    ported = tmp_path / "native.yaml"
+    assert main(["port", "--fork_config", str(path), "--output", str(ported), "--devices=8"]) == 0
+    native = yaml.safe_load(ported.read_text())
+    assert native["train"]["min_lr"] == 1e-6 and native["train"]["max_steps"] == 61_035
 
 
 def test_val_data_path_may_name_one_dataset(train_root):
@@ -216,7 +269,7 @@ def test_a_finished_fork_run_rerun_exits_at_once_and_keeps_its_weights(fork_trun
     assert "is already finished" in capsys.readouterr().out
     assert (run / "final" / "lit_model.pth").read_bytes() == before
     assert sorted(p.name for p in run.iterdir() if p.name.startswith(("step-", "final"))) == [
-        "final", "step-00000004"]
+        "final", "step-00000004", "step-00000008"]
 
 
 def test_port_refuses_a_native_config_and_writes_the_branch_it_is_given(fork_trunk, train_root, tmp_path, capsys):
@@ -231,3 +284,75 @@ def test_port_refuses_a_native_config_and_writes_the_branch_it_is_given(fork_tru
     ported = yaml.safe_load((tmp_path / "o.yaml").read_text())
     assert ported["branch_from"] == str(fork_trunk / "step-00000004") and ported["resume"] == "auto"
     assert ported["train"]["max_steps"] == 12  # step 4 + max_additional_steps 8
+
+
+def test_a_branch_whose_parent_iteration_is_off_its_step_grid_keeps_the_forks_step_boundaries(fork_trunk, train_root,
+                                                                                              tmp_path, capsys):
+    """The trunk made 2 micro-batches a step; the branch makes 3: from iteration 8, the fork's first step ran 1."""
+    out = tmp_path / "branch"
+    link_trunk_checkpoint(fork_trunk, out)
+    config = fork_config(train_root, out, resume=True, global_batch_size=6, max_additional_steps=4)
+    assert main(["pretrain", "--config", str(write_config(tmp_path / "b.yaml", config))]) == 0
+    printed = capsys.readouterr().out
+    assert "micro-iteration 8 is no multiple of this run's 3 per step" in printed and "runs 1 of 3 micro-batches" in printed
+    max_iters = 8 + 4 * 3
+    expected = fork_step_lrs(8, 3, max_iters, lambda it: fork_cosine(it, MAX_LR, math.ceil(0.5 * max_iters), MIN_LR))
+    assert [logged_lr_at_step(out, s) for s in range(5, 9)] == pytest.approx(expected, rel=1e-9)
+    read = [read_json(folder / "ledger.json")["domains"]["main"]["tokens"] for folder in
+            (fork_trunk / "step-00000004", out / "final")]
+    assert read[1] - read[0] == (1 + 3 * 3) * 2 * SEQ_LENGTH  # 1 + 3 + 3 + 3 micro-batches of 2 samples
+    assert read_json(out / "final" / "checkpoint.json")["iter_num"] == 18
+    # port reads the checkpoint's own iteration count and writes the offset: the native run has the fork's LRs
+    ported = tmp_path / "native.yaml"
+    assert main(["port", "--fork_config", str(tmp_path / "b.yaml"), "--output", str(ported), "--branch_from",
+                 str(fork_trunk / "step-00000004")]) == 0
+    assert "starts at micro-iteration 8, the checkpoint's iter_num" in capsys.readouterr().out
+    native = yaml.safe_load(ported.read_text())
+    assert native["train"]["lr_iter_offset"] == (8 // 3 - 4) * 3 and native["train"]["max_steps"] == 8
+    native["out_dir"] = str(tmp_path / "native-branch")
+    assert main(["pretrain", "--config", str(write_config(ported, native))]) == 0
+    assert [logged_lr_at_step(tmp_path / "native-branch", s) for s in range(5, 9)] == pytest.approx(expected, rel=1e-9)
+
+
+def fork_written_checkpoint(source, folder):
+    """A checkpoint in the layout the paper's fork wrote: lit_model.pth holding model, optimizer, iter_num,
+    step_count and litdata's loader state; litgpt's model_config.yaml and hyperparameters.yaml; no checkpoint.json."""
+    import torch
+
+    payload = torch.load(source / "lit_model.pth", weights_only=False)
+    folder.mkdir(parents=True)
+    litdata_state = {"dataset": {"0": {"num_samples_yielded": 32, "num_workers": 8, "batch_size": 16,
+                                       "current_epoch": 1, "input_dir_path": "/work/hdd/c4/1", "shuffle": True}},
+                     "current_epoch": 1, "latest_worker_idx": 0, "num_samples_yielded": {"0": [32]}}
+    torch.save({"model": payload["model"], "optimizer": payload["optimizer"], "iter_num": payload["iter_num"],
+                "step_count": payload["step_count"], "train_dataloader": litdata_state}, folder / "lit_model.pth")
+    for name in ("model_config.yaml", "hyperparameters.yaml"):
+        shutil.copy(source / name, folder / name)
+    return folder
+
+
+def test_a_checkpoint_written_by_the_fork_is_a_parent_whose_shards_start_at_zero(fork_trunk, train_root, tmp_path,
+                                                                                 capsys):
+    parent = fork_written_checkpoint(fork_trunk / "step-00000004", tmp_path / "fork-trunk" / "step-00000004")
+    out = tmp_path / "branch"
+    out.mkdir()
+    (out / "step-00000004").symlink_to(parent, target_is_directory=True)  # the paper's symlink_chkpts.sh
+    config = fork_config(train_root, out, resume=True, mix={"mix_weights_str": "main:0.5,code:0.5"},
+                         max_additional_steps=4)
+    assert main(["pretrain", "--config", str(write_config(tmp_path / "b.yaml", config))]) == 0
+    printed = capsys.readouterr().out
+    assert "holds another data loader's state (litdata's" in printed and "every shard starts at its first" in printed
+    lineage = read_json(out / "run.json")["lineage"][-1]
+    assert lineage["data_cursors"].startswith("not restored") and lineage["step"] == 4
+    ledger = read_json(out / "final" / "ledger.json")
+    assert ledger["domains"]["main"]["tokens"] + ledger["domains"]["code"]["tokens"] == 4 * 4 * SEQ_LENGTH
+    warmup = math.ceil(0.5 * (8 + 4 * ACCUM))
+    assert logged_lr_at_step(out, 5) == pytest.approx(fork_lr(8 + ACCUM - 1, warmup), rel=1e-9)  # its iter_num 8
+
+
+def test_a_mistyped_key_in_a_fork_config_is_matched_against_the_forks_keys(train_root, tmp_path, capsys):
+    """Two of the paper's configs set the stale data.mix_weight: the suggestion is the fork's key, not midtrain's."""
+    config = fork_config(train_root, tmp_path / "typo", mix={"mix_weight": 0.2})
+    assert main(["pretrain", "--config", str(write_config(tmp_path / "t.yaml", config)), "--dry_run=true"]) == 2
+    assert "--data.mix_weight is not a key of 'midtrain pretrain' (data). Did you mean --data.mix_weights_str?" in \
+        capsys.readouterr().err

@@ -125,6 +125,7 @@ def rewrite_in_place(chunk: pathlib.Path) -> None:
 
 def test_a_shard_changed_under_a_resume_is_refused_unless_allowed(train_root, tmp_path, capsys):
     root = pathlib.Path(shutil.copytree(train_root, tmp_path / "data"))
+    write_token_shard(root / "train" / "2", 2500, 400, doc_tokens=50, chunk_tokens=512)
     out = tmp_path / "run"
     config = tiny_config(root, out, max_steps=6, save_interval=2)
     assert pretrain(config, tmp_path, "--train.max_additional_steps=2") == 0
@@ -136,15 +137,13 @@ def test_a_shard_changed_under_a_resume_is_refused_unless_allowed(train_root, tm
     assert pretrain(config, tmp_path, "--data.allow_data_change=true", "--train.max_additional_steps=1") == 0
     last = read_json(out / "run.json")["invocations"][-1]
     assert any("--data.allow_data_change=true: continuing although the data changed" in n for n in last["notices"])
-    write_token_shard(root / "train" / "2", 2500, 400, doc_tokens=50, chunk_tokens=512)  # a main shard added
+    write_token_shard(root / "train" / "3", 3500, 400, doc_tokens=50, chunk_tokens=512)  # a main shard added
     assert pretrain(config, tmp_path, "--dry_run=true") == 2
-    assert "added: main/2" in capsys.readouterr().err
+    assert "added: main/3" in capsys.readouterr().err
+    shutil.rmtree(root / "train" / "3")
     shutil.rmtree(root / "train" / "2")
-    shutil.rmtree(root / "train" / "1")
-    assert pretrain({**config, "data": {**config["data"], "init_args": {**config["data"]["init_args"],
-                                                                         "mix_weights_str": "code:1.0"}}},
-                    tmp_path, "--dry_run=true") == 2
-    assert "removed: main/1 (read by the checkpoint's run)" in capsys.readouterr().err
+    assert pretrain(config, tmp_path, "--dry_run=true") == 2
+    assert "removed: main/2 (read by the checkpoint's run)" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -292,7 +291,7 @@ def test_linked_parent_steps_are_unlinked_by_retention_never_followed(train_root
                          keep_last_checkpoints=1)
     config["resume"] = True
     assert pretrain(config, tmp_path) == 0
-    assert folders(out) == ["final", "step-00000005"]
+    assert folders(out) == ["final", "step-00000006"]
     assert (trunk / "step-00000004" / "lit_model.pth").is_file()
     assert "Could not remove" not in capsys.readouterr().err
 
@@ -353,3 +352,20 @@ def test_a_duplicate_key_in_a_run_config_is_refused_before_anything_is_written(t
     assert main(["pretrain", "--config", str(path)]) == 2
     assert "gives key 'train' twice in one mapping" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+def test_two_configs_that_share_an_out_dir_are_two_experiments_not_one(train_root, trunk, tmp_path, capsys):
+    """The paper's 1b FLAN and KnowledgeQA branches name one out_dir: the second must not continue the first."""
+    out = tmp_path / "shared"
+    out.mkdir()
+    (out / "step-00000004").symlink_to(trunk / "step-00000004", target_is_directory=True)
+    first = tiny_config(train_root, out, mix="main:0.5,code:0.5", max_steps=TRUNK_STEPS)
+    first["resume"] = True
+    assert pretrain(first, tmp_path, name="flan.yaml") == 0
+    second = {**first, "data": {**first["data"], "init_args": {**first["data"]["init_args"],
+                                                               "mix_weights_str": "main:0.5,math:0.5"}}}
+    assert pretrain(second, tmp_path, "--dry_run=true", name="qa.yaml") == 2
+    err = capsys.readouterr().err
+    assert "holds a run with another mixture (mix_weights_str 'main:0.5,code:0.5' -> 'main:0.5,math:0.5'" in err
+    assert pretrain(first, tmp_path, name="flan.yaml") == 0  # the first, rerun, is finished as before
+    assert "already finished" in capsys.readouterr().out

@@ -257,7 +257,11 @@ def test_retention_keeps_the_last_n_and_the_branch_points(train_root, tmp_path):
                          keep_checkpoint_steps=[4])
     assert main(["pretrain", "--config", str(write_config(tmp_path / "k.yaml", config))]) == 0
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(("step-", "final"))) == [
-        "final", "step-00000004", "step-00000008", "step-00000010"]
+        "final", "step-00000004", "step-00000010", "step-00000012"]  # the grid's last step under its own name too
+    final, step = out / "final" / "lit_model.pth", out / "step-00000012" / "lit_model.pth"
+    assert final.stat().st_ino == step.stat().st_ino  # one write: final/ links the step folder's files
+    assert read_json(out / "final" / "checkpoint.json")["final"] and not read_json(
+        out / "step-00000012" / "checkpoint.json")["final"]
 
 
 @pytest.mark.slow

@@ -76,6 +76,13 @@ def test_a_new_final_keeps_the_old_one_under_its_step(tmp_path):
     assert files.keep_finished(tmp_path) == tmp_path / "step-00000006"
     assert not (tmp_path / files.FINAL).exists()
     assert json.loads((tmp_path / "step-00000006" / files.INFO_FILE).read_text()) == {"step": 6, "final": True}
-    make_checkpoint(tmp_path, 6, final=True)  # a step folder of that step exists already: another name, nothing lost
+    make_checkpoint(tmp_path, 6, final=True)  # a step folder of that step with other files: another name
     assert files.keep_finished(tmp_path) == tmp_path / "final-step-00000006"
     assert files.keep_finished(tmp_path) is None
+    step = make_checkpoint(tmp_path, 8)
+    final = tmp_path / files.FINAL
+    final.mkdir()
+    os.link(step / files.MODEL_FILE, final / files.MODEL_FILE)  # final/ and step-8 of one save
+    (final / files.INFO_FILE).write_text(json.dumps({"step": 8, "final": True}))
+    assert files.keep_finished(tmp_path) == step and not final.exists()
+    assert json.loads((step / files.INFO_FILE).read_text()) == {"step": 8, "final": True}  # never pruned now

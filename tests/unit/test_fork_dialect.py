@@ -95,8 +95,11 @@ def test_wsd_runs_its_warmup_and_stable_phase_and_refuses_its_crashing_decay():
     warmup = math.ceil(0.01 * 160_000)
     assert resolved.schedule.lr_at(10) == pytest.approx(3e-4 * last_iteration(10, 8) / warmup)
     assert resolved.schedule.lr_at(19_999) == 3e-4
-    with pytest.raises(ConfigError, match=r"would reach micro-iteration 240,000 .*NameError.*before step 30,000"):
+    with pytest.raises(ConfigError, match=r"would reach micro-iteration 240,000 .*NameError.*End the run at step "
+                                          r"30,000 at the latest \(--train.max_additional_steps=30,000\)"):
         resolve_fork_schedule(fork_train(lr_scheduler="wsd", stable_steps=30_000), 8, ForkStart(), None)
+    at_the_latest = fork_train(lr_scheduler="wsd", stable_steps=30_000, max_additional_steps=30_000)
+    assert resolve_fork_schedule(at_the_latest, 8, ForkStart(), None).end_step == 30_000  # what the message offers
     with pytest.raises(ConfigError, match="wsd needs --train.stable_steps"):
         resolve_fork_schedule(fork_train(lr_scheduler="wsd"), 8, ForkStart(), None)
 
@@ -161,3 +164,27 @@ def test_native_iteration_keys_are_checked():
                                           r"lr_warmup_iters and --train.lr_warmup_steps/--train.lr_warmup_fraction all set"
                                           r".*--train.lr_warmup_iters=-1 must be an integer of at least 0"):
         resolve_lr_schedule(train, 3e-4, 100, accumulation_iters=8)
+
+
+def test_the_warning_says_where_the_run_ends_and_what_the_papers_launcher_ran():
+    branch = fork_train(max_additional_steps=1_035)  # the 410m KnowledgeQA branch from 40k, as committed
+    resolved = resolve_fork_schedule(branch, 8, ForkStart(step=40_000, iteration=320_000), None)
+    assert resolved.end_step == 41_035
+    assert any("the run ends at step 41,035 (step 40,000 + --train.max_additional_steps=1,035)" in n and
+               "set --train.max_additional_steps=21,035" in n for n in resolved.notices)
+    warmup_both = fork_train(lr_warmup_steps=100)
+    assert any("--train.lr_warmup_steps=100 ignored" in n
+               for n in resolve_fork_schedule(warmup_both, 8, ForkStart(), None).notices)
+
+
+def test_the_device_count_the_fork_schedule_depends_on_is_said_with_both_lr_ranges():
+    from midtrain.train.fork_dialect import device_count_note
+
+    branch = fork_train(max_additional_steps=21_035)  # the 70m FLAN branch from 40k
+    start = ForkStart(step=40_000, iteration=40_000 * 64, optimizer_lr=1e-3)
+    one_device = resolve_fork_schedule(branch, 64, start, None).schedule  # 1024 / 16 on one device
+    note = device_count_note(branch, one_device, start, 16, 1024, 1, None)
+    assert "on this run's 1 device(s) (64 per step) the LR goes 1e-06 -> 1e-06 (0 -> 0 % of peak)" in note
+    assert "on the 8 GPUs the paper ran on (8 per step) it went" in note and "(80 -> 54 % of peak)" in note
+    assert device_count_note(branch, resolve_fork_schedule(branch, 8, ForkStart(40_000, 320_000), None).schedule,
+                             ForkStart(40_000, 320_000), 16, 1024, 8, None) is None

@@ -127,6 +127,12 @@ def test_unknown_shard_id_suggests(shards):
         resolve(shards, literal_weights_str="main/3:1")
 
 
+def test_domain_names_as_literal_shard_weights_point_at_the_domain_form(shards):
+    """Two of the paper's configs write literal_weights_str: "main:0.80,web:0.20" (the fork found no such shards)."""
+    with pytest.raises(ConfigError, match=r"names domains \(main, code\), not shards.*mix_weights_str='main:0.8,code:0.2'"):
+        resolve(shards, literal_weights_str="main:0.80,code:0.20")
+
+
 def test_apportion_is_exact_and_within_one():
     weights = {"a": 0.5, "b": 1 / 3, "c": 1 / 6 - 1e-12, "d": 1e-12}
     for total in (0, 1, 7, 1000, 12345):
