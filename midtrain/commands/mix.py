@@ -76,15 +76,15 @@ _MIX_FLAGS_AS_PRETRAIN = {"--max_tokens": "--train.max_tokens", "--seq_length": 
 
 def mix_pretrain_config(path: str | Path, args: list[str]) -> dict:
     """``midtrain mix --config pretrain.yaml [overrides]``: the plan ``midtrain pretrain --dry_run`` makes, by the
-    same code (``midtrain.train.startup.plan_run``): for a branch or a resume, the remaining budget from its start
+    same code (``midtrain.train.startup.setup_run``): for a branch or a resume, the remaining budget from its start
     checkpoint, passes counting what the parent already read. Overrides use pretrain's flags (``--data.*``,
     ``--train.*``, ``--branch_from``); ``--max_tokens``/``--seq_length`` are read as ``--train.max_tokens``/
     ``--train.max_seq_length``; ``--format json`` adds each shard's ``start_samples``."""
     from midtrain.commands.parsing import call_with_args
     from midtrain.commands.pretrain import pretrain, run_settings
-    from midtrain.train.run import describe_schedule
-    from midtrain.data.stream_state import render_transitions
-    from midtrain.train.startup import plan_run
+    from midtrain.data.stream_io import render_transitions
+    from midtrain.train.report import describe_schedule
+    from midtrain.train.startup import setup_run
 
     format, rest, i = "table", [], 0
     while i < len(args):
@@ -103,19 +103,20 @@ def mix_pretrain_config(path: str | Path, args: list[str]) -> dict:
     config = load_config(path)
     data_init_args(config.get("data"), f"--config={path}")
     kwargs = call_with_args(pretrain, ["--config", yaml.safe_dump(config, sort_keys=False), *rest], drop=("dry_run",))
-    run = plan_run(run_settings(**kwargs))
+    run = setup_run(run_settings(**kwargs))
     budget, start = run.budget, run.start
     end = budget.stop_step(run.start_step)
-    started = "from scratch" if start.checkpoint is None else f"{start.kind} from {start.checkpoint.path}"
+    started = "from scratch" if start.checkpoint is None else f"{start.kind.value} from {start.checkpoint.path}"
     header = [f"The run in {run.settings.out_dir}: steps {run.start_step:,} → {end:,} of {budget.total_steps:,} "
               f"({budget.tokens_per_step:,} tokens per step), {started}",
               describe_schedule(run.schedule, run.start_step, end)]
     header += [f"WARNING: {notice}" for notice in run.notices]
-    if run.transitions and run.mixture_before != run.mixture_after:
-        header += ["Data mixture changed; shard cursors carried over by id:", render_transitions(run.transitions)]
+    if run.data_start.mixture_changed:
+        header += ["Data mixture changed; shard cursors carried over by id:",
+                   render_transitions(run.data_start.transitions)]
     extra = {"start_step": run.start_step, "end_step": end, "total_steps": budget.total_steps,
              "start_checkpoint": None if start.checkpoint is None else str(start.checkpoint.path)}
-    return _show(run.data.mixture, run.plan, format, extra, header + [""])
+    return _show(run.data.mixture, run.data_start.plan, format, extra, header + [""])
 
 
 def data_init_args(data_section: Any, where: str) -> dict:

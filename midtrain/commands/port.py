@@ -11,6 +11,7 @@ import yaml
 from midtrain.config_files import DATA_MODULE_ALIASES, read_yaml_mapping
 from midtrain.commands.mix import seq_length_of
 from midtrain.errors import ConfigError
+from midtrain.train.optimizer import configured_lr as optimizer_configured_lr
 from midtrain.train.fork_dialect import FORK_ONLY_KEYS, ForkStart, dialect_of, resolve_fork_schedule
 
 # The fork's keys that the native config replaces with explicit ones.
@@ -78,7 +79,7 @@ def port(
     elif train.max_tokens is not None:
         seq_length = seq_length_of(source, f"--fork_config={fork_config}") or 2048
         budget_steps = train.max_tokens // (train.global_batch_size * seq_length)
-    configured_lr = _optimizer_lr(source.get("optimizer"))
+    configured_lr = optimizer_configured_lr(source.get("optimizer") or "AdamW")
     it0, it0_note = _start_iteration(branch_from, step0, accumulation)
     resolved = resolve_fork_schedule(train, accumulation, ForkStart(step0, it0, configured_lr or 1e-3, None,
                                                                    configured_lr), budget_steps)
@@ -204,7 +205,3 @@ def _start_iteration(branch_from: str | None, step0: int, accumulation: int) -> 
     return iteration, f"starts at micro-iteration {iteration:,}, the checkpoint's iter_num"
 
 
-def _optimizer_lr(optimizer) -> float | None:
-    if isinstance(optimizer, dict) and "lr" in (optimizer.get("init_args") or {}):
-        return float(optimizer["init_args"]["lr"])
-    return None

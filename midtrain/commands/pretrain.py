@@ -80,31 +80,33 @@ def pretrain(
 
     # stop signals are watched from the start: one during start-up ends the run before its first step
     with StopRequest() as stop_request:
-        from midtrain.train.run import describe, execute
-        from midtrain.train.startup import plan_run
+        from midtrain.train.report import describe
+        from midtrain.train.restore import StartKind
+        from midtrain.train.run import execute
+        from midtrain.train.startup import setup_run
 
-        plan = plan_run(run_settings(
+        setup = setup_run(run_settings(
             model_name=model_name, model_config=model_config, out_dir=out_dir, precision=precision,
             initial_checkpoint_dir=initial_checkpoint_dir, resume=resume, data=data, train=train, eval=eval, log=log,
             optimizer=optimizer, devices=devices, num_nodes=num_nodes, tokenizer_dir=tokenizer_dir,
             logger_name=logger_name, seed=seed, branch_from=branch_from, accelerator=accelerator, compile=compile,
         ))
         if dry_run:
-            print(describe(plan))
+            print(describe(setup))
             print("\nDry run: configuration, data, model and checkpoint check out; nothing was trained.")
             return 0
-        if plan.start.kind == "finished":
-            print(f"The run in {out_dir} is already finished ({plan.start.checkpoint.path}, step "
-                  f"{plan.start.checkpoint.step:,}); nothing to do. To extend it, give a later absolute end"
+        if setup.start.kind is StartKind.FINISHED:
+            print(f"The run in {out_dir} is already finished ({setup.start.checkpoint.path}, step "
+                  f"{setup.start.checkpoint.step:,}); nothing to do. To extend it, give a later absolute end"
                   + (" (--train.max_iters without --train.max_additional_steps: the paper's fork would have added "
-                     "max_additional_steps again and replaced final/)." if plan.dialect == "fork" else
+                     "max_additional_steps again and replaced final/)." if setup.dialect == "fork" else
                      " (--train.max_steps or --train.max_tokens)."))
             return 0
         if stop_request.signal_name is not None:
             print(f"Stopped by {stop_request.signal_name} during start-up, before any step; nothing was changed. "
                   f"Exiting with status {EXIT_PREEMPTED}: rerun to start.")
             return EXIT_PREEMPTED
-        return execute(plan, stop_request)
+        return execute(setup, stop_request)
 
 
 def run_settings(**arguments: Any):

@@ -8,7 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from midtrain.field_docs import document_fields
 
+
+@document_fields
 @dataclass
 class MixtureArgs:
     """Where the shards are and how to mix them. Give the mixture in one of ``mix_weights_str``,

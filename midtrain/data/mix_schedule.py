@@ -137,7 +137,7 @@ def build_timeline(phases: Sequence[Phase], phase_weights: Sequence[Mapping[str,
 
 
 @dataclass(frozen=True)
-class ScheduleSource:
+class MixSchedule:
     """A parsed schedule with each phase's resolved weights: what a stream needs to build its timeline once it
     knows the mixture before the first phase."""
 

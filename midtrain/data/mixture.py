@@ -8,7 +8,7 @@ from pathlib import Path
 from midtrain.data.args import MixtureArgs
 from midtrain.data.discovery import Shard, discover_shards, held_out_shards, resolve_data_roots
 from midtrain.data.domains import DomainRegistry
-from midtrain.data.mix_schedule import ScheduleSource, parse_phases
+from midtrain.data.mix_schedule import MixSchedule, parse_phases
 from midtrain.data.plan import MixturePlan, make_plan
 from midtrain.data.spec import MixtureSpec, build_spec, resolve_weights
 from midtrain.errors import ConfigError, Problems
@@ -26,7 +26,7 @@ class ResolvedMixture:
     weights: dict[str, float]
     val_shards: tuple[Shard, ...]
     """Held-out shards (any domain found under the validation root), or none."""
-    schedule: ScheduleSource | None = None
+    schedule: MixSchedule | None = None
     """``mix_schedule``'s phases with their resolved weights (``weights`` is then the first phase's)."""
 
     def used_shards(self) -> list[Shard]:
@@ -83,7 +83,7 @@ def resolve_mixture(args: MixtureArgs) -> ResolvedMixture:
             except ConfigError as exc:
                 problems.add(str(exc).replace("--data.", f"--data.mix_schedule[{phase.index}]."))
         problems.raise_if_any(ConfigError)
-        schedule = ScheduleSource(tuple(phases), tuple(resolved))
+        schedule = MixSchedule(tuple(phases), tuple(resolved))
         weights = resolved[0]
     else:
         weights = resolve_weights(spec, shards, registry)

@@ -5,6 +5,7 @@ Use it in a litgpt-style config as ``data: {class_path: midtrain.data.ShardedMix
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 from litgpt.data import DataModule
@@ -12,14 +13,37 @@ from litgpt.tokenizer import Tokenizer
 from torch.utils.data import DataLoader
 
 from midtrain.data.args import MixtureArgs
-from midtrain.data.content import compare
+from midtrain.data.content import compare, set_fingerprint
 from midtrain.data.mixture import ResolvedMixture, resolve_mixture
-from midtrain.data.plan import MixturePlan, SchedulePlan, make_schedule_plan
+from midtrain.data.plan import MixturePlan, MixSchedulePlan, make_mix_schedule_plan
 from midtrain.data.stream import MixedStreamLoader, build_train_loader
+from midtrain.data.stream_io import Transition, decode_mixture, is_stream_state, stretches_of
+from midtrain.data.stream_state import StreamTracker
 from midtrain.data.validation import HeldOutBlocks, domain_sets
-from midtrain.errors import ConfigError, DataError
+from midtrain.distributed import rank_and_world_size
+from midtrain.errors import ConfigError, DataError, MidtrainError
+from midtrain.field_docs import document_fields
 
 
+@dataclass(frozen=True)
+class DataStart:
+    """The data module's answer to "where does this run's data start": see ``ShardedMixedDataset.continuation``."""
+
+    plan: MixturePlan | MixSchedulePlan
+    transitions: tuple[Transition, ...] = ()
+    mixture_before: dict | None = None
+    """The checkpoint's last mixture (shard id -> share), if any."""
+    mixture_after: dict = field(default_factory=dict)
+    restored: bool = True
+    """False where the checkpoint's loader state is another data module's: every shard starts at 0."""
+    notices: tuple[str, ...] = ()
+
+    @property
+    def mixture_changed(self) -> bool:
+        return bool(self.transitions) and self.mixture_before != self.mixture_after
+
+
+@document_fields
 @dataclass
 class ShardedMixedDataset(MixtureArgs, DataModule):
     """Shards under ``data_path`` mixed exactly by the given weights, resumable across mixture changes.
@@ -77,9 +101,23 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
         ``mix_schedule`` (required for it) and the start step recorded with each phase. ``num_workers`` overrides
         ``self.num_workers`` (a loader built only to be planned with starts none)."""
         mixture = self.mixture
+        return build_train_loader(
+            self._tracker(rank, world_size, start_step, samples_per_step),
+            block_tokens=self.block_tokens,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            num_workers=self.num_workers if num_workers is None else num_workers,
+            vocab_size=vocab_size,
+            on_disk_ids=[s.id for s in mixture.shards],
+            data_check=lambda state: self.check_data_changes(state, same_run=True),
+        )
+
+    def _tracker(self, rank: int | None, world_size: int | None, start_step: int,
+                 samples_per_step: int | None) -> StreamTracker:
+        """The stream's position over the shards this mixture (or any phase of its schedule) may read."""
+        mixture = self.mixture
         self.plan(None)  # every used shard holds at least one sample of this length
-        schedule = mixture.schedule
-        if schedule is None:
+        if mixture.schedule is None:
             members = mixture.used_shards()
         else:
             if samples_per_step is None:
@@ -89,24 +127,52 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
                     "mixture instead of the schedule.")
             # every shard that holds a sample: a phase (or the checkpoint's mixture a ramp starts from) may read it
             members = [s for s in mixture.shards if s.samples(self.block_tokens) > 0]
-        return build_train_loader(
-            members,
-            [mixture.weights.get(s.id, 0.0) for s in members],
-            block_tokens=self.block_tokens,
-            batch_size=self.batch_size,
-            seed=self.seed,
-            sampling=self.sampling,
-            num_workers=self.num_workers if num_workers is None else num_workers,
-            rank=rank,
-            world_size=world_size,
-            vocab_size=vocab_size,
-            schedule=schedule,
-            start_step=start_step,
-            samples_per_step=samples_per_step,
-            on_disk_ids=[s.id for s in mixture.shards],
-            data_check=lambda state: self.check_data_changes(state, same_run=True),
-            allow_data_change=self.allow_data_change,
-        )
+        if rank is None or world_size is None:
+            rank, world_size = rank_and_world_size()
+        tracker = StreamTracker(members, [mixture.weights.get(s.id, 0.0) for s in members], self.block_tokens,
+                                self.seed, self.sampling, rank, world_size, mixture.schedule, start_step,
+                                samples_per_step)
+        tracker.allow_data_change = self.allow_data_change
+        return tracker
+
+    def continuation(self, saved_state: dict | None, *, start_step: int, total_steps: int, global_batch_size: int,
+                     world_size: int, same_run: bool, where: str = "") -> DataStart:
+        """What a run starting at ``start_step`` (from ``saved_state``, a checkpoint's loader state, or None) reads
+        until ``total_steps``: the plan, the transition of every shard's cursor, the mixtures before and after, and
+        what a user may not expect (data that changed, a foreign loader state). Raises where the data cannot
+        continue the checkpoint (``same_run``: a resume of the same run, which may not add or remove shards)."""
+        tracker = self._tracker(0, world_size, start_step, global_batch_size // world_size)
+        tracker.announce_transitions = False  # the caller prints the table
+        notices: list[str] = []
+        transitions: list[Transition] = []
+        before, start_samples, restored = None, None, True
+        if saved_state is not None and not is_stream_state(saved_state) and not same_run:
+            restored = False  # the paper fork's (or litgpt's) checkpoint: litdata's state names no shard cursor
+            notices.append("the checkpoint holds another data loader's state (litdata's, as the paper's fork and litgpt "
+                           "save it), which names no position per shard: every shard starts at its first sample; the "
+                           "weights, the optimizer and the step and iteration counters continue (the fork itself "
+                           "restored no loader state either).")
+        elif saved_state is not None:
+            try:  # what cannot continue is said with the checkpoint it came from (``where``)
+                notices += self.check_data_changes(saved_state, same_run)
+                transitions = tracker.load_state_dict(copy.deepcopy(saved_state))
+            except MidtrainError as exc:
+                raise type(exc)(f"{where}: {exc}" if where else str(exc)) from None
+            before = decode_mixture(stretches_of(saved_state)[-1])
+            start_samples = {i: v["consumed"] for i, v in saved_state["shards"].items()}
+        tracker.require_timeline()  # a schedule whose first phase ramps needs a checkpoint to ramp from
+        if self.mixture.schedule is not None:
+            plan = self.mix_schedule_plan(tracker.timeline, start_step, total_steps, global_batch_size, start_samples)
+        else:
+            remaining = max(0, total_steps - start_step) * global_batch_size * self.seq_length
+            plan = self.plan(remaining or None, start_samples)
+        return DataStart(plan, tuple(transitions), before, tracker.mixture(), restored, tuple(notices))
+
+    def val_identities(self, val_sets: dict[str, HeldOutBlocks]) -> dict[str, str]:
+        """Per domain: the identity of its held-out shards and the number of samples validated on (recorded in
+        every checkpoint, so a set swapped before a resume is said)."""
+        return {domain: f"{set_fingerprint([s for s in self.mixture.val_shards if s.domain == domain])}:{len(blocks)}"
+                for domain, blocks in val_sets.items()}
 
     def check_data_changes(self, saved_state: dict, same_run: bool) -> list[str]:
         """Compare the shards a saved loader state read with the data root now (``midtrain.data.content``). Any
@@ -130,12 +196,12 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
         return [f"--data.allow_data_change=true: continuing although the data changed since the checkpoint "
                 f"({'; '.join(refused)}); the saved cursors now point at other samples of those shards."]
 
-    def schedule_plan(self, timeline: list, start_step: int, total_steps: int,
-                      samples_per_step: int, start_samples: dict[str, int] | None = None) -> SchedulePlan:
+    def mix_schedule_plan(self, timeline: list, start_step: int, total_steps: int,
+                      samples_per_step: int, start_samples: dict[str, int] | None = None) -> MixSchedulePlan:
         """The plan of a ``mix_schedule`` run from ``start_step`` to ``total_steps`` (``samples_per_step`` over all
         ranks), per phase and in total."""
         descriptions = {phase.index: phase.describe() for phase in self.mixture.schedule.phases}
-        return make_schedule_plan(self.mixture.shards, timeline, descriptions, self.seq_length, start_step,
+        return make_mix_schedule_plan(self.mixture.shards, timeline, descriptions, self.seq_length, start_step,
                                   total_steps, samples_per_step, self.max_passes, start_samples)
 
     def val_datasets(self, default_samples: int | None = None) -> dict[str, HeldOutBlocks]:

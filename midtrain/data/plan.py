@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 
 from midtrain.data.discovery import Shard
 from midtrain.errors import ConfigError, DataError, Problems
+from midtrain.tables import format_table
 
 # Muennighoff et al. (2023, "Scaling Data-Constrained Language Models") found up to ~4 epochs of repeated data
 # worth almost as much as fresh data, with returns falling off quickly beyond; past that, repetition is more
@@ -127,19 +128,9 @@ def make_plan(
     return MixturePlan(tuple(rows), seq_length, max_tokens, total_samples, float(max_passes))
 
 
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
-
-
-def render_plan(plan: MixturePlan | SchedulePlan, title: str | None = None) -> str:
-    if isinstance(plan, SchedulePlan):
-        return render_schedule_plan(plan)
+def render_plan(plan: MixturePlan | MixSchedulePlan, title: str | None = None) -> str:
+    if isinstance(plan, MixSchedulePlan):
+        return render_mix_schedule_plan(plan)
     budget = "no token budget given (--train.max_tokens)" if plan.max_tokens is None else (
         f"budget {plan.max_tokens:,} tokens = {plan.total_samples:,} sequences of {plan.seq_length:,} tokens"
     )
@@ -194,7 +185,7 @@ class PhasePlan:
 
 
 @dataclass(frozen=True)
-class SchedulePlan:
+class MixSchedulePlan:
     """The plan of a run with ``mix_schedule``: per phase, and the totals over the run (``max_passes`` is checked
     on the totals)."""
 
@@ -209,7 +200,7 @@ class SchedulePlan:
              **p.plan.to_json()} for p in self.phases]}
 
 
-def make_schedule_plan(
+def make_mix_schedule_plan(
     shards: Sequence[Shard],
     timeline: Sequence,
     descriptions: Mapping[int, str],
@@ -219,7 +210,7 @@ def make_schedule_plan(
     samples_per_step: int,
     max_passes: float | None = None,
     start_samples: Mapping[str, int] | None = None,
-) -> SchedulePlan:
+) -> MixSchedulePlan:
     """The plan of steps ``[start_step, total_steps)`` under ``timeline`` (``midtrain.data.mix_schedule.Segment``s),
     ``samples_per_step`` sequences per optimizer step over all ranks."""
     used = {i for segment in timeline for i in segment.weights}
@@ -256,7 +247,7 @@ def make_schedule_plan(
                 f"{MAX_PASSES_FLAG}={max_passes:g}. Lower its weight in the phases, add data, or allow it with "
                 f"{MAX_PASSES_FLAG}={math.ceil(row.passes)}.")
     problems.raise_if_any(DataError)
-    return SchedulePlan(tuple(phase_plans), totals, tuple(skipped))
+    return MixSchedulePlan(tuple(phase_plans), totals, tuple(skipped))
 
 
 def _plan_of_counts(shards: Sequence[Shard], counts: Mapping[str, int], before: Mapping[str, int], seq_length: int,
@@ -273,7 +264,7 @@ def _plan_of_counts(shards: Sequence[Shard], counts: Mapping[str, int], before: 
     return MixturePlan(tuple(rows), seq_length, total * seq_length, total, float(max_passes))
 
 
-def render_schedule_plan(plan: SchedulePlan) -> str:
+def render_mix_schedule_plan(plan: MixSchedulePlan) -> str:
     lines = [f"Mixture schedule: {len(plan.phases)} phase(s) in this run; weights are each phase's realised shares"]
     for skipped in plan.skipped:
         lines.append(f"  ({skipped}: ended before this run's start)")

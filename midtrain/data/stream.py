@@ -1,6 +1,6 @@
 """The mixed training stream as a PyTorch DataLoader with ``state_dict``/``load_state_dict``.
 
-Each rank's stream is the schedule of ``midtrain.data.schedule`` over the shards with positive weight; DataLoader
+Each rank's stream is the schedule of ``midtrain.data.sample_order`` over the shards with positive weight; DataLoader
 worker w produces the batches b with ``b % num_workers == w`` (the order in which PyTorch collects them), so the
 sequence does not depend on the number of workers. The loader's main process counts the batches it hands out
 and so knows the exact state to save, whatever the workers have prefetched.
@@ -15,12 +15,10 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from midtrain.data.content import identity_record, shard_identity
-from midtrain.data.discovery import Shard
-from midtrain.data.mix_schedule import ScheduleSource
 from midtrain.data.shard_reader import ShardReader
-from midtrain.data.stream_state import StreamTracker, Transition
+from midtrain.data.stream_io import Transition
+from midtrain.data.stream_state import StreamTracker
 from midtrain.data.token_check import out_of_vocabulary
-from midtrain.distributed import rank_and_world_size
 
 
 class MixedStream(IterableDataset):
@@ -106,30 +104,20 @@ class MixedStreamLoader(DataLoader):
     def ledger(self) -> dict:
         return self.tracker.ledger()
 
+    def domain_tokens(self) -> dict[str, int]:
+        return self.tracker.domain_tokens()
+
 
 def build_train_loader(
-    members: Sequence[Shard],
-    weights: Sequence[float],
+    tracker: StreamTracker,
     block_tokens: int,
     batch_size: int,
     seed: int,
-    sampling: str,
     num_workers: int,
-    rank: int | None = None,
-    world_size: int | None = None,
     vocab_size: int | None = None,
-    schedule: ScheduleSource | None = None,
-    start_step: int = 0,
-    samples_per_step: int | None = None,
     on_disk_ids: Sequence[str] = (),
     data_check: Callable[[dict], list[str]] | None = None,
-    allow_data_change: bool = False,
 ) -> MixedStreamLoader:
-    if rank is None or world_size is None:
-        rank, world_size = rank_and_world_size()
-    tracker = StreamTracker(members, weights, block_tokens, seed, sampling, rank, world_size, schedule, start_step,
-                            samples_per_step)
-    tracker.allow_data_change = allow_data_change
-    readers = [ShardReader(shard, block_tokens, seed) for shard in members]
+    readers = [ShardReader(shard, block_tokens, seed) for shard in tracker.members]
     return MixedStreamLoader(MixedStream(tracker, readers, batch_size, vocab_size), num_workers,
                              on_disk_ids=on_disk_ids, data_check=data_check)

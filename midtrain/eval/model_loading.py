@@ -28,9 +28,9 @@ class LoadedModel:
 
 def resolve_device(accelerator: str) -> torch.device:
     """One device, chosen and checked as ``midtrain pretrain`` chooses its accelerator."""
-    from midtrain.train.startup import resolve_devices
+    from midtrain.train.devices import setup_devices
 
-    return torch.device(resolve_devices(accelerator, 1, 1)[0])
+    return torch.device(setup_devices(accelerator, 1, 1, "32-true", False).accelerator)
 
 
 def resolve_precision(precision: str | None, device: torch.device) -> torch.dtype:

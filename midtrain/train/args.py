@@ -10,14 +10,29 @@ from typing import Literal
 from litgpt.args import EvalArgs as LitEvalArgs
 from litgpt.args import TrainArgs as LitTrainArgs
 
+from midtrain.field_docs import document_fields
+
 LRSchedulerName = Literal["cosine", "wsd", "linear", "constant", "decay"]
 
 
 
+@document_fields
 @dataclass
 class TrainArgs(LitTrainArgs):
     """litgpt's training arguments plus midtrain's. A *step* is an optimizer step; an *iteration* is one
     forward/backward on one micro-batch (``global_batch_size / (micro_batch_size * ranks)`` iterations per step)."""
+
+    log_interval: int = 1
+    """Optimizer steps between log lines; ``train/loss`` is the mean over them (the same across a resume)."""
+    max_tokens: int | None = None
+    """The run's whole length in tokens (over its lineage: a branch keeps its trunk's), the LR schedule's horizon;
+    alternative to ``max_steps``."""
+    epochs: int | None = None
+    """litgpt's; refused by midtrain pretrain (the length comes from the token budget)."""
+    max_norm: float | None = None
+    """Clip the gradients' total norm to this (unset: no clipping); a non-finite norm stops the run."""
+    min_lr: float = 6e-5
+    """The LR the schedule decays to (cosine, wsd, linear, decay)."""
 
     lr_warmup_steps: int | None = None
     """Optimizer steps of linear warmup. With neither this nor ``lr_warmup_fraction`` set, litgpt's 2000 (capped at
@@ -81,6 +96,7 @@ class TrainArgs(LitTrainArgs):
         pass
 
 
+@document_fields
 @dataclass
 class EvalArgs(LitEvalArgs):
     """litgpt's evaluation arguments. ``max_iters`` × ``train.micro_batch_size`` held-out samples per domain (the
@@ -89,3 +105,10 @@ class EvalArgs(LitEvalArgs):
 
     interval: int = 1000
     """Optimizer steps between validations."""
+    max_iters: int = 100
+    """Batches of ``train.micro_batch_size`` held-out samples per domain: the size of each domain's fixed
+    validation set (``data.val_samples_per_domain`` sets it in samples instead); 0 turns validation off (said)."""
+    max_new_tokens: int | None = None
+    """litgpt's, for fine-tuning; refused by midtrain pretrain (pretraining generates nothing)."""
+    evaluate_example: str | int = "first"
+    """litgpt's, for fine-tuning; refused by midtrain pretrain unless left at ``first``."""

@@ -16,6 +16,7 @@ from litgpt.config import Config
 from litgpt.utils import save_config
 
 from midtrain.distributed import get_logger
+from midtrain.tokenizer import CHECKPOINT_TOKENIZER_FILES
 from midtrain.train import checkpoint_files as files
 from midtrain.train.run_dir import write_json_atomic
 
@@ -97,6 +98,23 @@ class Checkpointer:
             (staging / file_name).write_bytes(content)
         write_json_atomic(staging / "ledger.json", ledger)
         write_json_atomic(staging / files.INFO_FILE, {**info, "step": step, "final": final})
+
+
+def tokenizer_files(tokenizer_dir: Path | None, start_checkpoint: Path | None) -> tuple[dict[str, bytes], str | None]:
+    """The tokenizer files every checkpoint gets, read once (a starting checkpoint may be pruned later): from
+    ``tokenizer_dir``, else from the checkpoint the run starts from; and what to say about it, if anything."""
+    folder, note = tokenizer_dir, None
+    if folder is None and start_checkpoint is not None:
+        if any((start_checkpoint / name).is_file() for name in CHECKPOINT_TOKENIZER_FILES):
+            folder = start_checkpoint
+            note = (f"no --tokenizer_dir: the checkpoints get the tokenizer files of {start_checkpoint}, where this run "
+                    "starts.")
+        else:
+            note = (f"no --tokenizer_dir, and {start_checkpoint} holds no tokenizer files: the checkpoints will carry "
+                    "none (litgpt's generate and finetune look for them there). Set --tokenizer_dir.")
+    if folder is None:
+        return {}, note
+    return {name: (folder / name).read_bytes() for name in CHECKPOINT_TOKENIZER_FILES if (folder / name).is_file()}, note
 
 
 class CheckpointWriteError(Exception):

@@ -1,11 +1,14 @@
-"""Where a run starts (fresh, resume, branch, finished) and reading a checkpoint's model state back, checked
-against the configured model before anything is loaded onto an accelerator."""
+"""Where a run starts (fresh, resume, branch, finished) and the checkpoint it starts from, read once into a
+``CheckpointRecord`` that the planning checks (model shapes and config, loader state, counters, optimizer) and the
+run restores from, before anything is loaded onto an accelerator."""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import enum
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -17,17 +20,67 @@ from midtrain.train.run_dir import load_run
 from midtrain.train.settings import RunSettings
 
 
-@dataclass
+class StartKind(enum.Enum):
+    FRESH = "fresh"
+    RESUME = "resume"
+    """This run's own checkpoint."""
+    BRANCH = "branch"
+    """Another run's checkpoint: a new run continues it."""
+    FINISHED = "finished"
+    """This run's final checkpoint at its end: nothing to do."""
+
+
+@dataclass(frozen=True)
 class StartPoint:
-    kind: str
-    """``fresh``, ``resume`` (this run's own checkpoint), ``branch`` (another run's), or ``finished``."""
+    kind: StartKind
     checkpoint: files.CheckpointInfo | None = None
     flag: str | None = None
     initial_weights: Path | None = None
     """``lit_model.pth`` to take weights from (``--initial_checkpoint_dir``)."""
-    initial_weights_nested: bool = False
-    """True for a full training checkpoint (weights under ``model``), False for a raw state dict (litgpt's
-    downloaded or converted checkpoints)."""
+
+    def finished(self) -> StartPoint:
+        return dataclasses.replace(self, kind=StartKind.FINISHED)
+
+
+@dataclass
+class CheckpointRecord:
+    """The starting checkpoint, read once (memory-mapped, so tensors are read where they are used)."""
+
+    path: Path
+    payload: dict
+    """What ``lit_model.pth`` holds; for an ``initial_checkpoint_dir``, ``{"model": state dict}``."""
+    info: dict = field(default_factory=dict)
+    nested: bool = True
+    """False for a raw state dict (litgpt's downloaded or converted checkpoints) given as initial weights."""
+
+    @property
+    def step(self) -> int:
+        return int(self.payload.get("step_count", 0))
+
+    @property
+    def iter_num(self) -> int:
+        return int(self.payload.get("iter_num", 0))
+
+    @property
+    def model_state(self) -> dict:
+        return self.payload["model"]
+
+    @property
+    def optimizer_state(self) -> Any:
+        return self.payload.get("optimizer")
+
+    @property
+    def loader_state(self) -> Any:
+        return self.payload.get("train_dataloader")
+
+    @property
+    def loop_state(self) -> dict:
+        """midtrain's own entries (the LR anchor of ``decay``, the log window)."""
+        return dict(self.payload.get("midtrain") or {})
+
+    def release(self) -> None:
+        """Drop the payload once restored (its tensors are memory-mapped from the file)."""
+        self.payload = {}
 
 
 def find_start(settings: RunSettings, total_steps: int | None) -> StartPoint:
@@ -51,11 +104,11 @@ def find_start(settings: RunSettings, total_steps: int | None) -> StartPoint:
         parent = files.checkpoint_folder(settings.branch_from, "--branch_from")
         check_branch_lineage(out_dir, own, own_run, parent)
     if isinstance(resume, (str, Path)) and resume != "auto":
-        start = StartPoint("resume", files.checkpoint_folder(resume, "--resume"), "--resume")
+        start = StartPoint(StartKind.RESUME, files.checkpoint_folder(resume, "--resume"), "--resume")
     elif own is not None and (resume or settings.branch_from is not None):
-        start = StartPoint("resume", own, "--resume")
+        start = StartPoint(StartKind.RESUME, own, "--resume")
     elif settings.branch_from is not None:
-        start = StartPoint("branch", parent, "--branch_from")
+        start = StartPoint(StartKind.BRANCH, parent, "--branch_from")
     elif resume is True:
         raise ConfigError(
             f"--resume=true, but --out_dir={str(out_dir)!r} holds no complete checkpoint. To branch from a trunk "
@@ -76,27 +129,27 @@ def find_start(settings: RunSettings, total_steps: int | None) -> StartPoint:
                 raise ConfigError(f"--initial_checkpoint_dir={str(settings.initial_checkpoint_dir)!r} holds no "
                                   f"{files.MODEL_FILE}. Point it at a litgpt checkpoint folder (downloaded, converted, "
                                   "or a step folder of a run).")
-        return StartPoint("fresh", initial_weights=weights)
-    if start.kind == "resume":
+        return StartPoint(StartKind.FRESH, initial_weights=weights)
+    if start.kind is StartKind.RESUME:
         # a checkpoint written by another run (copied into out_dir, as the paper did, or named by --resume) starts a
         # branch of that run here: lineage recorded, LR 'decay' anchored at it
         saved_run = start.checkpoint.info.get("run_id")
         # no run of ours here and a checkpoint that names none (the paper fork's, litgpt's): a parent, too
         if own_run is None or (saved_run is not None and own_run["run_id"] != saved_run):
-            start.kind = "branch"
-    if total_steps is not None and start.kind == "branch" and start.checkpoint.step >= total_steps:
+            start = dataclasses.replace(start, kind=StartKind.BRANCH)
+    if total_steps is not None and start.kind is StartKind.BRANCH and start.checkpoint.step >= total_steps:
         raise ConfigError(
             f"{start.flag}={str(start.checkpoint.path)!r} is at step {start.checkpoint.step:,}, at or past this run's end "
             f"(step {total_steps:,}, from --train.max_steps/--train.max_tokens): the branch would train nothing and "
             "publish its parent's weights as its final checkpoint. Branch from an earlier step, or set a later end.")
-    if total_steps is not None and start.kind == "resume" and start.checkpoint.step > total_steps:
+    if total_steps is not None and start.kind is StartKind.RESUME and start.checkpoint.step > total_steps:
         raise ConfigError(
             f"the run in --out_dir={str(out_dir)!r} is at step {start.checkpoint.step:,} ({start.checkpoint.path.name}), "
             f"past the end this config gives (step {total_steps:,}): a run cannot be shortened after the fact. Keep its "
             "end (--train.max_steps/--train.max_tokens), or branch from an earlier checkpoint into a new --out_dir.")
     if total_steps is not None and start.checkpoint.step >= total_steps and start.checkpoint.info.get(
             "final", start.checkpoint.path.name == files.FINAL):
-        start.kind = "finished"
+        start = start.finished()
     return start
 
 
@@ -137,14 +190,36 @@ def check_branch_lineage(out_dir: Path, own: files.CheckpointInfo | None, own_ru
         "a new --out_dir.")
 
 
-def load_checkpoint_payload(checkpoint: files.CheckpointInfo, flag: str) -> dict:
+def load_checkpoint_payload(model_file: Path, flag: str) -> dict:
     try:
-        payload = torch.load(checkpoint.model_file, map_location="cpu", mmap=True, weights_only=False)
+        payload = torch.load(model_file, map_location="cpu", mmap=True, weights_only=False)
     except Exception as exc:  # a truncated or foreign file: say which and why
-        raise ConfigError(f"{flag}: {checkpoint.model_file} cannot be read as a checkpoint ({type(exc).__name__}: {exc}).") from None
+        raise ConfigError(f"{flag}: {model_file} cannot be read as a checkpoint ({type(exc).__name__}: {exc}).") from None
     if not isinstance(payload, dict):
-        raise ConfigError(f"{flag}: {checkpoint.model_file} is not a litgpt checkpoint (no state mapping).")
+        raise ConfigError(f"{flag}: {model_file} is not a litgpt checkpoint (no state mapping).")
     return payload
+
+
+def read_start_checkpoint(start: StartPoint, model_config: Config) -> CheckpointRecord | None:
+    """The checkpoint a run starts from (or its initial weights), read once and checked against the configured model:
+    every key a continuation needs, the tensors' shapes, and (for a resume or branch) the model config it recorded."""
+    if start.checkpoint is not None:
+        payload = load_checkpoint_payload(start.checkpoint.model_file, start.flag)
+        missing = [k for k in ("model", "optimizer", "train_dataloader", "step_count") if k not in payload]
+        if missing:
+            raise ConfigError(
+                f"{start.flag}: {start.checkpoint.model_file} lacks {', '.join(missing)}, so the run cannot continue "
+                "from it (it holds weights only). Use --initial_checkpoint_dir for weights-only initialisation.")
+        check_model_state(payload["model"], model_config, start.flag, start.checkpoint.path)
+        check_model_config(start.checkpoint.path, model_config, start.flag)
+        return CheckpointRecord(start.checkpoint.path, payload, start.checkpoint.info)
+    if start.initial_weights is not None:
+        payload = load_checkpoint_payload(start.initial_weights, "--initial_checkpoint_dir")
+        nested = isinstance(payload.get("model"), dict)  # one of our (or litgpt pretrain's) full checkpoints
+        record = CheckpointRecord(start.initial_weights.parent, payload if nested else {"model": payload}, {}, nested)
+        check_model_state(record.model_state, model_config, "--initial_checkpoint_dir", start.initial_weights.parent)
+        return record
+    return None
 
 
 def check_model_config(folder: Path, model_config: Config, flag: str) -> None:

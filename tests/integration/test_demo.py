@@ -31,7 +31,7 @@ def test_tiny_demo_runs_every_stage_and_writes_the_report(tiny_demo, capsys):
     code_ledger = json.loads((tiny_demo / "runs" / "code" / "final" / "ledger.json").read_text())
     assert set(code_ledger["domains"]) == {"main", "code"}
     ramp_ledger = json.loads((tiny_demo / "runs" / "code_ramp" / "final" / "ledger.json").read_text())
-    assert [p.get("schedule") for p in ramp_ledger["phases"]] == [None, "phase 0 ramp 1/3", "phase 0 ramp 2/3",
+    assert [p.get("segment") for p in ramp_ledger["stretches"]] == [None, "phase 0 ramp 1/3", "phase 0 ramp 2/3",
                                                                   "phase 0 ramp 3/3", "phase 0"]
     rows = json.loads((tiny_demo / "eval" / "eval.json").read_text())
     scored = {(r["run"], r["step"], r["name"]) for r in rows if r["metric"] == "loss"}

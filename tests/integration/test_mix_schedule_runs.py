@@ -52,8 +52,8 @@ def test_three_phases_stop_inside_the_ramp_and_resume_to_the_uninterrupted_ledge
     expected, ledger = (read_json(out / "final" / "ledger.json") for out in (reference, tmp_path / "preempted"))
     assert ledger == expected
     assert losses(tmp_path / "preempted") == pytest.approx(losses(reference), rel=1e-6)
-    phases = ledger["phases"]
-    assert [p["schedule"] for p in phases] == ["phase 0", "phase 1", *(f"phase 2 ramp {k}/6" for k in range(1, 7)),
+    phases = ledger["stretches"]
+    assert [p["segment"] for p in phases] == ["phase 0", "phase 1", *(f"phase 2 ramp {k}/6" for k in range(1, 7)),
                                                "phase 2"]
     assert [p["start_step"] for p in phases] == [0, 6, 12, 13, 14, 15, 16, 17, 18]
     tokens_per_step = 4 * 16
@@ -98,9 +98,9 @@ def test_a_branch_ramps_into_its_mixture_from_the_trunks(train_root, tmp_path, c
     branch["branch_from"] = str(trunk / "step-00000008")
     assert main(["pretrain", "--config", str(write_config(tmp_path / "b.yaml", branch))]) == 0
     ledger = read_json(tmp_path / "branch" / "final" / "ledger.json")
-    assert [p.get("schedule") for p in ledger["phases"]] == [None, "phase 0 ramp 1/2", "phase 0 ramp 2/2", "phase 0"]
-    assert [sum(p["tokens"].values()) // 64 for p in ledger["phases"]] == [8, 1, 1, 2]
-    ramp_code = [ledger["phases"][k]["tokens"].get("c1", 0) // 16 for k in (1, 2, 3)]
+    assert [p.get("segment") for p in ledger["stretches"]] == [None, "phase 0 ramp 1/2", "phase 0 ramp 2/2", "phase 0"]
+    assert [sum(p["tokens"].values()) // 64 for p in ledger["stretches"]] == [8, 1, 1, 2]
+    ramp_code = [ledger["stretches"][k]["tokens"].get("c1", 0) // 16 for k in (1, 2, 3)]
     assert ramp_code == [0, 1, 4]  # within one of 1/8 and 3/8 of 4 samples (0.5, 1.5), then 1/2 of 8
     fresh = scheduled_config(train_root, tmp_path / "fresh", schedule=[{**ramp[0], "start_step": 0}])
     assert main(["pretrain", "--config", str(write_config(tmp_path / "f.yaml", fresh)), "--dry_run", "true"]) == 2

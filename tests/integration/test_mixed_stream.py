@@ -118,9 +118,9 @@ def test_mixture_change_continues_shared_shards_and_keeps_dropped_ones(data_root
     code_seen = [t for t in trunk_tokens + first_tokens(back, 5) if source(t) == "c1"]
     assert code_seen == shard_order(data_root, "c1", len(code_seen))
     ledger = back.ledger()
-    assert [p["index"] for p in ledger["phases"]] == [0, 1, 2]
-    assert ledger["phases"][0]["tokens"]["c1"] == 12 * SEQ_LENGTH
-    assert ledger["phases"][1]["tokens"]["m1"] == 20 * SEQ_LENGTH
+    assert [p["index"] for p in ledger["stretches"]] == [0, 1, 2]
+    assert ledger["stretches"][0]["tokens"]["c1"] == 12 * SEQ_LENGTH
+    assert ledger["stretches"][1]["tokens"]["m1"] == 20 * SEQ_LENGTH
     assert ledger["domains"]["main"]["samples"] == 28 + 20 + 10
 
 

@@ -74,7 +74,7 @@ def test_branch_continues_steps_lr_and_data_cursors(train_root, trunk, tmp_path)
     branch_samples = (TRUNK_STEPS - BRANCH_STEP) * 4
     assert ledger["shards"]["main/1"]["samples"] + ledger["shards"]["c1"]["samples"] == trunk_samples + branch_samples
     assert ledger["shards"]["c1"]["samples"] == branch_samples // 4
-    assert [p["tokens"] for p in ledger["phases"]] == [
+    assert [p["tokens"] for p in ledger["stretches"]] == [
         {"main/1": trunk_samples * SEQ_LENGTH},
         {"main/1": 12 * SEQ_LENGTH, "c1": 4 * SEQ_LENGTH},
     ]
@@ -114,7 +114,7 @@ def test_paper_practice_copy_trunk_checkpoint_and_resume_true(train_root, trunk,
     assert main(["pretrain", "--config", str(write_config(tmp_path / "c.yaml", config))]) == 0
     assert read_json(out / "run.json")["lineage"][0]["parent_out_dir"] == str(trunk.resolve())
     ledger = read_json(out / "final" / "ledger.json")
-    assert len(ledger["phases"]) == 2 and ledger["phases"][0]["tokens"] == {"main/1": BRANCH_STEP * 4 * SEQ_LENGTH}
+    assert len(ledger["stretches"]) == 2 and ledger["stretches"][0]["tokens"] == {"main/1": BRANCH_STEP * 4 * SEQ_LENGTH}
 
 
 def test_resume_auto_after_max_additional_steps_equals_uninterrupted(train_root, trunk, tmp_path):

@@ -51,7 +51,7 @@ def test_a_world_size_change_on_resume_keeps_the_global_stream(train_root, refer
     # the change of world size starts a new phase at the cursors the first left: each shard's samples are the sum of
     # the two phases', so every position was read once (each rank's schedule keeps round(w n) ± 1, hence ± ranks
     # globally, against the one-process reference)
-    phases = ledger["phases"]
+    phases = ledger["stretches"]
     assert len(phases) == 2 and [p["index"] for p in phases] == [0, 1]
     for shard, count in samples.items():
         assert sum(p["tokens"].get(shard, 0) for p in phases) == count * 16

@@ -7,7 +7,7 @@ import pytest
 
 from midtrain.data.args import MixtureArgs
 from midtrain.data.discovery import Shard
-from midtrain.data.mix_schedule import (RAMP_SEGMENTS, ScheduleSource, build_timeline, mixture_before, parse_phases,
+from midtrain.data.mix_schedule import (RAMP_SEGMENTS, MixSchedule, build_timeline, mixture_before, parse_phases,
                                         segment_index_at)
 from midtrain.data.mixture import resolve_mixture
 from midtrain.data.stream_state import StreamTracker
@@ -31,7 +31,7 @@ MEMBERS = [shard("main/1", "main", 10_000), shard("c1", "code", 2_000), shard("m
 
 
 def source(phases=PHASES, weights=WEIGHTS):
-    return ScheduleSource(tuple(parse_phases(phases)), tuple(weights))
+    return MixSchedule(tuple(parse_phases(phases)), tuple(weights))
 
 
 def test_a_ramp_is_constant_segments_at_its_midpoints_then_the_target():
@@ -87,15 +87,15 @@ def test_the_schedule_and_one_mixture_are_exclusive_and_every_phase_is_resolved_
 
 def tracker(start_step=0, world_size=1, rank=0, schedule=None):
     return StreamTracker(MEMBERS, [1.0, 0, 0, 0], block_tokens=10, seed=3, sampling="exact", rank=rank,
-                         world_size=world_size, source=schedule or source(), start_step=start_step, samples_per_step=4)
+                         world_size=world_size, schedule=schedule or source(), start_step=start_step, samples_per_step=4)
 
 
 def test_each_segment_is_exact_from_its_start_and_every_cursor_carries_on():
     stream = tracker()
     picks = stream.advance(4 * 16, positions=True)  # steps 0-15: every segment, the last one entered
     timeline = stream.timeline
-    assert [p.get("start_step") for p in stream.phases] == [s.start_step for s in timeline]
-    assert [p["schedule"] for p in stream.phases][2:4] == ["phase 2 ramp 1/4", "phase 2 ramp 2/4"]
+    assert [p.get("start_step") for p in stream.stretches] == [s.start_step for s in timeline]
+    assert [p["segment"] for p in stream.stretches][2:4] == ["phase 2 ramp 1/4", "phase 2 ramp 2/4"]
     for segment in timeline:
         first, last = segment.start_step * 4, min(segment.end_step or 16, 16) * 4
         counts: dict[int, int] = {}
@@ -108,7 +108,7 @@ def test_each_segment_is_exact_from_its_start_and_every_cursor_carries_on():
         positions = [pos for member, pos in picks if member == k]
         assert positions == list(range(len(positions)))
     ledger = stream.ledger()
-    assert [sum(p["tokens"].values()) for p in ledger["phases"]] == [16 * 9, 16 * 9, 4 * 9, 4 * 9, 4 * 9, 4 * 9, 16 * 9]
+    assert [sum(p["tokens"].values()) for p in ledger["stretches"]] == [16 * 9, 16 * 9, 4 * 9, 4 * 9, 4 * 9, 4 * 9, 16 * 9]
     assert ledger["domains"]["math"]["samples"] == sum(1 for m, _ in picks if m == 2) > 0
 
 
@@ -152,4 +152,4 @@ def test_a_branch_ramps_from_the_checkpoints_mixture():
     assert branch.timeline[0].weights == pytest.approx({"main/1": 0.95, "c1": 0.05})
     picks = branch.advance(4 * 4, positions=True)
     assert [pos for member, pos in picks if member == 0][0] == 20  # main continues at the trunk's cursor
-    assert [p.get("schedule") for p in branch.phases] == [None, "phase 0 ramp 1/2", "phase 0 ramp 2/2", "phase 0"]
+    assert [p.get("segment") for p in branch.stretches] == [None, "phase 0 ramp 1/2", "phase 0 ramp 2/2", "phase 0"]

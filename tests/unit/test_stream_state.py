@@ -2,7 +2,8 @@ import pytest
 
 from midtrain.data.discovery import Shard
 from midtrain.distributed import RankZeroFilter, rank_and_world_size
-from midtrain.data.stream_state import StreamTracker, render_transitions
+from midtrain.data.stream_io import render_transitions
+from midtrain.data.stream_state import StreamTracker
 
 
 def shard(shard_id, domain, tokens, fingerprint="f0"):
@@ -21,8 +22,8 @@ def test_tracker_state_round_trip_and_ledger():
     assert state["shards"]["c1"]["consumed"] == 10 * 2 and state["shards"]["main/1"]["consumed"] == 30 * 2
     second = tracker([main, code], [0.75, 0.25], world_size=2)
     rows = second.load_state_dict(state)
-    where = ("position", "counts", "bases", "weights")
-    assert {k: second.snapshot()[k] for k in where} == {k: first.snapshot()[k] for k in where}
+    assert second.snapshot()["cursors"] == first.snapshot()["cursors"]
+    assert second.snapshot()["weights"] == first.snapshot()["weights"]
     assert {r.shard: r.status for r in rows} == {"main/1": "continued", "c1": "continued"}
     ledger = second.ledger()
     assert ledger["shards"]["c1"] == {"domain": "code", "samples": 20, "tokens": 180, "passes": 2.0, "completed_passes": 2}
@@ -36,7 +37,7 @@ def test_new_world_size_starts_a_new_phase_at_the_same_cursors():
     first.advance(5)
     second = tracker([main], [1.0], world_size=2)
     second.load_state_dict(first.state_dict())
-    assert second.position == 0 and second.consumed(0) == 20 and len(second.phases) == 2
+    assert second.position == 0 and second.consumed(0) == 20 and len(second.stretches) == 2
     second.advance(3)
     assert second.consumed(0) == 26
 
@@ -47,7 +48,7 @@ def test_transition_table_lists_every_status():
     second = tracker([shard("main/1", "main", 1000), shard("m1", "math", 100)], [0.5, 0.5])
     table = render_transitions(second.load_state_dict(first.state_dict()))
     assert "continued" in table and "started" in table and "dropped" in table
-    assert second.ledger()["phases"][0]["tokens"] == {"main/1": 18, "c1": 18}
+    assert second.ledger()["stretches"][0]["tokens"] == {"main/1": 18, "c1": 18}
 
 
 def test_rank_from_the_launcher_environment(monkeypatch):
@@ -80,3 +81,28 @@ def test_library_messages_only_on_rank_zero(monkeypatch, caplog):
         logger.info("from rank zero")
     assert "from rank zero" in caplog.text and "from rank one" not in caplog.text
     assert sum(isinstance(f, RankZeroFilter) for f in get_logger("midtrain.data.example").filters) == 1
+
+
+def test_a_saved_state_of_the_first_format_is_read():
+    """Checkpoints written before stretches were named (format 1: every cursor in every record, under "phases")."""
+    main, code = shard("main/1", "main", 1000), shard("c1", "code", 100)
+    first = tracker([main, code], [0.75, 0.25])
+    first.advance(40)
+    state = first.state_dict()
+    old = {**{k: v for k, v in state.items() if k != "stretches"}, "format": "midtrain.mixed_stream/1",
+           "phases": [{**p, "start": {"main/1": 0, "c1": 0}} for p in state["stretches"]]}
+    second = tracker([main, code], [0.5, 0.5])  # another mixture: a new stretch at the saved cursors
+    second.load_state_dict(old)
+    assert second.consumed(0) == 30 and second.consumed(1) == 10 and len(second.stretches) == 2
+    assert second.ledger()["stretches"][0]["tokens"] == {"main/1": 30 * 9, "c1": 10 * 9}
+
+
+def test_stretch_records_hold_only_the_cursors_that_moved():
+    members = [shard(f"main/{k}", "main", 1000) for k in range(1, 101)]
+    stream = tracker(members, [1.0] * 100)
+    stream.advance(10)  # ten shards read
+    state = stream.state_dict()
+    second = tracker(members, [0.5] + [0.5 / 99] * 99)
+    second.load_state_dict(state)
+    assert len(second.stretches[1]["start"]) == 10  # not 100
+    assert sum(second.ledger()["stretches"][0]["tokens"].values()) == 10 * 9

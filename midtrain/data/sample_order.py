@@ -6,7 +6,7 @@ summing to ``SCALE`` so the arithmetic is exact on every machine; after any pref
 contributed ``round(w * n) ± 1`` samples (tests check this on thousands of random mixtures).
 
 ``random`` is one independent weighted draw per sample (what litdata's ``CombinedStreamingDataset`` does), for
-parity runs with the paper's code. Its draws are counter-based (seed, phase, position), so it resumes exactly too.
+parity runs with the paper's code. Its draws are counter-based (seed, stretch, position), so it resumes exactly too.
 
 Both are replayable from (position, per-shard counts) alone, which is all a checkpoint needs to hold.
 """
@@ -33,7 +33,7 @@ def quantise(weights: Sequence[float]) -> list[int]:
     return out
 
 
-class ExactSchedule:
+class ExactOrder:
     """Greedy largest-deficit sequence over integer weights (see module docstring).
 
     Sample n (0-based) goes to the shard maximising ``w_i (n + 1) - SCALE c_i`` (ties to the lowest index). Among
@@ -100,20 +100,20 @@ def scan_exact(weights: Sequence[int], position: int, counts: list[int], length:
     return out
 
 
-class RandomSchedule:
+class RandomOrder:
     """Independent weighted draws, counter-based so that any position can be replayed."""
 
-    def __init__(self, int_weights: Sequence[int], seed: int, phase: int) -> None:
+    def __init__(self, int_weights: Sequence[int], seed: int, stretch: int) -> None:
         self.cumulative = list(np.cumsum(int_weights, dtype=np.int64) / SCALE)
         self.cumulative[-1] = 1.0
-        self.seed, self.phase = seed, phase
+        self.seed, self.stretch = seed, stretch
         self._block_index = -1
         self._uniforms: list[float] = []
 
     def _uniform(self, position: int) -> float:
         block = position // _RANDOM_BLOCK
         if block != self._block_index:
-            rng = np.random.default_rng([self.seed, self.phase, block, 0x5EED])
+            rng = np.random.default_rng([self.seed, self.stretch, block, 0x5EED])
             self._uniforms, self._block_index = rng.random(_RANDOM_BLOCK).tolist(), block
         return self._uniforms[position % _RANDOM_BLOCK]
 
@@ -126,5 +126,6 @@ class RandomSchedule:
         return out
 
 
-def make_schedule(kind: str, int_weights: Sequence[int], seed: int, phase: int) -> ExactSchedule | RandomSchedule:
-    return ExactSchedule(int_weights) if kind == "exact" else RandomSchedule(int_weights, seed, phase)
+def make_order(kind: str, int_weights: Sequence[int], seed: int, stretch: int) -> ExactOrder | RandomOrder:
+    """The order of a stretch of constant mixture (its index seeds ``random``)."""
+    return ExactOrder(int_weights) if kind == "exact" else RandomOrder(int_weights, seed, stretch)

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from midtrain.data.schedule import SCALE, ExactSchedule, RandomSchedule, quantise, scan_exact
+from midtrain.data.sample_order import SCALE, ExactOrder, RandomOrder, quantise, scan_exact
 
 
 def random_mixture(rng: random.Random) -> list[float]:
@@ -27,7 +27,7 @@ def test_exact_schedule_holds_every_prefix_within_one_sample():
     rng = random.Random(1234)
     for _ in range(300):
         int_weights = quantise(random_mixture(rng))
-        schedule = ExactSchedule(int_weights)
+        schedule = ExactOrder(int_weights)
         counts = [0] * len(int_weights)
         for n, chosen in enumerate(schedule.run(0, counts[:], 2000), start=1):
             counts[chosen] += 1
@@ -36,7 +36,7 @@ def test_exact_schedule_holds_every_prefix_within_one_sample():
 
 
 def test_exact_schedule_replays_from_any_position():
-    schedule = ExactSchedule(quantise([0.5, 0.3, 0.15, 0.05]))
+    schedule = ExactOrder(quantise([0.5, 0.3, 0.15, 0.05]))
     whole = schedule.run(0, [0] * 4, 500)
     counts = [0] * 4
     first = schedule.run(0, counts, 137)
@@ -45,7 +45,7 @@ def test_exact_schedule_replays_from_any_position():
 
 def test_exact_schedule_paper_mixture_per_batch():
     # main 0.95 + instruct 0.05: every 1024-sample batch holds 51 or 52 instruct samples (random draws vary ~±7)
-    schedule = ExactSchedule(quantise([0.95, 0.05]))
+    schedule = ExactOrder(quantise([0.95, 0.05]))
     counts = [0, 0]
     for step in range(20):
         before = counts[1]
@@ -55,18 +55,18 @@ def test_exact_schedule_paper_mixture_per_batch():
 
 def test_random_schedule_is_counter_based_and_resumable():
     weights = quantise([0.7, 0.2, 0.1])
-    whole = RandomSchedule(weights, seed=7, phase=0).run(0, [0] * 3, 9000)
+    whole = RandomOrder(weights, seed=7, stretch=0).run(0, [0] * 3, 9000)
     counts = [0] * 3
-    resumed = RandomSchedule(weights, seed=7, phase=0).run(0, counts, 4100)
-    resumed += RandomSchedule(weights, seed=7, phase=0).run(4100, counts, 4900)
+    resumed = RandomOrder(weights, seed=7, stretch=0).run(0, counts, 4100)
+    resumed += RandomOrder(weights, seed=7, stretch=0).run(4100, counts, 4900)
     assert resumed == whole
     assert abs(whole.count(2) / 9000 - 0.1) < 0.02
-    assert RandomSchedule(weights, seed=8, phase=0).run(0, [0] * 3, 100) != whole[:100]
+    assert RandomOrder(weights, seed=8, stretch=0).run(0, [0] * 3, 100) != whole[:100]
 
 
 def test_schedule_rejects_bad_weights():
     with pytest.raises(ValueError):
-        ExactSchedule([1, 2])
+        ExactOrder([1, 2])
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -81,7 +81,7 @@ def test_the_class_heaps_give_the_scanning_greedys_sequence(seed):
     start = scan_exact(int_weights, 0, [0] * len(raw), position)
     counts_a = [start.count(i) for i in range(len(raw))]
     counts_b = list(counts_a)
-    schedule = ExactSchedule(int_weights)
+    schedule = ExactOrder(int_weights)
     for length in (1, 7, 64, 300):
         assert schedule.run(position, counts_a, length) == scan_exact(int_weights, position, counts_b, length)
         position += length
@@ -90,7 +90,7 @@ def test_the_class_heaps_give_the_scanning_greedys_sequence(seed):
 
 def test_ten_thousand_equal_shards_cost_little_per_sample():
     """Not a timing test: the work per sample is a handful of class heads, not 10,000 shards."""
-    schedule = ExactSchedule(quantise([1.0] * 10_000))
+    schedule = ExactOrder(quantise([1.0] * 10_000))
     assert len(schedule.weights) == 10_000
     counts = [0] * 10_000
     chosen = schedule.run(0, counts, 20_000)

@@ -1,0 +1,89 @@
+"""What a run prints of itself: the start-up summary (also ``--dry_run``'s and ``midtrain mix --config``'s), the LR
+schedule line, and the line a diverged run ends with. Pure formatting of a ``RunSetup``; nothing is computed here."""
+
+from __future__ import annotations
+
+from midtrain.data.plan import render_plan
+from midtrain.data.stream_io import render_transitions
+from midtrain.train import checkpoint_files as files
+from midtrain.train.continuity import render_optimizer_changes
+from midtrain.train.lr_schedule import IterationLRSchedule, LRSchedule
+from midtrain.train.preemption import EXIT_DIVERGED
+from midtrain.train.restore import StartKind
+
+
+def describe(setup) -> str:
+    """The start-up summary printed before training (and by ``--dry_run``); ``setup``: a ``RunSetup``."""
+    b, start, devices = setup.budget, setup.start, setup.devices
+    first_step = b.micro_batches(setup.start_iter)
+    micro = (f"{b.accumulation_iters} micro-batch(es) of {b.micro_batch_size} per rank per step"
+             + (f" (the first: {first_step})" if first_step != b.accumulation_iters else ""))
+    lines = [
+        f"Run folder: {setup.settings.out_dir.resolve()}",
+        f"Model {setup.model_config.name}: {setup.parameters:,} parameters, context {b.seq_length:,} tokens",
+        f"Devices: {devices.world_size} × {devices.accelerator} ({devices.devices} per node × {devices.num_nodes} "
+        f"node(s)), precision {devices.precision}, compile {'on' if devices.compile else 'off'}",
+        f"Budget: {b.total_steps:,} steps × {b.global_batch_size:,} sequences × {b.seq_length:,} tokens = "
+        f"{b.total_steps * b.tokens_per_step:,} tokens; {micro}",
+        f"This invocation: steps {setup.start_step:,} → {b.stop_step(setup.start_step):,}"
+        + (f", at most {b.max_time_s:g} s" if b.max_time_s else ""),
+        describe_schedule(setup.schedule, setup.start_step, b.stop_step(setup.start_step)),
+    ]
+    if setup.dialect == "fork":
+        lines.insert(0, f"Dialect: the paper fork's. Why: {setup.dialect_reason}. Set --train.dialect=midtrain for "
+                        "midtrain's meaning, or convert the config with 'midtrain port'.")
+    if setup.lr_jump is not None and setup.lr_jump.intentional:
+        lines.append(setup.lr_jump.describe())
+    if setup.optimizer.changes:
+        lines += ["Optimizer: the config's settings replace the checkpoint's (checkpoint -> config):",
+                  render_optimizer_changes(setup.optimizer.changes)]
+    if setup.notices:
+        lines += ["", f"WARNING: {len(setup.notices)} setting(s) read in a way you may not expect:"]
+        lines += [f"  - {notice}" for notice in setup.notices]
+        lines.append("")
+    if start.kind is StartKind.FRESH:
+        auto = " (--resume=auto found no checkpoint in the run folder)" if setup.settings.resume == "auto" else ""
+        lines.append("Start: from scratch" + (f", weights from {start.initial_weights}" if start.initial_weights else "")
+                     + auto)
+    else:
+        lines.append(f"Start: {start.kind.value} from {start.checkpoint.path} (step {start.checkpoint.step:,})")
+    if setup.data_start.mixture_changed:
+        lines += ["Data mixture changed; shard cursors carried over by id:",
+                  render_transitions(setup.data_start.transitions)]
+    lines += ["", render_plan(setup.data_start.plan)]
+    return "\n".join(lines)
+
+
+def describe_schedule(s: LRSchedule | IterationLRSchedule, first_step: int, end_step: int) -> str:
+    """The schedule's shape, and the LR at this invocation's first and last step with its share of the peak."""
+    if isinstance(s, IterationLRSchedule):
+        a = s.accumulation_iters
+        text = (f"LR (per micro-iteration, {a} per step): {s.name}, peak {s.peak_lr:g}, min {s.min_lr:g}, warmup "
+                f"{s.warmup_iters:,} micro-iterations ({s.warmup_steps:,.1f} steps), "
+                + ("decays to a tenth at" if s.name == "exp_decay" else
+                   "stable until" if s.name == "warmup_stable" else "horizon")
+                + f" {s.horizon_iters:,} micro-iterations ({s.horizon_steps:,.1f} steps)")
+    else:
+        text = (f"LR: {s.name}, peak {s.peak_lr:g}, min {s.min_lr:g}, warmup {s.warmup_steps:,} steps, horizon "
+                f"{s.total_steps:,} steps"
+                + (f", decay from step {s.decay_start_step:,}" if s.decay_start_step is not None else ""))
+    if end_step > first_step:
+        def at(step: int) -> str:
+            lr = s.lr_at(step)
+            return f"step {step + 1:,}: {lr:.4g} ({100 * lr / s.peak_lr:.1f} % of peak)"
+
+        text += f"\n    this invocation's first {at(first_step)}; last {at(end_step - 1)}"
+    return text
+
+
+def diverged_message(exc, out_dir) -> str:
+    """The one line a run that diverged ends with: the first non-finite value, the last good checkpoint, what to do."""
+    good = files.latest_checkpoint(out_dir)
+    if good is not None:
+        then = (f"the last good checkpoint is {good.path} (step {good.step:,}). Continue from it with a lower LR "
+                "(--train.max_lr or --optimizer.init_args.lr) or gradient clipping (--train.max_norm)")
+    else:
+        then = ("the run has no checkpoint yet. Start it again with a lower LR (--train.max_lr or "
+                "--optimizer.init_args.lr) or gradient clipping (--train.max_norm)")
+    return (f"Diverged: {exc} (the first non-finite value); nothing from that step on was saved, and {then}; see "
+            f"docs/training.md. Exiting with status {EXIT_DIVERGED} (not requeued: a rerun would diverge again).")
