@@ -11,6 +11,9 @@ then, for the first precision:
   - data wait: the host's time waiting for the loader as a share of the step time, with 4 loader workers (goal < 2 %);
   - save at step N and resume, against an uninterrupted run: largest relative difference of the next losses
     (goal: 0 for 32-true, below 2e-2 for bf16, where compiled kernels may differ);
+  - ``--strategy=fsdp`` (FSDP2) on every visible GPU (2 CPU processes with ``--smoke``): step time, tokens/s per
+    device and the largest relative loss difference from DDP on as many ranks (from the one-device run on one GPU;
+    goal: below 1e-4 for 32-true, 2e-2 for bf16);
   - ``midtrain eval`` of the same checkpoints on the same device: held-out loss and seconds;
   - peak memory of the midtrain run.
 Step times are slopes of the cumulative training time between step ``--steps`` / 2 and the last step (compilation
@@ -55,7 +58,11 @@ class Setup:
     def vocab_size(self) -> int:
         from litgpt.config import Config
 
-        return self.model_config["padded_vocab_size"] if self.model_config else Config.from_name(self.model_name).padded_vocab_size
+        return (
+            self.model_config["padded_vocab_size"]
+            if self.model_config
+            else Config.from_name(self.model_name).padded_vocab_size
+        )
 
 
 def _random_tokens(spec):
@@ -108,7 +115,8 @@ def launch(module: str, config: dict, path: Path, timeout: int = 1200) -> str:
     result = subprocess.run([sys.executable, "-m", module, "pretrain", "--config", str(path)], capture_output=True,
                             text=True, env=env, cwd=REPO, timeout=timeout)
     if result.returncode != 0:
-        raise SystemExit(f"{module} pretrain failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+        raise SystemExit(f"{module} pretrain failed "
+                         f"({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
     return result.stdout
 
 
@@ -186,18 +194,30 @@ def main() -> None:
                     if memory and precision == setup.precisions[0]:
                         rows.append(("peak memory (midtrain)", f"{memory.group(1)} GB", ""))
             ratio = times["midtrain"] / times["litgpt"]
-            rows.append((f"midtrain/litgpt {precision}", f"{ratio:.3f}", f"<= 1.02: {'ok' if ratio <= 1.02 else 'MISSED'}"))
+            rows.append(
+                (f"midtrain/litgpt {precision}", f"{ratio:.3f}", f"<= 1.02: {'ok' if ratio <= 1.02 else 'MISSED'}")
+            )
 
         precision = setup.precisions[0]
         waited = work / "workers4"
         launch("midtrain", pretrain_config(setup, data_root, waited, precision, True, workers=4), work / "w.yaml")
         shares = midtrain_metric(waited, "train/data_wait_share")
-        share = sum(v for s, v in shares.items() if s > setup.steps // 2) / max(1, len([s for s in shares if s > setup.steps // 2]))
-        rows.append(("data wait, 4 workers", f"{share * 100:.2f} % of step time", f"< 2 %: {'ok' if share < 0.02 else 'MISSED'}"))
+        share = sum(v for s, v in shares.items() if s > setup.steps // 2) / max(
+            1, len([s for s in shares if s > setup.steps // 2])
+        )
+        rows.append(
+            (
+                "data wait, 4 workers",
+                f"{share * 100:.2f} % of step time",
+                f"< 2 %: {'ok' if share < 0.02 else 'MISSED'}",
+            )
+        )
 
         half = setup.steps // 2
         whole, stopped = work / "uninterrupted", work / "resumed"
-        launch("midtrain", pretrain_config(setup, data_root, whole, precision, True, save_interval=half), work / "u.yaml")
+        launch(
+            "midtrain", pretrain_config(setup, data_root, whole, precision, True, save_interval=half), work / "u.yaml"
+        )
         resumed = pretrain_config(setup, data_root, stopped, precision, True, save_interval=half)
         resumed["train"]["max_additional_steps"] = half
         launch("midtrain", resumed, work / "r.yaml")
@@ -208,10 +228,43 @@ def main() -> None:
         rows.append((f"resume at step {half}", f"largest relative loss difference {worst:.2e}",
                      f"<= {tolerance:g}: {'ok' if worst <= tolerance else 'MISSED'}"))
 
+        import torch
+
+        ranks = 2 if setup.smoke else torch.cuda.device_count()
+        micro = max(1, setup.batch // ranks)
+        runs = {}
+        for strategy in ("fsdp", "ddp") if ranks > 1 else ("fsdp",):  # one rank: the one-device run is the reference
+            config = pretrain_config(setup, data_root, work / strategy, precision, True, save_interval=half)
+            config.update(strategy=strategy, devices=ranks)
+            config["train"].update(micro_batch_size=micro, global_batch_size=micro * ranks)
+            launch("midtrain", config, work / f"{strategy}.yaml")
+            runs[strategy] = midtrain_metric(work / strategy, "train/loss")
+        step_s = seconds_per_step(midtrain_metric(work / "fsdp", "train/time_s"), setup.steps)
+        against = runs.get("ddp", reference)
+        worst = max(abs(runs["fsdp"][s] - against[s]) / abs(against[s]) for s in against)
+        tolerance = 1e-4 if precision == "32-true" else 2e-2
+        rows.append((f"fsdp on {ranks} {setup.accelerator} rank(s)",
+                     f"{step_s * 1000:.1f} ms/step, {micro * setup.seq / step_s:,.0f} tok/s per device; largest "
+                     f"relative loss difference from {'ddp' if ranks > 1 else 'one device'} {worst:.2e}",
+                     f"<= {tolerance:g}: {'ok' if worst <= tolerance else 'MISSED'}"))
+
         eval_started = time.perf_counter()
-        result = subprocess.run([sys.executable, "-m", "midtrain", "eval", f"--runs={whole}", f"--out_dir={work / 'eval'}",
-                                 f"--tokens_per_domain={32 * setup.seq}", f"--accelerator={setup.accelerator}"],
-                                capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "midtrain",
+                "eval",
+                f"--runs={whole}",
+                f"--out_dir={work / 'eval'}",
+                f"--tokens_per_domain={32 * setup.seq}",
+                f"--accelerator={setup.accelerator}",
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            cwd=REPO,
+        )
         if result.returncode != 0:
             raise SystemExit(f"midtrain eval failed:\n{result.stderr[-3000:]}")
         scored = json.loads((work / "eval" / "eval.json").read_text())

@@ -16,6 +16,7 @@ time to discover them and plan a budget (``--shard_counts``, ``--only_shard_coun
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import tempfile
@@ -61,7 +62,9 @@ def time_loader(make_loader, batches: int) -> float:
 def litdata_single(root: Path, workers: int):
     from litdata import StreamingDataLoader, StreamingDataset, TokensLoader
 
-    dataset = StreamingDataset(str(root / "single"), item_loader=TokensLoader(block_size=BLOCK), shuffle=True, drop_last=True)
+    dataset = StreamingDataset(
+        str(root / "single"), item_loader=TokensLoader(block_size=BLOCK), shuffle=True, drop_last=True
+    )
     return StreamingDataLoader(dataset, batch_size=BATCH, num_workers=workers)
 
 
@@ -80,7 +83,9 @@ def ours(root: Path, shards: int, workers: int, weights=None):
 
     weights = weights or [1 / shards] * shards
     literal = ",".join(f"main/{k + 1}:{w}" for k, w in enumerate(weights))
-    module = ShardedMixedDataset(data_path=root / f"mix{shards}", literal_weights_str=literal, num_workers=workers, max_passes=100)
+    module = ShardedMixedDataset(
+        data_path=root / f"mix{shards}", literal_weights_str=literal, num_workers=workers, max_passes=100
+    )
     module.connect(batch_size=BATCH, max_seq_length=BLOCK - 1)
     return module.train_dataloader()
 
@@ -100,7 +105,7 @@ def max_deviation(loader, weights, samples: int) -> float:
                 break
             counts[int(row[0]) // BASE - 1] += 1
             seen += 1
-    return max(abs(c / samples - w) for c, w in zip(counts, weights))
+    return max(abs(c / samples - w) for c, w in zip(counts, weights, strict=True))
 
 
 def linked_copies(source: Path, root: Path, copies: int) -> Path:
@@ -153,7 +158,10 @@ def shard_count_axis(root: Path, counts: list[int], batches: int) -> None:
             module.num_workers = workers
             rate = steady_rate(module.train_dataloader(), batches, warm_batches=max(20, 2 * count // BATCH))
             baseline.setdefault(workers, rate)
-            print(f"{count:>7,} {planned:>16.2f} {workers:>7} {rate:>10,.0f} {rate / baseline[workers]:>12.2f}", flush=True)
+            print(
+                f"{count:>7,} {planned:>16.2f} {workers:>7} {rate:>10,.0f} {rate / baseline[workers]:>12.2f}",
+                flush=True,
+            )
 
 
 def main() -> None:
@@ -174,12 +182,13 @@ def main() -> None:
                 write_shard(root / f"mix{shards}" / str(k + 1), (k + 1) * BASE, args.total_tokens // shards)
         write_shard(root / "single", BASE, args.total_tokens)
         print(f"tokens/s (millions), {args.batches} batches of {BATCH} x {BLOCK} tokens, median of 3, warm cache")
-        print(f"{'shards':>6} {'workers':>7} {'single':>8} {'combined':>9} {'ours':>8} {'ours/single':>12} {'combined/single':>16} {'ours/combined':>14}")
+        print(f"{'shards':>6} {'workers':>7} {'single':>8} {'combined':>9} {'ours':>8} {'ours/single':>12} "
+              f"{'combined/single':>16} {'ours/combined':>14}")
         for shards in (4, 10):
             for workers in (0, 2):
-                single = time_loader(lambda: litdata_single(root, workers), args.batches)
-                combined = time_loader(lambda: litdata_combined(root, shards, workers), args.batches)
-                mine = time_loader(lambda: ours(root, shards, workers), args.batches)
+                single = time_loader(functools.partial(litdata_single, root, workers), args.batches)
+                combined = time_loader(functools.partial(litdata_combined, root, shards, workers), args.batches)
+                mine = time_loader(functools.partial(ours, root, shards, workers), args.batches)
                 print(f"{shards:>6} {workers:>7} {single / 1e6:>8.1f} {combined / 1e6:>9.1f} {mine / 1e6:>8.1f} "
                       f"{mine / single:>12.2f} {combined / single:>16.2f} {mine / combined:>14.2f}")
         print("\nlargest |realised - target| fraction over the first N samples (weights 0.7/0.2/0.05/0.05, 4 shards)")

@@ -63,7 +63,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
 
-    from midtrain.data.prepare import file_units, prepare_shard
+    from midtrain.commands.prepare import prepare as prepare_shard
+    from midtrain.data.prepare import file_units
     from midtrain.tokenizer import train_bpe_tokenizer
 
     docs = corpus(args.megabytes)
@@ -86,7 +87,9 @@ def main() -> None:
         print(f"fixed start-up of one prepare: {time.perf_counter() - start:.1f} s (in every row below)")
         print(f"{'inputs':>8} {'processes':>9} {'parts':>6} {'raw Mtok/s':>11} {'prepare Mtok/s':>15} "
               f"{'prepare/raw':>12} {'vs 1 process':>13}")
-        raw = {processes: raw_rate(str(tokenizer_dir / "tokenizer.json"), docs, processes) for processes in args.processes}
+        raw = {
+            processes: raw_rate(str(tokenizer_dir / "tokenizer.json"), docs, processes) for processes in args.processes
+        }
         for label, inputs in (("8 files", files), ("1 file", [one_file])):
             single = None
             for processes in args.processes:

@@ -90,7 +90,8 @@ def main() -> None:
                               ("touched", touched_s)):
             print(f"{name:<10} {seconds:>8.2f} {seconds / again_s:>12.2f}")
         print(f"(first, cold discovery {discover_s:.2f} s; 'touched' re-hashed {len(touched):,} chunks)")
-        print(f"identity record in each checkpoint: {size / 1e6:.1f} MB pickled ({size / len(shards):,.0f} bytes a shard)")
+        print(f"identity record in each checkpoint: {size / 1e6:.1f} MB pickled ({size / len(shards):,.0f} bytes a "
+              "shard)")
 
 
 if __name__ == "__main__":

@@ -52,8 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModuleNotFoundError as exc:
         if exc.name != "litdata":
             raise
-        print("midtrain: litdata is not installed. Run `pip install --no-deps litdata==0.2.76` (midtrain installs it "
-              "without its unpinned torchvision), or install everything with `bash scripts/install.sh`.", file=sys.stderr)
+        print(
+            "midtrain: litdata is not installed. Run `pip install --no-deps litdata==0.2.76` (midtrain installs it "
+            "without its unpinned torchvision), or install everything with `bash scripts/install.sh`.",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
 
 

@@ -114,8 +114,9 @@ def read_text(path: str | Path, flag: str) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{flag}={str(path)!r} is not UTF-8 (byte {exc.start:,} is {raw[exc.start]:#04x}). Save it as "
-                          "UTF-8.") from None
+        raise ConfigError(
+            f"{flag}={str(path)!r} is not UTF-8 (byte {exc.start:,} is {raw[exc.start]:#04x}). Save it as UTF-8."
+        ) from None
 
 
 def yaml_mapping(text: str, where: str) -> dict:

@@ -46,8 +46,10 @@ class FolderLock:
             self.lock_file.parent.mkdir(parents=True, exist_ok=True)
             return self._acquire()
         except OSError as exc:  # a read-only or foreign folder: say which
-            raise ConfigError(f"{self.flag}={str(self.folder)!r} cannot be locked for this {self.what} ({exc.strerror or exc} "
-                              f"at {self.lock_file}). Choose a folder you can write, or fix its permissions.") from None
+            raise ConfigError(
+                f"{self.flag}={str(self.folder)!r} cannot be locked for this {self.what} ({exc.strerror or exc} "
+                f"at {self.lock_file}). Choose a folder you can write, or fix its permissions."
+            ) from None
 
     def _acquire(self) -> FolderLock:
         while True:

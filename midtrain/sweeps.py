@@ -29,7 +29,6 @@ from typing import Any
 from midtrain.config_files import read_yaml_mapping
 from midtrain.errors import ConfigError, Problems
 
-SPECIAL_AXES = ("branch_step", "share")
 SPEC_KEYS = {"base", "out_root", "trunk", "specialised_domain", "axes", "name_prefix"}
 MIX_FORMS = ("mix_weights_str", "mix_weights", "literal_weights_str", "mix_config_path", "proportional_sampling")
 
@@ -90,7 +89,8 @@ def expand(spec: dict, spec_dir: Path) -> list[SweepPoint]:
         problems.add("the sweep spec has no 'base' (the config every point starts from).")
     axes = spec.get("axes")
     if not isinstance(axes, dict) or not axes or not all(isinstance(v, list) and v for v in axes.values()):
-        problems.add("'axes' must map each key to a non-empty list of values, e.g. axes: {branch_step: [20000, 40000]}.")
+        problems.add("'axes' must map each key to a non-empty list of values, e.g. axes: {branch_step: [20000, "
+                     "40000]}.")
     else:
         if not spec.get("out_root") and "out_dir" not in axes:
             problems.add("the sweep spec has no 'out_root', so every point would train in the base config's out_dir "
@@ -118,7 +118,7 @@ def expand(spec: dict, spec_dir: Path) -> list[SweepPoint]:
     keys = list(axes)
     points = []
     for combination in itertools.product(*(axes[k] for k in keys)):
-        values = dict(zip(keys, combination))
+        values = dict(zip(keys, combination, strict=True))
         config = copy.deepcopy(base)
         for key, value in values.items():
             if key == "branch_step":
@@ -127,7 +127,9 @@ def expand(spec: dict, spec_dir: Path) -> list[SweepPoint]:
                 for form in MIX_FORMS:
                     config["data"]["init_args"].pop(form, None)
                 domain = spec["specialised_domain"]
-                set_dotted(config, "data.mix_weights_str", f"main:{_format(round(1 - value, 6))},{domain}:{_format(value)}")
+                set_dotted(
+                    config, "data.mix_weights_str", f"main:{_format(round(1 - value, 6))},{domain}:{_format(value)}"
+                )
             else:
                 set_dotted(config, key, value)
         name = point_name(spec.get("name_prefix", ""), values)
@@ -136,7 +138,8 @@ def expand(spec: dict, spec_dir: Path) -> list[SweepPoint]:
         points.append(SweepPoint(name, values, config))
     names = [p.name for p in points]
     if len(set(names)) != len(names):
-        raise ConfigError(f"sweep points share names {sorted({n for n in names if names.count(n) > 1})}; make axis values distinct.")
+        raise ConfigError(f"sweep points share names {sorted({n for n in names if names.count(n) > 1})}; make axis "
+                          "values distinct.")
     out_dirs = [os.path.normpath(str(p.config.get("out_dir"))) for p in points]
     shared = sorted({d for d in out_dirs if out_dirs.count(d) > 1})
     if shared:

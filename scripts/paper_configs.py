@@ -132,8 +132,12 @@ def files() -> dict[Path, str]:
         for name, config in cts_pretrain(size).items():
             put(REPO / "midtrain_configs" / "ablations" / "cts_pretrain" / f"pythia-{size}" / f"{name}.yaml", config,
                 "# Continued pretraining on the specialised data only.\n")
-    out[REPO / "midtrain_configs" / "mixes" / "math-12pct.json"] = json.dumps({"weights": {"main": 0.88, "math": 0.12}}) + "\n"
-    out[REPO / "midtrain_configs" / "mixes" / "code-20pct.json"] = json.dumps({"weights": {"main": 0.8, "code": 0.2}}) + "\n"
+    out[REPO / "midtrain_configs" / "mixes" / "math-12pct.json"] = (
+        json.dumps({"weights": {"main": 0.88, "math": 0.12}}) + "\n"
+    )
+    out[REPO / "midtrain_configs" / "mixes" / "code-20pct.json"] = (
+        json.dumps({"weights": {"main": 0.8, "code": 0.2}}) + "\n"
+    )
     return out
 
 

@@ -29,7 +29,15 @@ def data_root(tmp_path_factory):
     from tests.helpers import DOMAIN_BASE, write_token_shard
 
     root = tmp_path_factory.mktemp("data")
-    layout = {"train/1": 6000, "train/2": 4000, "train/c1": 2000, "train/m1": 1000, "val/1": 600, "val/c1": 400, "val/m1": 300}
+    layout = {
+        "train/1": 6000,
+        "train/2": 4000,
+        "train/c1": 2000,
+        "train/m1": 1000,
+        "val/1": 600,
+        "val/c1": 400,
+        "val/m1": 300,
+    }
     for k, (name, n_tokens) in enumerate(layout.items()):
         write_token_shard(root / name, (k + 1) * DOMAIN_BASE, n_tokens)
     return root

@@ -19,12 +19,15 @@ from midtrain.eval.targets import FINETUNE_FILE, find_targets, is_checkpoint  # 
 
 
 def write_grid(patterns: list[str], tasks: list[str], seeds: list[int], out: Path) -> int:
-    checkpoints = sorted({Path(p).resolve() for pattern in patterns for p in glob.glob(pattern) if is_checkpoint(Path(p))})
+    checkpoints = sorted(
+        {Path(p).resolve() for pattern in patterns for p in glob.glob(pattern) if is_checkpoint(Path(p))}
+    )
     if not checkpoints:
         raise SystemExit(f"no checkpoint folder (lit_model.pth + model_config.yaml) matches {patterns}")
     lines = [f"{checkpoint} {task} {seed}" for checkpoint in checkpoints for task in tasks for seed in seeds]
     out.write_text("\n".join(lines) + "\n")
-    print(f"{len(lines)} fine-tuning jobs ({len(checkpoints)} checkpoints x {len(tasks)} tasks x {len(seeds)} seeds) in {out}")
+    print(f"{len(lines)} fine-tuning jobs ({len(checkpoints)} checkpoints x {len(tasks)} tasks x {len(seeds)} seeds) "
+          f"in {out}")
     print(f"submit: GRID={out} sbatch --array=1-{len(lines)} training_scripts/finetune_eval.sbatch")
     return len(lines)
 

@@ -48,11 +48,17 @@ def bridge_report(matrix: np.ndarray, names: list[str], pretrain: str, mixes: li
             if rows is not None and control is not None:
                 run = (mix_runs or {}).get(mix, mix)
                 gain = sft_gain(rows, run, control, (set_names or {}).get(sft, sft))
-                entry.update({"run": run, "gain": None if gain is None else gain[0], "step": None if gain is None else gain[1]})
+                entry.update(
+                    {"run": run, "gain": None if gain is None else gain[0], "step": None if gain is None else gain[1]}
+                )
             pairs.append(entry)
     report: dict = {"pretrain": pretrain, "pairs": pairs}
     scored = [p for p in pairs if p.get("gain") is not None]
     if rows is not None:
         lengths, gains = [p["bridge_length"] for p in scored], [p["gain"] for p in scored]
-        report["correlation"] = {"pairs": len(scored), "pearson": pearson(lengths, gains), "spearman": spearman(lengths, gains)}
+        report["correlation"] = {
+            "pairs": len(scored),
+            "pearson": pearson(lengths, gains),
+            "spearman": spearman(lengths, gains),
+        }
     return report

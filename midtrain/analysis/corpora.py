@@ -55,14 +55,19 @@ def parse_corpora(values: list) -> list[CorpusSpec]:
         raise ConfigError(f"--corpora: every corpus needs its own non-empty name (repeated: {duplicates}).")
     missing = [f"{s.name}={s.path}" for s in specs if not Path(s.path).exists()]
     if missing:
-        raise DataError(f"--corpora: {', '.join(missing)} does not exist. Point each at a shard folder or a .json/.jsonl file.")
+        raise DataError(f"--corpora: {', '.join(missing)} does not exist. Point each at a shard folder or a "
+                        ".json/.jsonl file.")
     return specs
 
 
 def document_text(record, name: str, path: Path, line: int) -> str:
     if isinstance(record, dict) and isinstance(record.get("text"), str):
         return record["text"]
-    if isinstance(record, dict) and isinstance(record.get("instruction"), str) and isinstance(record.get("output"), str):
+    if (
+        isinstance(record, dict)
+        and isinstance(record.get("instruction"), str)
+        and isinstance(record.get("output"), str)
+    ):
         return "\n".join(str(record[f]) for f in SFT_FIELDS if record.get(f))
     raise DataError(f"--corpora {name}: {path} record {line} has neither 'text' nor 'instruction' and 'output'.")
 
@@ -72,10 +77,15 @@ def read_text_sample(spec: CorpusSpec, tokenizer, sample_tokens: int, seq_length
     ``sample_tokens`` tokens are collected."""
     path = Path(spec.path)
     if tokenizer is None:
-        raise ConfigError(f"--corpora {spec.name} is text ({path}); set --tokenizer_dir (or --checkpoint) to tokenize it.")
+        raise ConfigError(f"--corpora {spec.name} is text ({path}); set --tokenizer_dir (or --checkpoint) to tokenize "
+                          "it.")
     try:
         raw = path.read_text(encoding="utf-8")
-        records = json.loads(raw) if path.suffix == ".json" else [json.loads(line) for line in raw.splitlines() if line.strip()]
+        records = (
+            json.loads(raw)
+            if path.suffix == ".json"
+            else [json.loads(line) for line in raw.splitlines() if line.strip()]
+        )
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"--corpora {spec.name}: {path} cannot be read ({type(exc).__name__}: {exc}).") from None
     if not isinstance(records, list) or not records:
@@ -97,7 +107,9 @@ def read_text_sample(spec: CorpusSpec, tokenizer, sample_tokens: int, seq_length
     return sequences
 
 
-def read_shard_sample(spec: CorpusSpec, registry: DomainRegistry, sample_tokens: int, seq_length: int, seed: int) -> list[np.ndarray]:
+def read_shard_sample(
+    spec: CorpusSpec, registry: DomainRegistry, sample_tokens: int, seq_length: int, seed: int
+) -> list[np.ndarray]:
     """``sample_tokens // seq_length`` blocks drawn without replacement (seeded) from the corpus's shards."""
     path = Path(spec.path)
     flag = f"--corpora {spec.name}"

@@ -8,7 +8,9 @@ import torch
 
 
 @torch.no_grad()
-def mean_hidden_state(model: torch.nn.Module, sequences: list[np.ndarray], device: torch.device, batch_size: int = 8) -> np.ndarray:
+def mean_hidden_state(
+    model: torch.nn.Module, sequences: list[np.ndarray], device: torch.device, batch_size: int = 8
+) -> np.ndarray:
     captured: list[torch.Tensor] = []
     # a forward hook reads the activations litgpt's GPT computes anyway; the model itself is unchanged
     handle = model.transformer.ln_f.register_forward_hook(lambda module, inputs, output: captured.append(output))
@@ -25,7 +27,9 @@ def mean_hidden_state(model: torch.nn.Module, sequences: list[np.ndarray], devic
                 mask[row, : len(sequence)] = True
             captured.clear()
             model(batch.to(device))
-            hidden = captured[-1].float()[mask.to(device)]  # padding positions excluded (causal: they affect nothing before them)
+            hidden = captured[-1].float()[
+                mask.to(device)
+            ]  # padding positions excluded (causal: they affect nothing before them)
             summed = hidden.sum(0).double().cpu()
             total = summed if total is None else total + summed
             count += hidden.shape[0]

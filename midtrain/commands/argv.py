@@ -20,8 +20,15 @@ from typing import Any
 
 import yaml
 
-from midtrain.config_files import (DATA_MODULE_ALIASES, expand_placeholders, load_config, missing_placeholders_error,
-                                   parse_yaml, resolve_config, yaml_mapping)
+from midtrain.config_files import (
+    DATA_MODULE_ALIASES,
+    expand_placeholders,
+    load_config,
+    missing_placeholders_error,
+    parse_yaml,
+    resolve_config,
+    yaml_mapping,
+)
 
 OPTIMIZER = "optimizer"
 

@@ -13,7 +13,7 @@ from midtrain.commands.parsing import call_with_args
 # Each command is imported only when it runs, so that `midtrain --help`, `mix` and `sweep` start without loading
 # torch, litgpt or lightning (`pretrain`, `eval` and `similarity` need them anyway).
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "prepare": ("midtrain.data.prepare", "prepare_shard", "Tokenize raw text into one shard, with a held-out shard."),
+    "prepare": ("midtrain.commands.prepare", "prepare", "Tokenize raw text into one shard, with a held-out shard."),
     "mix": ("midtrain.commands.mix", "mix", "Print the mixture plan (for a pretrain config: the plan of that run)."),
     "pretrain": ("midtrain.commands.pretrain", "pretrain", "Pretrain (trunk) or midtrain (branch) on a mixture."),
     "port": ("midtrain.commands.port", "port", "Write a native config from a paper-fork config, same schedule."),

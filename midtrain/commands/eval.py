@@ -88,7 +88,9 @@ def evaluate(
     targets = find_targets(runs, steps)
     run_config = first_run_config(targets)
     data_args = (run_config.get("data") or {}).get("init_args") or {}
-    registry = DomainRegistry.with_extra(domain_prefixes if domain_prefixes is not None else data_args.get("domain_prefixes"))
+    registry = DomainRegistry.with_extra(
+        domain_prefixes if domain_prefixes is not None else data_args.get("domain_prefixes")
+    )
     seq_length = resolve_seq_length(seq_length, targets, run_config)
     heldout_root, domain_sets = heldout_sets(heldout, val_data_path, data_args, domains, registry, seq_length,
                                              tokens_per_domain, optional=bool(sets or tasks))
@@ -111,7 +113,8 @@ def evaluate(
     counts = run_eval(job, table)
     if counts["skipped"]:
         print(f"{counts['skipped']} checkpoint(s) already scored with these settings: skipped.")
-    print(f"Wrote {counts['rows']} row(s) for {counts['checkpoints']} checkpoint(s) to {table.csv_path} and {table.json_path}")
+    print(f"Wrote {counts['rows']} row(s) for {counts['checkpoints']} checkpoint(s) to {table.csv_path} and "
+          f"{table.json_path}")
     from midtrain.eval.report import latest_table
 
     print(latest_table(table.rows, {t.key for t in targets}))

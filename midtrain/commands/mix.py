@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Literal
-
 
 import yaml
 
@@ -16,10 +16,12 @@ from midtrain.data.plan import render_plan
 from midtrain.errors import ConfigError
 
 # Class paths under which configs name our data module (the paper's fork called it litgpt.data....).
-DATA_MODULE_CLASS_PATHS = ("midtrain.data.ShardedMixedDataset", "litgpt.data.ShardedMixedDataset", "ShardedMixedDataset")
+DATA_MODULE_CLASS_PATHS = (
+    "midtrain.data.ShardedMixedDataset",
+    "litgpt.data.ShardedMixedDataset",
+    "ShardedMixedDataset",
+)
 MIX_KEYS = {"data", "max_tokens", "seq_length", "format"}
-# Data module init args that do not change the plan (the validation set's size).
-PLAN_NEUTRAL_KEYS = ("val_samples_per_domain",)
 
 
 def mix(
@@ -37,15 +39,37 @@ def mix(
         format: ``table`` for people, ``json`` for scripts.
     """
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
-        raise ConfigError(f"--max_tokens={max_tokens!r} must be a positive number of tokens (the run's budget), or left "
-                          "unset for the plan of one pass.")
+        raise ConfigError(
+            f"--max_tokens={max_tokens!r} must be a positive number of tokens (the run's budget), or left "
+            "unset for the plan of one pass."
+        )
     if isinstance(seq_length, bool) or not isinstance(seq_length, int) or seq_length < 1:
         raise ConfigError(f"--seq_length={seq_length!r} must be a positive integer (the model's context length).")
     mixture = resolve_mixture(data)
     if mixture.schedule is not None:
         raise ConfigError("--data.mix_schedule changes the mixture at optimizer steps, so its plan needs the run's "
                           "batch size and length: give the run's config, 'midtrain mix --config run.yaml'.")
-    return _show(mixture, mixture.plan(seq_length, max_tokens, data.max_passes), format)
+    return _show(mixture, mixture.plan(seq_length, max_tokens, data.max_passes), format, header=_plan_notes(data))
+
+
+# init args that a run needs but the plan does not depend on (the loader's processes, the order's seed, what a
+# resume may accept, the validation set's size)
+_PLAN_NEUTRAL = ("num_workers", "seed", "allow_tokenizer_mismatch", "allow_data_change")
+
+
+def _plan_notes(data: MixtureArgs) -> list[str]:
+    """What the plan does not show of the given keys: counts of a random order are expectations; some keys set
+    here change nothing in a plan."""
+    notes = []
+    if data.sampling == "random":
+        notes.append("Note: --data.sampling=random draws each sample independently: the planned tokens are expected "
+                     "values, each shard's count varies around them (about ±√(n·w) samples).")
+    defaults = {f.name: f.default for f in dataclasses.fields(MixtureArgs) if f.name in _PLAN_NEUTRAL}
+    given = [f"--data.{k}" for k, default in defaults.items() if getattr(data, k, default) != default]
+    if given:
+        notes.append(f"Note: {', '.join(given)} {'change' if len(given) > 1 else 'changes'} nothing in this plan (they "
+                     "matter to a run).")
+    return notes + ([""] if notes else [])
 
 
 def _show(mixture, plan, format: str, extra: dict | None = None, header: list[str] | None = None) -> dict:
@@ -70,8 +94,11 @@ def is_pretrain_config(path: str | Path) -> bool:
     return not set(read_yaml_mapping(path)) <= MIX_KEYS
 
 
-# mix's own flags, given next to a pretrain config, in the pretrain config's spelling
-_MIX_FLAGS_AS_PRETRAIN = {"--max_tokens": "--train.max_tokens", "--seq_length": "--train.max_seq_length"}
+def run_plan(format: Literal["table", "json"] = "table", max_tokens: int | None = None,
+             seq_length: int | None = None, **arguments: Any) -> dict:
+    """The arguments of ``midtrain mix --config pretrain.yaml``: pretrain's keys, plus mix's own three (see
+    ``mix_pretrain_config``); its signature is made below, so one parser reads both."""
+    return {"format": format, "max_tokens": max_tokens, "seq_length": seq_length, **arguments}
 
 
 def mix_pretrain_config(path: str | Path, args: list[str]) -> dict:
@@ -81,29 +108,22 @@ def mix_pretrain_config(path: str | Path, args: list[str]) -> dict:
     ``--train.*``, ``--branch_from``); ``--max_tokens``/``--seq_length`` are read as ``--train.max_tokens``/
     ``--train.max_seq_length``; ``--format json`` adds each shard's ``start_samples``."""
     from midtrain.commands.parsing import call_with_args
-    from midtrain.commands.pretrain import pretrain, run_settings
+    from midtrain.commands.pretrain import run_settings
     from midtrain.data.stream_io import render_transitions
     from midtrain.train.report import describe_schedule
     from midtrain.train.startup import setup_run
 
-    format, rest, i = "table", [], 0
-    while i < len(args):
-        flag, _, value = args[i].partition("=")
-        if flag in ("--format", *_MIX_FLAGS_AS_PRETRAIN) and not value and i + 1 < len(args):
-            value, i = args[i + 1], i + 1
-        if flag == "--format":
-            format = value
-        elif flag in _MIX_FLAGS_AS_PRETRAIN:
-            rest.append(f"{_MIX_FLAGS_AS_PRETRAIN[flag]}={value}")
-        else:
-            rest.append(args[i])
-        i += 1
-    if format not in ("table", "json"):
-        raise ConfigError(f"--format={format!r} is not one of table, json.")
     config = load_config(path)
     data_init_args(config.get("data"), f"--config={path}")
-    kwargs = call_with_args(pretrain, ["--config", yaml.safe_dump(config, sort_keys=False), *rest], drop=("dry_run",))
-    run = setup_run(run_settings(**kwargs))
+    run_plan.__signature__ = _run_plan_signature()  # pretrain's keys and mix's own, parsed by one parser
+    kwargs = call_with_args(run_plan, ["--config", yaml.safe_dump(config, sort_keys=False), *args], prog="midtrain mix")
+    format, max_tokens, seq_length = kwargs.pop("format"), kwargs.pop("max_tokens"), kwargs.pop("seq_length")
+    # mix's own flags, given next to a pretrain config, are the pretrain config's train.max_tokens/max_seq_length
+    train = dataclasses.replace(
+        kwargs["train"],
+        **{k: v for k, v in (("max_tokens", max_tokens), ("max_seq_length", seq_length)) if v is not None},
+    )
+    run = setup_run(run_settings(**{**kwargs, "train": train}))
     budget, start = run.budget, run.start
     end = budget.stop_step(run.start_step)
     started = "from scratch" if start.checkpoint is None else f"{start.kind.value} from {start.checkpoint.path}"
@@ -148,3 +168,15 @@ def seq_length_of(config: dict, where: str) -> int | None:
             print(f"Note: {note}")
         return model.block_size
     return None
+
+
+def _run_plan_signature():
+    import inspect
+
+    from midtrain.train.settings import command_signature
+
+    extra = [inspect.Parameter("format", inspect.Parameter.KEYWORD_ONLY, default="table",
+                               annotation=Literal["table", "json"]),
+             inspect.Parameter("max_tokens", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=int | None),
+             inspect.Parameter("seq_length", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=int | None)]
+    return command_signature(extra)

@@ -9,7 +9,6 @@ import inspect
 import re
 from collections.abc import Callable
 
-
 # The paper fork's data module's keys that midtrain reads: a typo in a fork config is matched against these, so the
 # suggestion is a key the fork's configs write (mix_weights_str, not midtrain's own mix_weights).
 FORK_DATA_KEYS = ("data_path", "val_data_path", "mix_config_path", "mix_weights_str", "literal_weights_str",
@@ -52,8 +51,10 @@ def literal_choices(function: Callable, key: str) -> tuple | None:
 
     head, _, rest = key.partition(".")
     try:
-        hints = typing.get_type_hints(function)
-        annotation = hints.get(head)
+        parameter = inspect.signature(function).parameters.get(head)
+        annotation = parameter.annotation if parameter is not None else None
+        if isinstance(annotation, str):  # a postponed annotation: resolve it in the function's module
+            annotation = typing.get_type_hints(function).get(head)
         if rest:
             default = inspect.signature(function).parameters[head].default
             annotation = typing.get_type_hints(type(default)).get(rest) if dataclasses.is_dataclass(default) else None

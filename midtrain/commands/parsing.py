@@ -38,9 +38,10 @@ def _fork_dialect(words: list[str]) -> bool:
     """Whether the configs given are read in the paper fork's dialect (its class path, or train.dialect: fork)."""
     import yaml
 
-    if "--train.dialect=fork" in words or any(a == "--train.dialect" and b == "fork" for a, b in zip(words, words[1:])):
+    pairs = list(zip(words, words[1:], strict=False))
+    if "--train.dialect=fork" in words or ("--train.dialect", "fork") in pairs:
         return True
-    for flag, value in zip(words, words[1:]):
+    for flag, value in zip(words, words[1:], strict=False):
         if flag == "--config":
             train = (yaml.safe_load(value) or {}).get("train") or {}
             if isinstance(train, dict) and train.get("dialect") == "fork":

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Literal
 
+from midtrain.analysis.corpora import CorpusSpec, parse_corpora, read_sample, truncate
 from midtrain.data.domains import DomainRegistry
 from midtrain.errors import ConfigError
-from midtrain.analysis.corpora import CorpusSpec, parse_corpora, read_sample, truncate
 
 
 def similarity(
@@ -72,7 +72,11 @@ def similarity(
     specs = parse_corpora(list(corpora))
     names = [s.name for s in specs]
     _check_bridge_args(names, pretrain, mixes, sft, bridge_measure, checkpoint, eval_table, control)
-    for flag, value in (("--sample_tokens", sample_tokens), ("--seq_length", seq_length), ("--micro_batch_size", micro_batch_size)):
+    for flag, value in (
+        ("--sample_tokens", sample_tokens),
+        ("--seq_length", seq_length),
+        ("--micro_batch_size", micro_batch_size),
+    ):
         if value < 1:
             raise ConfigError(f"{flag}={value} must be at least 1.")
     rows = None
@@ -88,7 +92,8 @@ def similarity(
         device = resolve_device(accelerator)
         loaded = load_model(Path(checkpoint), device, resolve_precision(None, device), tokenizer_dir)
         if seq_length > loaded.block_size:
-            raise ConfigError(f"--seq_length={seq_length} exceeds the checkpoint's block size {loaded.block_size}. Lower it.")
+            raise ConfigError(f"--seq_length={seq_length} exceeds the checkpoint's block size {loaded.block_size}. "
+                              "Lower it.")
         tokenizer = loaded.tokenizer
     elif tokenizer_dir is not None:
         from midtrain.tokenizer import load_tokenizer
@@ -106,21 +111,30 @@ def similarity(
     if loaded is not None:
         from midtrain.analysis.hidden_states import mean_hidden_state
 
-        vectors = np.stack([mean_hidden_state(loaded.model, samples[n], loaded.device, micro_batch_size) for n in names])
+        vectors = np.stack(
+            [mean_hidden_state(loaded.model, samples[n], loaded.device, micro_batch_size) for n in names]
+        )
         matrices["model"] = cosine_matrix(vectors)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = {"corpora": {s.name: str(s.path) for s in specs}, "sample_tokens": common,
-              "ngram": ngram, "seq_length": seq_length, "seed": seed, "checkpoint": str(checkpoint) if checkpoint else None,
-              "similarity": {k: m.round(6).tolist() for k, m in matrices.items()}}
+    report = {
+        "corpora": {s.name: str(s.path) for s in specs},
+        "sample_tokens": common,
+        "ngram": ngram,
+        "seq_length": seq_length,
+        "seed": seed,
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "similarity": {k: m.round(6).tolist() for k, m in matrices.items()},
+    }
     labels = {"token": f"1 - JSD of {ngram}-gram distributions", "model": "cosine of mean hidden states"}
     for measure, matrix in matrices.items():
         _write_matrix_csv(out_dir / f"similarity_{measure}.csv", names, matrix)
         _heatmap(out_dir / f"similarity_{measure}.png", names, matrix, labels[measure])
         print(f"\nSimilarity ({labels[measure]}):\n{_format_matrix(names, matrix)}")
     if pretrain is not None:
-        report["bridge"] = bridge_report(matrices[bridge_measure], names, pretrain, list(mixes), list(sft), rows, control,
-                                         mix_runs, sft_set_names)
+        report["bridge"] = bridge_report(
+            matrices[bridge_measure], names, pretrain, list(mixes), list(sft), rows, control, mix_runs, sft_set_names
+        )
         report["bridge"]["measure"] = bridge_measure
         print("\n" + _format_bridge(report["bridge"]))
     (out_dir / "similarity.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -131,17 +145,25 @@ def similarity(
 def _check_bridge_args(names, pretrain, mixes, sft, measure, checkpoint, eval_table, control) -> None:
     given = [pretrain is not None, bool(mixes), bool(sft)]
     if any(given) and not all(given):
-        raise ConfigError("the bridge length needs --pretrain, --mixes and --sft together (corpus names from --corpora).")
-    for flag, values in (("--pretrain", [pretrain] if pretrain else []), ("--mixes", mixes or []), ("--sft", sft or [])):
+        raise ConfigError("the bridge length needs --pretrain, --mixes and --sft together (corpus names from "
+                          "--corpora).")
+    for flag, values in (
+        ("--pretrain", [pretrain] if pretrain else []),
+        ("--mixes", mixes or []),
+        ("--sft", sft or []),
+    ):
         unknown = [v for v in values if v not in names]
         if unknown:
-            raise ConfigError(f"{flag} names {', '.join(map(repr, unknown))}, which is not in --corpora ({', '.join(names)}).")
+            raise ConfigError(f"{flag} names {', '.join(map(repr, unknown))}, which is not in --corpora "
+                              f"({', '.join(names)}).")
     if measure == "model" and checkpoint is None:
         raise ConfigError("--bridge_measure=model needs --checkpoint (the model whose hidden states are compared).")
     if (eval_table is None) != (control is None):
-        raise ConfigError("--eval_table and --control go together: the gain of each mix is measured against the control run.")
+        raise ConfigError("--eval_table and --control go together: the gain of each mix is measured against the "
+                          "control run.")
     if eval_table is not None and pretrain is None:
-        raise ConfigError("--eval_table is used to correlate bridge lengths with gains; set --pretrain, --mixes and --sft.")
+        raise ConfigError("--eval_table is used to correlate bridge lengths with gains; set --pretrain, --mixes and "
+                          "--sft.")
 
 
 def _check_table_runs(rows: list[dict], eval_table, control: str, mix_runs: list[str]) -> None:
@@ -152,14 +174,16 @@ def _check_table_runs(rows: list[dict], eval_table, control: str, mix_runs: list
                           f"{', '.join(present) or 'none'}). Name the control as the table names it.")
     absent = [run for run in mix_runs if run not in present]
     if absent:
-        raise ConfigError(f"--mixes {', '.join(map(repr, absent))} have no run in --eval_table={str(eval_table)!r} (runs: "
-                          f"{', '.join(present)}). Map each mix to its run with --mix_runs '{{mix: run}}'.")
+        raise ConfigError(
+            f"--mixes {', '.join(map(repr, absent))} have no run in --eval_table={str(eval_table)!r} (runs: "
+            f"{', '.join(present)}). Map each mix to its run with --mix_runs '{{mix: run}}'."
+        )
 
 
 def _format_matrix(names: list[str], matrix) -> str:
     width = max(8, *(len(n) for n in names))
     lines = [" " * width + "".join(f"{n:>{width + 1}}" for n in names)]
-    for name, row in zip(names, matrix):
+    for name, row in zip(names, matrix, strict=True):
         lines.append(f"{name:<{width}}" + "".join(f"{v:>{width + 1}.3f}" for v in row))
     return "\n".join(lines)
 
@@ -185,7 +209,7 @@ def _write_matrix_csv(path: Path, names: list[str], matrix) -> None:
     with path.open("w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["corpus", *names])
-        for name, row in zip(names, matrix):
+        for name, row in zip(names, matrix, strict=True):
             writer.writerow([name, *(f"{v:.6f}" for v in row)])
 
 

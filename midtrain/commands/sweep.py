@@ -34,8 +34,10 @@ def sweep(spec: Path, out_dir: Path, validate: bool = True, submit: bool = False
     points = expand(load_spec(spec), Path(spec).resolve().parent)
     out_dir = Path(out_dir)
     if "\n" in str(out_dir.resolve()):
-        raise ConfigError(f"--out_dir={str(out_dir)!r} holds a line break; the array's list file has one path per line. "
-                          "Choose a folder name without one.")
+        raise ConfigError(
+            f"--out_dir={str(out_dir)!r} holds a line break; the array's list file has one path per line. "
+            "Choose a folder name without one."
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for point in points:

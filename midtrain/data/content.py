@@ -70,7 +70,7 @@ def what_changed(shard: Shard, record: Mapping) -> str | None:
                 else f"its {MANIFEST_FILE} was {'added' if now else 'removed'}")
     saved = array.array("q")
     saved.frombytes(record.get("mtime_ns") or b"")
-    touched = [k for k, (old, new) in enumerate(zip(saved, shard.chunk_mtimes_ns)) if old != new]
+    touched = [k for k, (old, new) in enumerate(zip(saved, shard.chunk_mtimes_ns, strict=False)) if old != new]
     if not touched:
         return None
     hashes = {}
@@ -83,7 +83,8 @@ def what_changed(shard: Shard, record: Mapping) -> str | None:
         name = shard.chunk_files[k]
         if name not in hashes:
             return (f"chunk {name} was modified ({_when(shard.chunk_mtimes_ns[k])}, the checkpoint saw "
-                    f"{_when(saved[k])}) and the shard records no content hashes to tell whether it still holds the same "
+                    f"{_when(saved[k])}) and the shard records no content hashes to tell whether it still holds the "
+                    "same "
                     "tokens (it was not written by this version of 'midtrain prepare')")
         if file_sha256(shard.path / name) != hashes[name]:
             return f"chunk {name} holds other bytes than its manifest records (rewritten in place)"

@@ -128,7 +128,7 @@ def check_chunk_sizes(files: tuple[str, ...], sizes: list[int], dims: tuple[int,
     ``items + 2`` uint32 values then ``dim`` tokens of one width, so its size must be the size ``index.json``
     records and ``header + dim × width`` for a width shared by every chunk."""
     widths = set()
-    for name, size, dim, count, recorded in zip(files, sizes, dims, items, recorded_bytes):
+    for name, size, dim, count, recorded in zip(files, sizes, dims, items, recorded_bytes, strict=True):
         if recorded is not None and size != recorded:
             return (f"chunk {name} holds {size:,} bytes but index.json records {recorded:,} (truncated or replaced "
                     "after it was written)")

@@ -30,19 +30,25 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
     problems = Problems()
     files: set[Path] = set()
     for item in inputs:
-        matches = [Path(p) for p in sorted(glob.glob(str(item), recursive=True))] if glob.has_magic(str(item)) else [Path(item)]
+        matches = (
+            [Path(p) for p in sorted(glob.glob(str(item), recursive=True))]
+            if glob.has_magic(str(item))
+            else [Path(item)]
+        )
         if not matches:
             problems.add(f"{INPUTS_FLAG} pattern {item!r} matches no files. Fix the pattern or the path.")
         for path in matches:
             if path.is_dir():
                 found = [p for p in path.rglob("*") if p.is_file() and input_format(p)]
                 if not found:
-                    problems.add(f"{INPUTS_FLAG} folder {str(path)!r} holds no {', '.join(SUFFIXES)} files. Point at the data files.")
+                    problems.add(f"{INPUTS_FLAG} folder {str(path)!r} holds no {', '.join(SUFFIXES)} files. Point at "
+                                 "the data files.")
                 files.update(found)
             elif not path.exists():
                 problems.add(f"{INPUTS_FLAG} file {str(path)!r} does not exist. Fix the path.")
             elif input_format(path) is None:
-                problems.add(f"{INPUTS_FLAG} file {str(path)!r} is not one of {', '.join(SUFFIXES)}. Convert it or leave it out.")
+                problems.add(f"{INPUTS_FLAG} file {str(path)!r} is not one of {', '.join(SUFFIXES)}. Convert it or "
+                             "leave it out.")
             else:
                 files.add(path)
     problems.raise_if_any(ConfigError)
@@ -120,7 +126,7 @@ def _line_parts(path: Path, pieces: int) -> list[FilePart]:
                 starts.append(handle.tell())
         # every part's first line number: the newlines before it (one read of the file, at memory speed per block)
         first_lines, newlines = [0], 0
-        for start, stop in zip(starts, starts[1:]):
+        for start, stop in zip(starts, starts[1:], strict=False):
             handle.seek(start)
             remaining = stop - start
             while remaining:
@@ -129,7 +135,7 @@ def _line_parts(path: Path, pieces: int) -> list[FilePart]:
                 remaining -= len(block)
             first_lines.append(newlines)
     stops = starts[1:] + [None]
-    return [FilePart(a, b, n) for a, b, n in zip(starts, stops, first_lines)]
+    return [FilePart(a, b, n) for a, b, n in zip(starts, stops, first_lines, strict=True)]
 
 
 def _row_group_parts(path: Path, target_bytes: int) -> list[FilePart]:
@@ -178,8 +184,10 @@ def read_documents(path: Path, text_key: str, part: FilePart = WHOLE_FILE) -> It
         try:
             yield 0, path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
-            raise DataError(f"{path} is not valid UTF-8 text ({exc.reason} at byte {exc.start:,}). Re-encode it as UTF-8 "
-                            "or remove it from --inputs.") from None
+            raise DataError(
+                f"{path} is not valid UTF-8 text ({exc.reason} at byte {exc.start:,}). Re-encode it as UTF-8 "
+                "or remove it from --inputs."
+            ) from None
         return
     if fmt == ".parquet":
         yield from _parquet_documents(path, text_key, part)
@@ -194,11 +202,14 @@ def read_documents(path: Path, text_key: str, part: FilePart = WHOLE_FILE) -> It
         if not isinstance(record, dict) or text_key not in record:
             keys = ", ".join(record) if isinstance(record, dict) else type(record).__name__
             raise DataError(
-                f"{path}:{line_number} has no key {text_key!r} (has: {keys}). Set --text_key to the key that holds the text."
+                f"{path}:{line_number} has no key {text_key!r} (has: {keys}). Set --text_key to the key that holds the "
+                "text."
             )
         if not isinstance(record[text_key], str):
-            raise DataError(f"{path}:{line_number}: {text_key!r} is {type(record[text_key]).__name__}, not text. Fix or "
-                            "remove that line.")
+            raise DataError(
+                f"{path}:{line_number}: {text_key!r} is {type(record[text_key]).__name__}, not text. Fix or "
+                "remove that line."
+            )
         yield line_number - 1, record[text_key]
 
 
@@ -216,8 +227,10 @@ def _numbered_lines(path: Path, fmt: str | None, part: FilePart) -> Iterator[tup
         try:
             yield line_number, raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise DataError(f"{path}:{line_number} is not valid UTF-8 ({exc.reason} at byte {exc.start:,} of the line). "
-                            "Fix or remove that line, or re-encode the file as UTF-8.") from None
+            raise DataError(
+                f"{path}:{line_number} is not valid UTF-8 ({exc.reason} at byte {exc.start:,} of the line). "
+                "Fix or remove that line, or re-encode the file as UTF-8."
+            ) from None
 
 
 def _parquet_documents(path: Path, text_key: str, part: FilePart) -> Iterator[tuple[int, str]]:
@@ -239,8 +252,9 @@ def _parquet_documents(path: Path, text_key: str, part: FilePart) -> Iterator[tu
         texts = batch.column(0).to_pylist()
         bad = next((t for t in texts if t is not None and not isinstance(t, str)), None)
         if bad is not None:
-            raise DataError(f"{path}: column {text_key!r} holds {type(bad).__name__}, not text. Set --text_key to a text "
-                            "column.")
+            raise DataError(
+                f"{path}: column {text_key!r} holds {type(bad).__name__}, not text. Set --text_key to a text column."
+            )
         for text in texts:
             if text is not None:
                 yield row, text

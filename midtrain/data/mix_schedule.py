@@ -92,7 +92,7 @@ def parse_phases(raw: Any) -> list[Phase]:
             continue
         phases.append(Phase(index, start, ramp, spec))
     problems.raise_if_any(ConfigError)
-    for before, after in zip(phases, phases[1:]):
+    for before, after in zip(phases, phases[1:], strict=False):
         if after.start_step <= before.start_step:
             problems.add(f"{FLAG}[{after.index}].start_step={after.start_step:,} is not after the phase before it "
                          f"(step {before.start_step:,}). Give the phases in increasing start_step.")

@@ -13,7 +13,13 @@ from midtrain.data.plan import MixturePlan, make_plan
 from midtrain.data.spec import MixtureSpec, build_spec, resolve_weights
 from midtrain.errors import ConfigError, Problems
 
-SINGLE_MIXTURE_KEYS = ("mix_weights_str", "mix_weights", "literal_weights_str", "mix_config_path", "proportional_sampling")
+SINGLE_MIXTURE_KEYS = (
+    "mix_weights_str",
+    "mix_weights",
+    "literal_weights_str",
+    "mix_config_path",
+    "proportional_sampling",
+)
 
 
 @dataclass(frozen=True)
@@ -36,7 +42,11 @@ class ResolvedMixture:
         return [s for s in self.shards if self.weights[s.id] > 0]
 
     def plan(
-        self, seq_length: int, max_tokens: int | None, max_passes: float | None, start_samples: dict[str, int] | None = None
+        self,
+        seq_length: int,
+        max_tokens: int | None,
+        max_passes: float | None,
+        start_samples: dict[str, int] | None = None,
     ) -> MixturePlan:
         return make_plan(self.shards, self.weights, seq_length, max_tokens, max_passes, start_samples)
 

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from midtrain.data.args import MixtureArgs
 from midtrain.data.content import compare, set_fingerprint
 from midtrain.data.mixture import ResolvedMixture, resolve_mixture
-from midtrain.data.plan import MixturePlan, MixSchedulePlan, make_mix_schedule_plan
+from midtrain.data.plan import MixSchedulePlan, MixturePlan, make_mix_schedule_plan
 from midtrain.data.stream import MixedStreamLoader, build_train_loader
 from midtrain.data.stream_io import Transition, decode_mixture, is_stream_state, stretches_of
 from midtrain.data.stream_state import StreamTracker
@@ -64,7 +64,9 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
         DataModule.__init__(self)  # the dataclass __init__ set the fields; this sets up LightningDataModule
         self._mixture: ResolvedMixture | None = None
 
-    def connect(self, tokenizer: Tokenizer | None = None, batch_size: int = 1, max_seq_length: int | None = None, **_) -> None:
+    def connect(
+        self, tokenizer: Tokenizer | None = None, batch_size: int = 1, max_seq_length: int | None = None, **_
+    ) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"--train.micro_batch_size={batch_size!r} must be a positive integer.")
         self.tokenizer = tokenizer
@@ -86,7 +88,7 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
         return self._mixture
 
     def setup(self, stage: str = "") -> None:
-        self.mixture  # discover and validate early, before any loader or model exists
+        _ = self.mixture  # discover and validate early, before any loader or model exists
 
     def plan(self, max_tokens: int | None, start_samples: dict[str, int] | None = None) -> MixturePlan:
         """The plan for ``max_tokens`` more tokens, with ``start_samples`` per shard id already read."""
@@ -94,7 +96,8 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
 
     def train_dataloader(self, rank: int | None = None, world_size: int | None = None,
                          vocab_size: int | None = None, start_step: int = 0,
-                         samples_per_step: int | None = None, num_workers: int | None = None) -> MixedStreamLoader:
+                         samples_per_step: int | None = None, num_workers: int | None = None,
+                         pin_memory: bool = False) -> MixedStreamLoader:
         """Rank and world size default to the running process group's (or the launcher's environment); with
         ``vocab_size``, a token id at or above it stops the stream with an error naming the shard. ``start_step``
         and ``samples_per_step`` (this rank's samples per optimizer step) give the stream its clock: the steps of
@@ -110,6 +113,7 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
             vocab_size=vocab_size,
             on_disk_ids=[s.id for s in mixture.shards],
             data_check=lambda state: self.check_data_changes(state, same_run=True),
+            pin_memory=pin_memory,
         )
 
     def _tracker(self, rank: int | None, world_size: int | None, start_step: int,
@@ -148,10 +152,12 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
         before, start_samples, restored = None, None, True
         if saved_state is not None and not is_stream_state(saved_state) and not same_run:
             restored = False  # the paper fork's (or litgpt's) checkpoint: litdata's state names no shard cursor
-            notices.append("the checkpoint holds another data loader's state (litdata's, as the paper's fork and litgpt "
-                           "save it), which names no position per shard: every shard starts at its first sample; the "
-                           "weights, the optimizer and the step and iteration counters continue (the fork itself "
-                           "restored no loader state either).")
+            notices.append(
+                "the checkpoint holds another data loader's state (litdata's, as the paper's fork and litgpt "
+                "save it), which names no position per shard: every shard starts at its first sample; the "
+                "weights, the optimizer and the step and iteration counters continue (the fork itself "
+                "restored no loader state either)."
+            )
         elif saved_state is not None:
             try:  # what cannot continue is said with the checkpoint it came from (``where``)
                 notices += self.check_data_changes(saved_state, same_run)

@@ -95,7 +95,8 @@ def make_plan(
     if max_passes is None:
         max_passes = DEFAULT_MAX_PASSES
     if not max_passes > 0:
-        raise ConfigError(f"{MAX_PASSES_FLAG}={max_passes!r} must be positive (the most passes allowed over any shard).")
+        raise ConfigError(f"{MAX_PASSES_FLAG}={max_passes!r} must be positive (the most passes allowed over any "
+                          "shard).")
     block_tokens = seq_length + 1
     total_samples = None if max_tokens is None else max(1, max_tokens // seq_length)
     planned = apportion(total_samples, weights) if total_samples is not None else {}
@@ -110,7 +111,8 @@ def make_plan(
             problems.add(
                 f"shard {shard.id!r} ({shard.path}) has no chunk that holds one sequence of {block_tokens:,} tokens "
                 f"(seq_length + 1): its largest chunk holds {max(shard.chunk_tokens):,} tokens "
-                f"({shard.tokens:,} in {len(shard.chunk_tokens)} chunk(s)), and a sample never crosses a chunk. Re-chunk "
+                f"({shard.tokens:,} in {len(shard.chunk_tokens)} chunk(s)), and a sample never crosses a chunk. "
+                "Re-chunk "
                 f"it with 'midtrain prepare --chunk_tokens N' (N a multiple of {block_tokens:,}, e.g. "
                 f"{block_tokens * 64:,}), give it weight 0, or use a shorter --train.max_seq_length."
             )
@@ -120,10 +122,13 @@ def make_plan(
         if passes > max_passes:
             problems.add(
                 f"shard {shard.id!r} ({shard.domain}) would be read {passes:.2f} times ({count:,} samples from "
-                f"{samples:,}{f', after {start:,} already read' if start else ''}), more than {MAX_PASSES_FLAG}={max_passes:g}. Lower its weight, add data, lower the budget, "
+                f"{samples:,}{f', after {start:,} already read' if start else ''}), more than "
+                f"{MAX_PASSES_FLAG}={max_passes:g}. Lower its weight, add data, lower the budget, "
                 f"or allow it with {MAX_PASSES_FLAG}={math.ceil(passes)}."
             )
-        rows.append(ShardPlan(shard.id, shard.domain, shard.tokens, samples, weight, count, count * seq_length, passes, start))
+        rows.append(
+            ShardPlan(shard.id, shard.domain, shard.tokens, samples, weight, count, count * seq_length, passes, start)
+        )
     problems.raise_if_any(DataError)
     return MixturePlan(tuple(rows), seq_length, max_tokens, total_samples, float(max_passes))
 
@@ -138,7 +143,15 @@ def render_plan(plan: MixturePlan | MixSchedulePlan, title: str | None = None) -
     continued = any(s.start_samples for s in plan.shards)
     if continued:
         budget += " (what remains; passes count the samples already read before this run's start)"
-    headers = ["shard", "domain", "tokens", "weight", *(["read before"] if continued else []), "planned tokens", "passes"]
+    headers = [
+        "shard",
+        "domain",
+        "tokens",
+        "weight",
+        *(["read before"] if continued else []),
+        "planned tokens",
+        "passes",
+    ]
     right = [False, False, True, True, *([True] if continued else []), True, True]
     rows = [
         [

@@ -39,16 +39,14 @@ def _open_file_budget() -> int:
     return max(64, min(16384, soft // 2 if soft != resource.RLIM_INFINITY else 16384))
 
 
-OPEN_CHUNK_FILES = _open_file_budget()
-"""Chunk files mapped at once in a process, over all shards. Each map holds a file handle, and a data root of 10,000
-shards × many chunks would exhaust them if all stayed open; the least recently used are closed first. Mapping a
-file costs tens of microseconds (``mmap`` directly, not ``numpy.memmap``), reading a sample from a map no syscall."""
-
-
 class _OpenFiles:
-    """A process-wide LRU of memory-mapped chunk files."""
+    """A process-wide LRU of memory-mapped chunk files. Its capacity (the chunk files mapped at once, over all shards)
+    is set at first use, from the process's file-handle limit (raised then, not when this module is imported). Each
+    map holds a file handle, and a data root of 10,000 shards × many chunks would exhaust them if all stayed open; the
+    least recently used are closed first. Mapping a file costs tens of microseconds (``mmap`` directly, not
+    ``numpy.memmap``), reading a sample from a map no syscall."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int | None = None) -> None:
         self.capacity = capacity
         self.files: OrderedDict[str, mmap.mmap] = OrderedDict()
         self.owner = os.getpid()
@@ -58,7 +56,7 @@ class _OpenFiles:
         self._trim()
 
     def _trim(self) -> None:
-        while len(self.files) > self.capacity:
+        while self.capacity is not None and len(self.files) > self.capacity:
             mapped = self.files.popitem(last=False)[1]
             try:
                 mapped.close()
@@ -66,6 +64,8 @@ class _OpenFiles:
                 pass
 
     def get(self, path: str) -> mmap.mmap:
+        if self.capacity is None:
+            self.capacity = _open_file_budget()
         if self.owner != os.getpid():  # a forked worker: the parent's maps are its own to close
             self.files, self.owner = OrderedDict(), os.getpid()
         mapped = self.files.get(path)
@@ -81,7 +81,7 @@ class _OpenFiles:
         return mapped
 
 
-_OPEN_FILES = _OpenFiles(OPEN_CHUNK_FILES)
+_OPEN_FILES = _OpenFiles()
 
 
 def _numpy_dtype(data_format: str) -> np.dtype:
@@ -113,7 +113,9 @@ class ShardReader:
         self._chunk_paths = [os.path.join(str(shard.path), name) for name in shard.chunk_files]
         # samples keep the shard's integer width (half the inter-process traffic of int64); unsigned types widen
         # to a signed one torch handles everywhere
-        self.sample_dtype = {np.dtype("uint16"): np.dtype("int32"), np.dtype("uint32"): np.dtype("int64")}.get(self.dtype, self.dtype)
+        self.sample_dtype = {np.dtype("uint16"): np.dtype("int32"), np.dtype("uint32"): np.dtype("int64")}.get(
+            self.dtype, self.dtype
+        )
         self._pass = -1
         self._order: list[int] = []
         self._ends: list[int] = []

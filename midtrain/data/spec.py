@@ -60,7 +60,8 @@ def check_weight(key: str, value: object, flag: str, problems: Problems) -> floa
         problems.add(f"{flag} gives {key!r} the weight {value!r}. Weights must be finite numbers, e.g. '{key}:0.2'.")
         return None
     if weight < 0:
-        problems.add(f"{flag} gives {key!r} the negative weight {weight:g}. Use 0 to leave it out, or a positive share.")
+        problems.add(f"{flag} gives {key!r} the negative weight {weight:g}. Use 0 to leave it out, or a positive "
+                     "share.")
         return None
     return weight
 
@@ -77,7 +78,8 @@ def parse_weights_string(text: str, flag: str) -> dict[str, float]:
             problems.add(f"{flag}={text!r} has an empty entry (two commas or a trailing comma). Remove it.")
             continue
         if entry.count(":") != 1:
-            problems.add(f"{flag}={text!r} has the entry {entry!r}, which is not name:weight. Write it like 'code:0.2'.")
+            problems.add(f"{flag}={text!r} has the entry {entry!r}, which is not name:weight. Write it like "
+                         "'code:0.2'.")
             continue
         name, value = (part.strip() for part in entry.split(":"))
         if not name:
@@ -95,7 +97,8 @@ def parse_weights_string(text: str, flag: str) -> dict[str, float]:
 
 def check_weights_mapping(mapping: object, flag: str) -> dict[str, float]:
     if not isinstance(mapping, Mapping) or not mapping:
-        raise ConfigError(f"{flag} must be a non-empty mapping of name to weight, e.g. {{main: 0.8, code: 0.2}}; got {mapping!r}.")
+        raise ConfigError(f"{flag} must be a non-empty mapping of name to weight, e.g. {{main: 0.8, code: 0.2}}; got "
+                          f"{mapping!r}.")
     problems = Problems()
     weights: dict[str, float] = {}
     for name, value in mapping.items():
@@ -193,7 +196,8 @@ def build_spec(
             )
         return MixtureSpec("proportional", weights, flag if given else FLAG_PROPORTIONAL, domain_split)
     if not any(w > 0 for w in weights.values()):
-        raise ConfigError(f"{flag} gives every entry weight 0, so nothing would be trained on. Give at least one positive weight.")
+        raise ConfigError(f"{flag} gives every entry weight 0, so nothing would be trained on. Give at least one "
+                          "positive weight.")
     return MixtureSpec(kind, weights, flag, domain_split)
 
 
@@ -220,7 +224,8 @@ def resolve_weights(spec: MixtureSpec, shards: Sequence[Shard], registry: Domain
             if shard_id not in raw and not named_domains:
                 problems.add(
                     f"{spec.flag} names shard {shard_id!r}, which is not in the data root (found: "
-                    f"{', '.join(raw)}).{did_you_mean(shard_id, raw)} Main shards are named 'main/<n>', typed ones '<prefix><n>'."
+                    f"{', '.join(raw)}).{did_you_mean(shard_id, raw)} Main shards are named 'main/<n>', typed ones "
+                    "'<prefix><n>'."
                 )
             elif shard_id in raw:
                 raw[shard_id] = weight / scale
@@ -232,7 +237,8 @@ def resolve_weights(spec: MixtureSpec, shards: Sequence[Shard], registry: Domain
             elif weight > 0 and domain not in by_domain:
                 problems.add(
                     f"{spec.flag} gives domain {domain!r} weight {weight:g}, but the data root has no {domain} shards "
-                    f"(found: {found}). Add its shards (folders named '{_folder_hint(domain, registry)}') or set its weight to 0."
+                    f"(found: {found}). Add its shards (folders named '{_folder_hint(domain, registry)}') or set its "
+                    "weight to 0."
                 )
         problems.raise_if_any(ConfigError)
         for domain, members in by_domain.items():
@@ -249,8 +255,10 @@ def resolve_weights(spec: MixtureSpec, shards: Sequence[Shard], registry: Domain
     problems.raise_if_any(ConfigError)
     total = sum(raw.values())
     if not math.isfinite(total):
-        raise ConfigError(f"{spec.flag}: the weights ({spec.describe()}) times the shard sizes overflow. Only their ratios "
-                          "matter: use smaller numbers, e.g. 2 instead of 1e308.")
+        raise ConfigError(
+            f"{spec.flag}: the weights ({spec.describe()}) times the shard sizes overflow. Only their ratios "
+            "matter: use smaller numbers, e.g. 2 instead of 1e308."
+        )
     if total <= 0:
         raise ConfigError(
             f"{spec.flag} leaves every shard with weight 0 ({spec.describe()}). Give a positive weight to a domain "

@@ -46,7 +46,9 @@ class MixedStream(IterableDataset):
                 for member, stream_pos in picks:
                     sample = self.readers[member].read(stream_pos)
                     if self.vocab_size is not None and sample.max() >= self.vocab_size:
-                        raise out_of_vocabulary(self.readers[member].shard, stream_pos, int(sample.max()), self.vocab_size)
+                        raise out_of_vocabulary(
+                            self.readers[member].shard, stream_pos, int(sample.max()), self.vocab_size
+                        )
                     yield torch.from_numpy(sample)
             batch += 1
 
@@ -117,7 +119,8 @@ def build_train_loader(
     vocab_size: int | None = None,
     on_disk_ids: Sequence[str] = (),
     data_check: Callable[[dict], list[str]] | None = None,
+    pin_memory: bool = False,
 ) -> MixedStreamLoader:
     readers = [ShardReader(shard, block_tokens, seed) for shard in tracker.members]
-    return MixedStreamLoader(MixedStream(tracker, readers, batch_size, vocab_size), num_workers,
+    return MixedStreamLoader(MixedStream(tracker, readers, batch_size, vocab_size), num_workers, pin_memory,
                              on_disk_ids=on_disk_ids, data_check=data_check)

@@ -49,7 +49,7 @@ class Cursors:
         """Cursors from a saved state: ``consumed`` per member; within a stretch, also this rank's ``counts``."""
         self.counts = list(counts) if counts is not None else [0] * len(self.ids)
         self.position = position
-        self.bases = [c - n * self.world_size for c, n in zip(consumed, self.counts)]
+        self.bases = [c - n * self.world_size for c, n in zip(consumed, self.counts, strict=True)]
 
     def positions(self, drawn: list[int]) -> list[tuple[int, int]]:
         """Stream positions of samples just drawn (``counts`` already counts them): the last draw of a member is its
@@ -60,7 +60,7 @@ class Cursors:
             member = drawn[k]
             later[member] = later.get(member, 0) + 1
             draws[k] = self.counts[member] - later[member]
-        return [(m, self.bases[m] + d * self.world_size + self.rank) for m, d in zip(drawn, draws)]
+        return [(m, self.bases[m] + d * self.world_size + self.rank) for m, d in zip(drawn, draws, strict=True)]
 
     def snapshot(self) -> dict:
         return {"position": self.position, "counts": list(self.counts), "bases": list(self.bases),

@@ -156,7 +156,9 @@ def load_state(tracker, state: dict) -> list[Transition]:
     stretches = [dict(p) for p in stretches_of(state)]
     cursors.carried = {i: dict(v) for i, v in saved.items() if i not in tracker.ids}
     if clock.schedule is not None:  # the timeline as it stands from this state (a first ramp starts from its mixture)
-        decoded = [{**{k: v for k, v in r.items() if k == "start_step"}, "mixture": decode_mixture(r)} for r in stretches]
+        decoded = [
+            {**{k: v for k, v in r.items() if k == "start_step"}, "mixture": decode_mixture(r)} for r in stretches
+        ]
         clock.set_timeline(mixture_before(decoded, clock.schedule.phases[0].start_step))
         tracker.set_weights(tracker.member_weights(clock.current.weights), stretch=len(stretches))
     same_stretch = (state["mixture"] == tracker.mixture_key() and state["world_size"] == tracker.world_size
@@ -169,7 +171,7 @@ def load_state(tracker, state: dict) -> list[Transition]:
     if same_stretch:
         index = {shard_id: k for k, shard_id in enumerate(tracker.ids)}
         counts = [0] * len(tracker.ids)
-        for (shard_id, _), count in zip(state["mixture"], state["counts"]):
+        for (shard_id, _), count in zip(state["mixture"], state["counts"], strict=True):
             counts[index[shard_id]] = count
         cursors.set(consumed, counts, state["position"])
     else:

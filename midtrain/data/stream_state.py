@@ -107,7 +107,7 @@ class StreamTracker:
         self.weights = list(weights)
         self.active = [i for i, w in enumerate(self.weights) if w > 0]
         self.int_weights = [0] * len(self.weights)
-        for i, w in zip(self.active, quantise([self.weights[i] for i in self.active])):
+        for i, w in zip(self.active, quantise([self.weights[i] for i in self.active]), strict=True):
             self.int_weights[i] = w
         self._order = make_order(self.sampling, [self.int_weights[i] for i in self.active], self.seed, stretch)
         self._active_counts: list[int] | None = None
@@ -124,10 +124,10 @@ class StreamTracker:
     def mixture(self) -> dict[str, float]:
         """The current stretch's mixture: shard id -> share (of the quantised weights, as read)."""
         total = sum(self.int_weights)
-        return {i: w / total for i, w in zip(self.ids, self.int_weights) if w > 0}
+        return {i: w / total for i, w in zip(self.ids, self.int_weights, strict=True) if w > 0}
 
     def mixture_key(self) -> list:
-        return [[i, w] for i, w in zip(self.ids, self.int_weights) if w > 0]
+        return [[i, w] for i, w in zip(self.ids, self.int_weights, strict=True) if w > 0]
 
     @property
     def stretch_index(self) -> int:

@@ -31,9 +31,11 @@ def check_token_ids(shards: Sequence[Shard], vocab_size: int, tokenizer_fingerpr
             continue
         largest = manifest.get("max_token_id")
         if isinstance(largest, int) and largest >= vocab_size:
-            problems.add(f"shard {shard.id!r} ({shard.path}) holds token id {largest:,}, but the model's vocabulary has "
-                         f"{vocab_size:,} entries (padded_vocab_size). Use the tokenizer the shard was prepared with "
-                         "and a model whose vocabulary covers it, or re-prepare the shard.")
+            problems.add(
+                f"shard {shard.id!r} ({shard.path}) holds token id {largest:,}, but the model's vocabulary has "
+                f"{vocab_size:,} entries (padded_vocab_size). Use the tokenizer the shard was prepared with "
+                "and a model whose vocabulary covers it, or re-prepare the shard."
+            )
         saved = manifest.get("tokenizer_fingerprint")
         if tokenizer_fingerprint and saved and saved != tokenizer_fingerprint and not allow_tokenizer_mismatch:
             problems.add(f"shard {shard.id!r} was prepared with another tokenizer ({manifest.get('tokenizer_dir')}, "

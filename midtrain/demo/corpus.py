@@ -51,7 +51,11 @@ def split_prose_and_code(source: str) -> tuple[list[str], list[str]]:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
             first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
                 prose.append(ast.get_docstring(node, clean=True) or "")
                 doc_lines.update(range(first.lineno, first.end_lineno + 1))
     comment_lines: set[int] = set()
@@ -99,7 +103,9 @@ def qa_pairs(source: str, module: str) -> Iterator[str]:
         members = [node] + ([n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
                             if isinstance(node, ast.ClassDef) else [])
         for member in members:
-            if not isinstance(member, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) or member.name.startswith("_"):
+            if not isinstance(member, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) or member.name.startswith(
+                "_"
+            ):
                 continue
             doc = ast.get_docstring(member)
             if not doc:
@@ -119,22 +125,28 @@ def math_problems(count: int, seed: int) -> Iterator[str]:
         kind = rng.randrange(4)
         a, b, c = rng.randint(2, 99), rng.randint(2, 99), rng.randint(2, 20)
         if kind == 0:
-            yield f"Problem: Compute {a} * {b} + {c}.\nSolution: {a} * {b} = {a * b}, and {a * b} + {c} = {a * b + c}.\nAnswer: {a * b + c}"
+            yield (f"Problem: Compute {a} * {b} + {c}.\nSolution: {a} * {b} = {a * b}, and {a * b} + {c} = "
+                   f"{a * b + c}.\nAnswer: {a * b + c}")
         elif kind == 1:
             x = rng.randint(-20, 20)
             yield (f"Problem: Solve for x: {c}x + {a} = {c * x + a}.\nSolution: Subtract {a} from both sides: {c}x = "
                    f"{c * x}. Divide by {c}: x = {x}.\nAnswer: x = {x}")
         elif kind == 2:
             yield (f"Problem: A box holds {a} pencils. How many pencils are in {c} boxes if {b} pencils are removed?\n"
-                   f"Solution: {c} boxes hold {c} * {a} = {c * a} pencils. Removing {b} leaves {c * a} - {b} = {c * a - b}.\n"
+                   f"Solution: {c} boxes hold {c} * {a} = {c * a} pencils. Removing {b} leaves {c * a} - {b} = "
+                   f"{c * a - b}.\n"
                    f"Answer: {c * a - b}")
         else:
             total = a * c
-            yield (f"Problem: What is the remainder when {total + b % c} is divided by {c}?\nSolution: {total + b % c} = "
-                   f"{c} * {a} + {b % c}.\nAnswer: {b % c}")
+            yield (
+                f"Problem: What is the remainder when {total + b % c} is divided by {c}?\nSolution: {total + b % c} = "
+                f"{c} * {a} + {b % c}.\nAnswer: {b % c}"
+            )
 
 
-def build_corpus(out_dir: Path, limit_bytes: int | None = None, math_count: int = 40_000, seed: int = 0) -> dict[str, int]:
+def build_corpus(
+    out_dir: Path, limit_bytes: int | None = None, math_count: int = 40_000, seed: int = 0
+) -> dict[str, int]:
     """Write ``<domain>.jsonl`` (``{"text": ...}`` per line) for the four domains; returns documents per domain."""
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = dict.fromkeys(DOMAINS, 0)

@@ -22,7 +22,8 @@ RAMPED = "code_ramp"  # its ramp starts at the branch point and takes half of wh
 SHARD_DIRS = {"main": "1", "code": "c1", "math": "m1", "instruct": "i1"}
 DOMAIN_ORDER = ["main", "code", "math", "instruct"]
 
-# The full demo (the numbers in docs/demo.md) and a reduced one (seconds, for CI): corpus size, tokenizer, and config overrides.
+# The full demo (the numbers in docs/demo.md) and a reduced one (seconds, for CI):
+# corpus size, tokenizer, and config overrides.
 SIZES = {
     "full": {"corpus_bytes": None, "math_count": 40_000, "vocab_size": 4096, "overrides": [],
              "eval_tokens": 50_000, "sft_prompt": {"prompt_style": "alpaca", "mask_prompt": True}},
@@ -31,7 +32,7 @@ SIZES = {
         "overrides": ["--model_config.n_layer=2", "--model_config.n_head=2", "--model_config.n_embd=32",
                       "--model_config.block_size=32", "--train.max_seq_length=32", "--train.max_steps=12",
                       "--train.global_batch_size=8", "--train.micro_batch_size=4", "--train.save_interval=3",
-                      "--train.log_interval=3", "--eval.interval=3", "--eval.max_iters=1",
+                      "--train.log_interval=3", "--eval.interval=3",
                       "--data.val_samples_per_domain=4"],
         "branch_step": 6,
         "eval_tokens": 2_000,
@@ -62,7 +63,7 @@ def run_demo(out_dir: Path, branch_step: int | None, size: str, num_workers: int
     with stages("Training a byte-level BPE tokenizer"):
         tokenizer_dir = _tokenizer(out_dir, preset["vocab_size"])
     with stages("Preparing train and held-out shards (midtrain prepare)"):
-        data_root = _shards(out_dir, tokenizer_dir, num_workers)
+        data_root = _shards(out_dir, tokenizer_dir, num_workers, _cli)
     common = [f"--data.data_path={data_root}", f"--tokenizer_dir={tokenizer_dir}", *preset["overrides"]]
     configs = {name: branch_config(name) for name in BRANCHES}
     train = _train_settings(preset["overrides"])
@@ -92,7 +93,10 @@ def run_demo(out_dir: Path, branch_step: int | None, size: str, num_workers: int
         plot = plot_curves(trunk, branches, branch_step, domains, out_dir / "loss_by_domain.png")
     eval_dir = out_dir / "eval"
     with stages("Every checkpoint on every domain and SFT set (midtrain eval)"):
-        sets = [{"name": name, "json_path": str(folder / "val.json"), **preset["sft_prompt"]} for name, folder in sft_dirs.items()]
+        sets = [
+            {"name": name, "json_path": str(folder / "val.json"), **preset["sft_prompt"]}
+            for name, folder in sft_dirs.items()
+        ]
         _cli(["eval", f"--runs={runs / '*'}", f"--out_dir={eval_dir}", f"--sets={json.dumps(sets)}",
               f"--tokens_per_domain={preset['eval_tokens']}", "--accelerator=cpu"])
     with stages("Similarity of the domains and SFT sets, and bridge lengths (midtrain similarity)"):
@@ -166,7 +170,11 @@ def _train_settings(overrides: list[str]) -> dict:
 def _corpus(raw: Path, preset: dict) -> dict[str, int]:
     from midtrain.demo.corpus import build_corpus
 
-    settings = {"python": sys.version.split()[0], "corpus_bytes": preset["corpus_bytes"], "math_count": preset["math_count"]}
+    settings = {
+        "python": sys.version.split()[0],
+        "corpus_bytes": preset["corpus_bytes"],
+        "math_count": preset["math_count"],
+    }
     marker = raw / "corpus.json"
     if marker.is_file():
         saved = json.loads(marker.read_text())
@@ -212,9 +220,7 @@ def _tokenizer(out_dir: Path, vocab_size: int) -> Path:
     return train_bpe_tokenizer(texts(), tokenizer_dir, vocab_size=vocab_size)
 
 
-def _shards(out_dir: Path, tokenizer_dir: Path, num_workers: int) -> Path:
-    from midtrain.data.prepare import prepare_shard
-
+def _shards(out_dir: Path, tokenizer_dir: Path, num_workers: int, cli: Callable[[list[str]], None]) -> Path:
     data_root = out_dir / "data"
     for domain, folder in SHARD_DIRS.items():
         target = data_root / "train" / folder
@@ -223,8 +229,8 @@ def _shards(out_dir: Path, tokenizer_dir: Path, num_workers: int) -> Path:
             continue
         if num_workers < 1:
             raise ConfigError(f"--num_workers={num_workers} must be at least 1.")
-        prepare_shard(output_dir=target, tokenizer_dir=tokenizer_dir, inputs=[str(out_dir / "raw" / f"{domain}.jsonl")],
-                      val_fraction=0.05, val_output_dir=data_root / "val" / folder, num_workers=num_workers,
-                      overwrite=True)
+        cli(["prepare", f"--output_dir={target}", f"--tokenizer_dir={tokenizer_dir}",
+             f"--inputs={out_dir / 'raw' / f'{domain}.jsonl'}", "--val_fraction=0.05",
+             f"--val_output_dir={data_root / 'val' / folder}", f"--num_workers={num_workers}", "--overwrite=true"])
         print(f"  {domain}: {target}")
     return data_root

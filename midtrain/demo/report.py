@@ -23,7 +23,9 @@ def read_val_curves(run_dir: Path) -> Curves:
 
 def summary_table(branches: Mapping[str, Curves], domains: list[str]) -> tuple[str, dict[str, dict[str, float]]]:
     """Markdown table of each branch's final validation loss per domain, with the change against the control."""
-    final = {name: {d: curves[d][max(curves[d])] for d in domains if curves.get(d)} for name, curves in branches.items()}
+    final = {
+        name: {d: curves[d][max(curves[d])] for d in domains if curves.get(d)} for name, curves in branches.items()
+    }
     step = max(max(c) for curves in branches.values() for c in curves.values())
     control = final.get(CONTROL, {})
     header = "| branch | " + " | ".join(f"{d} loss" for d in domains) + " |"
@@ -44,7 +46,9 @@ def summary_table(branches: Mapping[str, Curves], domains: list[str]) -> tuple[s
     return "\n".join([note, "", header, rule, *rows]), final
 
 
-def plot_curves(trunk: Curves, branches: Mapping[str, Curves], branch_step: int, domains: list[str], path: Path) -> Path:
+def plot_curves(
+    trunk: Curves, branches: Mapping[str, Curves], branch_step: int, domains: list[str], path: Path
+) -> Path:
     """One panel per domain: loss vs step, the trunk up to the branch point, the branches overlaid after it."""
     import matplotlib
 
@@ -55,7 +59,7 @@ def plot_curves(trunk: Curves, branches: Mapping[str, Curves], branch_step: int,
     rows = (len(domains) + columns - 1) // columns
     figure, axes = plt.subplots(rows, columns, figsize=(6 * columns, 3.6 * rows), squeeze=False)
     colours = {"trunk": "black", CONTROL: "tab:gray", "code": "tab:blue", "code_ramp": "tab:cyan", "math": "tab:orange"}
-    for ax, domain in zip(axes.flat, domains):
+    for ax, domain in zip(axes.flat, domains, strict=False):
         points = sorted((s, v) for s, v in trunk.get(domain, {}).items() if s <= branch_step)
         ax.plot([s for s, _ in points], [v for _, v in points], color="black", label="trunk (main only)")
         start = dict(points).get(branch_step)

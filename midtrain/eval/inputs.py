@@ -41,13 +41,23 @@ def resolve_seq_length(seq_length: int | None, targets: list[EvalTarget], run_co
         raise ConfigError(f"--seq_length={seq_length} must be at least 1.")
     if seq_length > smallest:
         too_small = next(c for c, b in block_sizes.items() if b == smallest)
-        raise ConfigError(f"--seq_length={seq_length} exceeds the block size {smallest} of {too_small}. Set --seq_length "
-                          f"to at most {smallest} (one length for every run keeps the losses comparable).")
+        raise ConfigError(
+            f"--seq_length={seq_length} exceeds the block size {smallest} of {too_small}. Set --seq_length "
+            f"to at most {smallest} (one length for every run keeps the losses comparable)."
+        )
     return int(seq_length)
 
 
-def heldout_sets(heldout: bool, val_data_path: Path | None, data_args: dict, domains: list[str] | None,
-                  registry: DomainRegistry, seq_length: int, tokens_per_domain: int, optional: bool) -> tuple[Path | None, dict]:
+def heldout_sets(
+    heldout: bool,
+    val_data_path: Path | None,
+    data_args: dict,
+    domains: list[str] | None,
+    registry: DomainRegistry,
+    seq_length: int,
+    tokens_per_domain: int,
+    optional: bool,
+) -> tuple[Path | None, dict]:
     """(the held-out root, domain -> its fixed blocks)."""
     if not heldout:
         if domains:
@@ -84,5 +94,6 @@ def heldout_sets(heldout: bool, val_data_path: Path | None, data_args: dict, dom
         shards = [s for s in shards if s.domain in domains]
     result = domain_sets(shards, seq_length + 1, max(1, tokens_per_domain // seq_length))
     if not result:
-        raise DataError(f"the held-out shards under {root} hold no sequence of {seq_length + 1} tokens. Lower --seq_length.")
+        raise DataError(f"the held-out shards under {root} hold no sequence of {seq_length + 1} tokens. Lower "
+                        "--seq_length.")
     return Path(root).resolve(), result

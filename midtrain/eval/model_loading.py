@@ -35,9 +35,14 @@ def resolve_device(accelerator: str) -> torch.device:
 
 def resolve_precision(precision: str | None, device: torch.device) -> torch.dtype:
     if precision is None:
-        return torch.float32 if device.type == "cpu" else (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+        return (
+            torch.float32
+            if device.type == "cpu"
+            else (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+        )
     if precision not in DTYPES:
-        raise ConfigError(f"--precision={precision!r} is not one of {', '.join(DTYPES)} (evaluation casts the weights).")
+        raise ConfigError(f"--precision={precision!r} is not one of {', '.join(DTYPES)} (evaluation casts the "
+                          "weights).")
     return DTYPES[precision]
 
 
@@ -48,8 +53,11 @@ def load_model(checkpoint: Path, device: torch.device, dtype: torch.dtype, token
     checkpoint = Path(checkpoint)
     if not (checkpoint / MODEL_FILE).is_file():
         lora = checkpoint / f"{MODEL_FILE}.lora"
-        hint = (f" It holds LoRA weights only: merge them first with 'litgpt merge_lora {checkpoint}'." if lora.is_file()
-                else "")
+        hint = (
+            f" It holds LoRA weights only: merge them first with 'litgpt merge_lora {checkpoint}'."
+            if lora.is_file()
+            else ""
+        )
         raise ConfigError(f"{checkpoint} holds no {MODEL_FILE}.{hint}")
     config = Config.from_file(checkpoint / "model_config.yaml")
     try:
@@ -64,7 +72,9 @@ def load_model(checkpoint: Path, device: torch.device, dtype: torch.dtype, token
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ConfigError(f"{checkpoint / MODEL_FILE} does not fit its model_config.yaml ({str(exc).splitlines()[0]}).") from None
+        raise ConfigError(
+            f"{checkpoint / MODEL_FILE} does not fit its model_config.yaml ({str(exc).splitlines()[0]})."
+        ) from None
     del payload, state
     model = model.to(dtype=dtype).eval()
     tokenizer = None

@@ -39,8 +39,10 @@ class NamedSet:
         if self.json_path is not None:
             # the file's content, not only its path: a regenerated set is scored again
             digest = hashlib.sha1(Path(self.json_path).read_bytes()).hexdigest()[:12]
-            return f"sft:{self.prompt_style}:mask={self.mask_prompt}:n={self.max_samples}:{Path(self.json_path).resolve()}@{digest}"
-        return f"shards:seq={seq_length}:tokens={tokens_per_domain}:n={self.max_samples}:{self.domain}:{Path(self.shards_path).resolve()}"
+            where = Path(self.json_path).resolve()
+            return f"sft:{self.prompt_style}:mask={self.mask_prompt}:n={self.max_samples}:{where}@{digest}"
+        where = Path(self.shards_path).resolve()
+        return f"shards:seq={seq_length}:tokens={tokens_per_domain}:n={self.max_samples}:{self.domain}:{where}"
 
 
 def check_sets(sets: list[NamedSet]) -> None:
@@ -55,15 +57,18 @@ def check_sets(sets: list[NamedSet]) -> None:
         if (named.json_path is None) == (named.shards_path is None):
             problems.add(f"{flag}: give exactly one of json_path (SFT data) and shards_path (token shards).")
         elif named.json_path is not None and not Path(named.json_path).is_file():
-            problems.add(f"{flag}: json_path {str(named.json_path)!r} does not exist. Point it at a .json or .jsonl file.")
+            problems.add(f"{flag}: json_path {str(named.json_path)!r} does not exist. Point it at a .json or .jsonl "
+                         "file.")
         elif named.shards_path is not None and not Path(named.shards_path).is_dir():
             problems.add(f"{flag}: shards_path {str(named.shards_path)!r} does not exist. Point it at a shard folder.")
         if named.json_path is not None:
             from litgpt.prompts import prompt_styles
 
             if named.prompt_style != "default" and named.prompt_style not in prompt_styles:
-                problems.add(f"{flag}: prompt_style {named.prompt_style!r} is not a litgpt prompt style. Known: default, "
-                             f"{', '.join(sorted(prompt_styles))}.")
+                problems.add(
+                    f"{flag}: prompt_style {named.prompt_style!r} is not a litgpt prompt style. Known: default, "
+                    f"{', '.join(sorted(prompt_styles))}."
+                )
         if named.max_samples is not None and named.max_samples < 1:
             problems.add(f"{flag}: max_samples={named.max_samples} must be at least 1.")
     problems.raise_if_any(ConfigError)
@@ -76,7 +81,9 @@ def load_sft_examples(named: NamedSet) -> list[dict]:
     try:
         examples = load_split(path)
     except Exception as exc:  # unreadable JSON, a wrong suffix: say which file and why
-        raise DataError(f"--sets ({named.name}): {path} cannot be read as SFT data ({type(exc).__name__}: {exc}).") from None
+        raise DataError(
+            f"--sets ({named.name}): {path} cannot be read as SFT data ({type(exc).__name__}: {exc})."
+        ) from None
     if not isinstance(examples, list) or not examples:
         raise DataError(f"--sets ({named.name}): {path} holds no examples (expected a list of objects).")
     bad = [i for i, e in enumerate(examples) if not isinstance(e, dict) or "instruction" not in e or "output" not in e]

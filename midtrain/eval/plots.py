@@ -10,8 +10,6 @@ from collections import defaultdict
 from pathlib import Path
 from statistics import mean
 
-Series = dict[str, list[tuple[float, float]]]
-
 
 def _file_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
@@ -68,7 +66,9 @@ def plot_results(rows: list[dict], out_dir: Path) -> list[Path]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for (kind, name, sft_task), figure_data in sorted(curves(rows).items(), key=lambda kv: tuple(str(k) for k in kv[0])):
+    for (kind, name, sft_task), figure_data in sorted(
+        curves(rows).items(), key=lambda kv: tuple(str(k) for k in kv[0])
+    ):
         if not figure_data["series"]:
             continue
         figure, ax = plt.subplots(figsize=(7, 4.2))

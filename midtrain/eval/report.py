@@ -5,7 +5,11 @@ from __future__ import annotations
 
 def latest_table(rows: list[dict], checkpoints: set[str]) -> str:
     """Markdown: run, step, tokens seen and the loss on every held-out domain and named set (task metrics too)."""
-    chosen = [r for r in rows if r["checkpoint"] in checkpoints and r["metric"] not in ("ppl",) and not r["metric"].endswith("_stderr")]
+    chosen = [
+        r
+        for r in rows
+        if r["checkpoint"] in checkpoints and r["metric"] not in ("ppl",) and not r["metric"].endswith("_stderr")
+    ]
     latest: dict[str, tuple] = {}
     for row in chosen:
         order = (row["step"] if row["step"] is not None else -1, row["checkpoint"].endswith("final"))
@@ -24,5 +28,7 @@ def latest_table(rows: list[dict], checkpoints: set[str]) -> str:
             row = values.get((checkpoint, kind, name, metric))
             cells.append("-" if row is None else f"{row['value']:.4f}")
         tokens = f"{first['tokens_seen']:,}" if first["tokens_seen"] is not None else "-"
-        lines.append(f"| {run} | {first['step'] if first['step'] is not None else '-'} | {tokens} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {run} | {first['step'] if first['step'] is not None else '-'} | {tokens} | " + " | ".join(cells) + " |"
+        )
     return "\n".join(lines)

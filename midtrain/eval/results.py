@@ -34,7 +34,11 @@ def _parse(row: dict) -> dict:
     parsed = {}
     for column in COLUMNS:
         value = row.get(column, "")
-        parsed[column] = _NUMERIC[column](float(value)) if column in _NUMERIC and value not in ("", None) else (value if value != "" else None)
+        parsed[column] = (
+            _NUMERIC[column](float(value))
+            if column in _NUMERIC and value not in ("", None)
+            else (value if value != "" else None)
+        )
     return parsed
 
 
@@ -51,8 +55,10 @@ def read_rows(path: Path) -> list[dict]:
         text = text[: text.rfind("\n") + 1]
     reader = csv.DictReader(io.StringIO(text, newline=""))
     if tuple(reader.fieldnames or ()) != COLUMNS:
-        raise ConfigError(f"{path} is not a midtrain eval table (columns {reader.fieldnames}, expected {list(COLUMNS)}). "
-                          "Choose another --out_dir, or move the old file away.")
+        raise ConfigError(
+            f"{path} is not a midtrain eval table (columns {reader.fieldnames}, expected {list(COLUMNS)}). "
+            "Choose another --out_dir, or move the old file away."
+        )
     rows, bad = [], 0
     for row in reader:
         if None in row or any(row.get(c) is None for c in COLUMNS):  # more or fewer cells than columns
@@ -107,7 +113,9 @@ class ResultsTable:
             tail = file.read()
             keep = size - len(tail) + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
             file.truncate(keep)
-        log.warning("%s ended in a torn row (%d bytes, from an interrupted write): removed.", self.csv_path, size - keep)
+        log.warning(
+            "%s ended in a torn row (%d bytes, from an interrupted write): removed.", self.csv_path, size - keep
+        )
 
     def pending(self, checkpoint: str, wanted: Iterable[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
         """Of ``wanted`` (kind, name, settings), what the table still lacks for ``checkpoint``, read under the lock

@@ -96,7 +96,9 @@ def run_eval(job: EvalJob, table: ResultsTable) -> dict[str, int]:
                     continue
                 bar.set_postfix_str(f"{target.run} step {target.step}: {name}")
                 if kind == "heldout":
-                    measured = loss_sums(loaded.model, block_batches(job.heldout[name], job.micro_batch_size), job.device)
+                    measured = loss_sums(
+                        loaded.model, block_batches(job.heldout[name], job.micro_batch_size), job.device
+                    )
                 else:
                     named = next(s for s in job.sets if s.name == name)
                     measured = _score_set(named, loaded, job)

@@ -6,21 +6,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 import torch
-import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from midtrain.train.validation import IGNORE_INDEX, summed_loss
 
 
 @torch.no_grad()
-def loss_sums(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device) -> tuple[float, int]:
+def loss_sums(
+    model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device
+) -> tuple[float, int]:
     """(summed loss, number of scored tokens) over all batches."""
     total, count = 0.0, 0
     for inputs, targets in batches:
-        targets = targets.to(device)
-        logits = model(inputs.to(device))
-        total += F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX,
-                                 reduction="sum").item()
-        count += int((targets != IGNORE_INDEX).sum())
+        batch_total, batch_count = summed_loss(model, inputs.to(device), targets.to(device))
+        total += batch_total.item()
+        count += int(batch_count)
     return total, count
 
 

@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import glob
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from midtrain.errors import ConfigError
-from midtrain.train.checkpoint_files import FINAL, INFO_FILE, MODEL_FILE
+from midtrain.train.checkpoint_files import FINAL, INFO_FILE, MODEL_FILE, step_of
 from midtrain.train.run_dir import RUN_FILE
 
 FINETUNE_FILE = "finetune.json"
-_STEP_FOLDER = re.compile(r"^step-(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -62,8 +60,7 @@ def is_checkpoint(folder: Path) -> bool:
 def _step_of(folder: Path, info: dict) -> int | None:
     if "step" in info:
         return int(info["step"])
-    match = _STEP_FOLDER.match(folder.name)
-    return int(match.group(1)) if match else None
+    return step_of(folder.name)
 
 
 def _read_json(path: Path) -> dict:
@@ -80,7 +77,7 @@ def _checkpoints_of(run_dir: Path) -> list[tuple[Path, dict]]:
     """(folder, its ``checkpoint.json``) of the checkpoints directly under a run folder (``step-*`` and
     ``final``), by step, final last."""
     found = [(c, _read_json(c / INFO_FILE)) for c in run_dir.iterdir()
-             if c.is_dir() and (_STEP_FOLDER.match(c.name) or c.name == FINAL) and is_checkpoint(c)]
+             if c.is_dir() and (step_of(c.name) is not None or c.name == FINAL) and is_checkpoint(c)]
 
     def order(entry: tuple[Path, dict]) -> tuple:
         step = _step_of(*entry)
@@ -125,8 +122,10 @@ def find_targets(patterns: list[str], steps: list[int] | None = None, flag: str 
             continue
         checkpoints = _checkpoints_of(folder)
         if not checkpoints:
-            raise ConfigError(f"{flag}: {folder} holds no checkpoint (no step-*/ or final/ folder with {MODEL_FILE} and "
-                              "model_config.yaml). Point it at a run's out_dir or at a checkpoint folder.")
+            raise ConfigError(
+                f"{flag}: {folder} holds no checkpoint (no step-*/ or final/ folder with {MODEL_FILE} and "
+                "model_config.yaml). Point it at a run's out_dir or at a checkpoint folder."
+            )
         found.extend((folder, checkpoint, info) for checkpoint, info in checkpoints)
     run_dirs = list(dict.fromkeys(run for run, _, _ in found))
     names = _run_names(run_dirs)
@@ -143,14 +142,24 @@ def find_targets(patterns: list[str], steps: list[int] | None = None, flag: str 
             first = seen[(run_dir, step)]
             if FINAL in (first.name, checkpoint.name):
                 continue  # final/ and step-N of one save: the same weights, scored once
-            raise ConfigError(f"{flag}: {first} and {checkpoint} both hold step {step:,} of {run_dir}, so one curve would "
-                              "have two points there. Remove (or move away) the one that does not belong to this run.")
+            raise ConfigError(
+                f"{flag}: {first} and {checkpoint} both hold step {step:,} of {run_dir}, so one curve would "
+                "have two points there. Remove (or move away) the one that does not belong to this run."
+            )
         seen[(run_dir, step)] = checkpoint
         run_record, run_finetune = records[run_dir]
         tokens = info.get("tokens")
-        targets.append(EvalTarget(names[run_dir], run_dir, checkpoint, step, int(tokens) if tokens is not None else None,
-                                  _lineage(info, run_record, names),
-                                  _read_json(checkpoint / FINETUNE_FILE) or run_finetune))
+        targets.append(
+            EvalTarget(
+                names[run_dir],
+                run_dir,
+                checkpoint,
+                step,
+                int(tokens) if tokens is not None else None,
+                _lineage(info, run_record, names),
+                _read_json(checkpoint / FINETUNE_FILE) or run_finetune,
+            )
+        )
     if not targets:
         raise ConfigError(f"--steps={steps} selects none of the checkpoints found under {', '.join(patterns)}. "
                           "Leave --steps unset to score every checkpoint.")
@@ -162,7 +171,9 @@ def _model_identity(checkpoint: Path) -> dict:
         config = yaml.safe_load((checkpoint / "model_config.yaml").read_text())
     except (OSError, yaml.YAMLError):
         return {}
-    return {k: v for k, v in (config or {}).items() if k not in ("name", "hf_config")} if isinstance(config, dict) else {}
+    return (
+        {k: v for k, v in (config or {}).items() if k not in ("name", "hf_config")} if isinstance(config, dict) else {}
+    )
 
 
 def _check_one_model(run_dir: Path, checkpoints: list[Path], flag: str) -> None:
@@ -177,9 +188,11 @@ def _check_one_model(run_dir: Path, checkpoints: list[Path], flag: str) -> None:
         differing = sorted(k for k in set(identity) | set(first[1]) if identity.get(k) != first[1].get(k))
         if differing:
             shown = ", ".join(f"{k} {first[1].get(k)!r} vs {identity.get(k)!r}" for k in differing[:4])
-            raise ConfigError(f"{flag}: {run_dir} holds checkpoints of two models ({first[0].name} and {checkpoint.name} "
-                              f"differ in {shown}), which would be scored as one curve. Move each model's checkpoints "
-                              "into a folder of its own, or name the checkpoint folders to score directly.")
+            raise ConfigError(
+                f"{flag}: {run_dir} holds checkpoints of two models ({first[0].name} and {checkpoint.name} "
+                f"differ in {shown}), which would be scored as one curve. Move each model's checkpoints "
+                "into a folder of its own, or name the checkpoint folders to score directly."
+            )
 
 
 def _run_names(run_dirs: list[Path]) -> dict[Path, str]:

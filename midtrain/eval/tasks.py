@@ -40,7 +40,8 @@ def task_manager(settings: TaskSettings):
                           "'bash scripts/install.sh eval' (or pip install 'midtrain[eval]').") from None
     for path in settings.task_paths:
         if not Path(path).is_dir():
-            raise ConfigError(f"--task_paths entry {str(path)!r} is not a folder. Point it at a folder of task YAML files.")
+            raise ConfigError(f"--task_paths entry {str(path)!r} is not a folder. Point it at a folder of task YAML "
+                              "files.")
     manager = TaskManager(include_path=[str(p) for p in settings.task_paths] or None)
     unknown = [t for t in settings.tasks if t not in manager.all_tasks]
     if unknown:

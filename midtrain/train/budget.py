@@ -85,8 +85,10 @@ def resolve_budget(train: Any, world_size: int, seq_length: int, fork_dialect: b
         )
     keep_last = getattr(train, "keep_last_checkpoints", None)
     if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1):
-        problems.add(f"--train.keep_last_checkpoints={keep_last!r} must be at least 1: the newest checkpoint is the one "
-                     "a stopped run resumes from. Leave it unset to keep every checkpoint.")
+        problems.add(
+            f"--train.keep_last_checkpoints={keep_last!r} must be at least 1: the newest checkpoint is the one "
+            "a stopped run resumes from. Leave it unset to keep every checkpoint."
+        )
     bad_steps = [s for s in getattr(train, "keep_checkpoint_steps", None) or []
                  if isinstance(s, bool) or not isinstance(s, int) or s < 1]
     if bad_steps:
@@ -113,14 +115,16 @@ def resolve_budget(train: Any, world_size: int, seq_length: int, fork_dialect: b
     if train.max_tokens is not None:
         if train.max_tokens < tokens_per_step:
             raise ConfigError(
-                f"--train.max_tokens={train.max_tokens:,} is less than one optimizer step ({tokens_per_step:,} tokens = "
+                f"--train.max_tokens={train.max_tokens:,} is less than one optimizer step ({tokens_per_step:,} tokens "
+                "= "
                 f"global_batch_size {train.global_batch_size} × {seq_length} tokens). Raise it."
             )
         horizons["--train.max_tokens"] = train.max_tokens // tokens_per_step
     if len(set(horizons.values())) > 1:
         raise ConfigError(
             f"--train.max_steps={train.max_steps:,} and --train.max_tokens={train.max_tokens:,} "
-            f"({train.max_tokens // tokens_per_step:,} steps of {tokens_per_step:,} tokens) give different run lengths. "
+            f"({train.max_tokens // tokens_per_step:,} steps of {tokens_per_step:,} tokens) give different run "
+            "lengths. "
             "Set only one of them."
         )
     if horizons:
@@ -130,7 +134,8 @@ def resolve_budget(train: Any, world_size: int, seq_length: int, fork_dialect: b
     elif train.max_iters is not None:
         if train.max_iters % accumulation:
             raise ConfigError(
-                f"--train.max_iters={train.max_iters:,} micro-batch iterations is not a whole number of optimizer steps "
+                f"--train.max_iters={train.max_iters:,} micro-batch iterations is not a whole number of optimizer "
+                "steps "
                 f"({accumulation} iterations each). Set it to a multiple of {accumulation}, or set --train.max_steps."
             )
         total_steps = train.max_iters // accumulation

@@ -16,17 +16,24 @@ from pathlib import Path
 
 from midtrain.distributed import get_logger
 from midtrain.errors import ConfigError
+from midtrain.publish import publish, sync_folder, sync_tree  # noqa: F401 (the checkpoints' publication)
 
 log = get_logger(__name__)
 
 MODEL_FILE = "lit_model.pth"
 INFO_FILE = "checkpoint.json"
 FINAL = "final"
-_STEP_DIR = re.compile(r"^step-(\d{8,})$")
+_STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
 def step_dir_name(step: int) -> str:
     return f"step-{step:08d}"
+
+
+def step_of(name: str) -> int | None:
+    """The step a checkpoint folder's name carries (``step-00004000``, as litgpt writes it), or None."""
+    match = _STEP_DIR.match(name)
+    return int(match.group(1)) if match else None
 
 
 def partial_dir(out_dir: Path, name: str) -> Path:
@@ -62,8 +69,8 @@ def read_info(folder: Path) -> CheckpointInfo | None:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DamagedCheckpoint(f"{info_file} cannot be read ({type(exc).__name__}: {exc}): the checkpoint in "
                                     f"{folder} is damaged.") from None
-    match = _STEP_DIR.match(folder.name)  # written by plain litgpt: the folder name carries the step
-    return CheckpointInfo(folder, int(match.group(1)), {}) if match else None
+    step = step_of(folder.name)  # written by plain litgpt (or the paper's fork): the folder name carries the step
+    return CheckpointInfo(folder, step, {}) if step is not None else None
 
 
 def list_checkpoints(out_dir: Path) -> list[CheckpointInfo]:
@@ -73,7 +80,7 @@ def list_checkpoints(out_dir: Path) -> list[CheckpointInfo]:
         return []
     found = []
     for child in out_dir.iterdir():
-        if child.is_dir() and (_STEP_DIR.match(child.name) or child.name == FINAL):
+        if child.is_dir() and (step_of(child.name) is not None or child.name == FINAL):
             try:
                 checkpoint = read_info(child)
             except DamagedCheckpoint as exc:
@@ -94,7 +101,8 @@ def checkpoint_folder(value: str | Path, flag: str) -> CheckpointInfo:
     path = Path(value).expanduser()
     folder = path.parent if path.name == MODEL_FILE or path.suffix == ".pth" else path
     if not folder.exists():
-        raise ConfigError(f"{flag}={str(value)!r} does not exist. Point it at a checkpoint folder (e.g. out/trunk/step-00020000).")
+        raise ConfigError(f"{flag}={str(value)!r} does not exist. Point it at a checkpoint folder (e.g. "
+                          "out/trunk/step-00020000).")
     try:
         checkpoint = read_info(folder)
     except DamagedCheckpoint as exc:
@@ -105,49 +113,15 @@ def checkpoint_folder(value: str | Path, flag: str) -> CheckpointInfo:
                           "a checkpoint written by midtrain.")
     if checkpoint is None:
         candidates = ", ".join(c.path.name for c in list_checkpoints(folder)[-3:])
-        hint = f" It is a run folder; name one of its checkpoints, e.g. {folder / candidates.split(', ')[-1]}." if candidates else ""
+        hint = (
+            f" It is a run folder; name one of its checkpoints, e.g. {folder / candidates.split(', ')[-1]}."
+            if candidates
+            else ""
+        )
         raise ConfigError(
             f"{flag}={str(value)!r} is not a complete checkpoint (no {MODEL_FILE} in {folder}).{hint}"
         )
     return checkpoint
-
-
-def sync_tree(folder: Path) -> None:
-    """fsync every file in ``folder`` and the folder itself, so what is renamed into place is on disk."""
-    for path in folder.iterdir():
-        if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-    sync_folder(folder)
-
-
-def sync_folder(folder: Path) -> None:
-    handle = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
-
-
-def publish(staging: Path, target: Path) -> None:
-    """Move a fully written checkpoint folder into place; an existing one of the same name is replaced. The files
-    are synced before the rename and the parent folder after it, so a node crash (not only a killed process) cannot
-    publish a torn checkpoint."""
-    sync_tree(staging)
-    _rename_into_place(staging, target)
-    sync_folder(target.parent)
-
-
-def _rename_into_place(staging: Path, target: Path) -> None:
-    if target.exists():
-        # rename the old one away first: at every moment one complete copy exists under a findable or hidden name
-        retired = target.parent / f".{target.name}.retired"
-        shutil.rmtree(retired, ignore_errors=True)
-        os.replace(target, retired)
-        os.replace(staging, target)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(staging, target)
 
 
 def remove_partials(out_dir: Path) -> list[Path]:

@@ -38,6 +38,7 @@ class Checkpointer:
         self.tokenizer_files, self.hyperparameters = tokenizer_files, hyperparameters
         self.keep_last, self.keep_steps = keep_last, keep_steps
         self._published: tuple[int, Path] | None = None  # the step folder this process published last
+
     def save(self, state: dict, step: int, final: bool, info: dict, ledger: dict) -> Path:
         fabric = self.fabric
         name = files.FINAL if final else files.step_dir_name(step)
@@ -107,14 +108,18 @@ def tokenizer_files(tokenizer_dir: Path | None, start_checkpoint: Path | None) -
     if folder is None and start_checkpoint is not None:
         if any((start_checkpoint / name).is_file() for name in CHECKPOINT_TOKENIZER_FILES):
             folder = start_checkpoint
-            note = (f"no --tokenizer_dir: the checkpoints get the tokenizer files of {start_checkpoint}, where this run "
-                    "starts.")
+            note = (
+                f"no --tokenizer_dir: the checkpoints get the tokenizer files of {start_checkpoint}, where this run "
+                "starts."
+            )
         else:
             note = (f"no --tokenizer_dir, and {start_checkpoint} holds no tokenizer files: the checkpoints will carry "
                     "none (litgpt's generate and finetune look for them there). Set --tokenizer_dir.")
     if folder is None:
         return {}, note
-    return {name: (folder / name).read_bytes() for name in CHECKPOINT_TOKENIZER_FILES if (folder / name).is_file()}, note
+    return {
+        name: (folder / name).read_bytes() for name in CHECKPOINT_TOKENIZER_FILES if (folder / name).is_file()
+    }, note
 
 
 class CheckpointWriteError(Exception):

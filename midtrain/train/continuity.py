@@ -87,8 +87,10 @@ def lr_jump(parent_info: dict, schedule_record: dict, lr_first: float, step: int
     jump = LRJump(step, float(parent_next), float(lr_first))
     name = schedule_record.get("name")
     if name in ("decay", "exp_decay"):
-        jump.intentional = (f"intentional — '{'decay' if name == 'decay' else 'the fork dialect’s decay'}' restarts the "
-                            "schedule from the LR in effect at the checkpoint")
+        jump.intentional = (
+            f"intentional — '{'decay' if name == 'decay' else 'the fork dialect’s decay'}' restarts the "
+            "schedule from the LR in effect at the checkpoint"
+        )
         return jump
     parent = parent_info.get("lr_schedule")
     if not isinstance(parent, dict):

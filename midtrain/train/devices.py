@@ -21,6 +21,8 @@ class DeviceSetup:
     precision: str
     """The precision that runs (``16-mixed`` on CPU runs, and is recorded, as ``bf16-mixed``)."""
     compile: bool
+    strategy: str = "single"
+    """``single`` (one device), ``ddp`` or ``fsdp``: what runs, ``auto`` resolved."""
     notices: tuple[str, ...] = field(default=())
 
     @property
@@ -29,7 +31,7 @@ class DeviceSetup:
 
 
 def setup_devices(accelerator: str, devices: int | str, num_nodes: int, precision: str | None,
-                  compile_model: bool | None) -> DeviceSetup:
+                  compile_model: bool | None, strategy: str = "auto") -> DeviceSetup:
     import torch
 
     if accelerator not in ("auto", "cpu", "cuda", "gpu"):
@@ -62,7 +64,14 @@ def setup_devices(accelerator: str, devices: int | str, num_nodes: int, precisio
         notices.append("--precision=16-mixed runs as bf16-mixed on CPU (fp16 autocast is a GPU feature); the run "
                        "records bf16-mixed. Set --precision=bf16-mixed (or 32-true) to say so in the config.")
     compiled = accelerator == "cuda" if compile_model is None else bool(compile_model)
-    return DeviceSetup(accelerator, count, num_nodes, precision, compiled, tuple(notices))
+    if strategy not in ("auto", "ddp", "fsdp"):
+        raise ConfigError(f"--strategy={strategy!r} is not one of auto, ddp, fsdp.")
+    world_size = count * num_nodes
+    if strategy == "auto":
+        strategy = "single" if world_size == 1 else ("fsdp" if accelerator == "cuda" else "ddp")
+    elif strategy == "ddp" and world_size == 1:
+        strategy = "single"
+    return DeviceSetup(accelerator, count, num_nodes, precision, compiled, strategy, tuple(notices))
 
 
 def loader_workers_note(num_workers: int, devices: int) -> list[str]:
@@ -80,20 +89,60 @@ def loader_workers_note(num_workers: int, devices: int) -> list[str]:
 
 
 def make_strategy(setup: DeviceSetup):
-    """One process: Fabric's default; several CPU processes: DDP over gloo (Fabric's FSDP refuses CPU); several GPUs:
-    FSDP as litgpt's pretrain uses it."""
-    from lightning.fabric.strategies import DDPStrategy, FSDPStrategy
-    from litgpt.model import Block
+    """Fabric's strategy for the set-up: its default on one device; DDP; or FSDP2 through Fabric's
+    ``ModelParallelStrategy``, the same code on CPU processes (gloo) and GPUs (NCCL): ``fully_shard`` per
+    transformer ``Block`` and on the whole model, over a 1-D mesh within one node or a 2-D (replicate x shard) mesh
+    across nodes. Checkpoints are full state dicts gathered to rank 0 (``lit_model.pth``, as litgpt writes it)."""
+    from functools import partial
 
-    if setup.world_size == 1:
+    from lightning.fabric.strategies import DDPStrategy, ModelParallelStrategy
+
+    backend = "gloo" if setup.accelerator == "cpu" else None
+    if setup.strategy == "single":
         return "auto"
-    if setup.accelerator == "cpu":
-        return DDPStrategy(process_group_backend="gloo")
-    return FSDPStrategy(auto_wrap_policy={Block}, state_dict_type="full", sharding_strategy="HYBRID_SHARD")
+    if setup.strategy == "ddp":
+        return DDPStrategy(process_group_backend=backend)
+    return ModelParallelStrategy(parallelize_fn=partial(shard_model, num_nodes=setup.num_nodes,
+                                                        compile_blocks=setup.compile),
+                                 data_parallel_size=setup.world_size, tensor_parallel_size=1,
+                                 save_distributed_checkpoint=False, process_group_backend=backend)
+
+
+def shard_model(model, device_mesh, num_nodes: int = 1, compile_blocks: bool = False):
+    """FSDP2 on a litgpt ``GPT``: each ``Block`` a unit, then the rest (embeddings, head, final norm). Across nodes,
+    a 2-D mesh shards within a node and replicates across nodes (hybrid sharding, as the paper's fork ran FSDP1's
+    HYBRID_SHARD). Compilation is per block, in place, before sharding: a compiled wrapper around the whole model
+    would hide its blocks from ``fully_shard``."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    data_parallel = device_mesh["data_parallel"]
+    if num_nodes > 1:
+        per_node = data_parallel.size() // num_nodes
+        mesh = init_device_mesh(data_parallel.device_type, (num_nodes, per_node),
+                                mesh_dim_names=("replicate", "shard"))
+    else:
+        mesh = data_parallel
+    for block in model.transformer.h:
+        if compile_blocks:
+            block.compile()
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def describe_strategy(setup: DeviceSetup) -> str:
+    """The strategy as the start-up summary names it, with the mesh FSDP shards over."""
+    if setup.strategy != "fsdp":
+        return setup.strategy
+    if setup.num_nodes == 1:
+        return f"fsdp (FSDP2, sharded over {setup.devices} device(s))"
+    return (f"fsdp (FSDP2, hybrid: sharded over the {setup.devices} device(s) of a node, replicated across "
+            f"{setup.num_nodes} nodes)")
 
 
 def sharded(strategy) -> bool:
     """Whether the strategy shards the model's state (loading it takes Fabric's own path)."""
-    from lightning.fabric.strategies import FSDPStrategy
+    from lightning.fabric.strategies import FSDPStrategy, ModelParallelStrategy
 
-    return isinstance(strategy, FSDPStrategy)
+    return isinstance(strategy, (FSDPStrategy, ModelParallelStrategy))

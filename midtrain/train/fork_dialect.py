@@ -161,15 +161,18 @@ def resolve_fork_schedule(train: Any, accumulation_iters: int, start: ForkStart,
     elif budget_steps is not None:
         end_iter = budget_steps * accum
     else:
-        raise ConfigError("the run has no length: set --train.max_additional_steps (the fork's way), --train.max_iters, "
-                          "or --train.max_steps.")
+        raise ConfigError(
+            "the run has no length: set --train.max_additional_steps (the fork's way), --train.max_iters, "
+            "or --train.max_steps."
+        )
     # the fork stepped when its iteration count reached a multiple of the accumulation: count those boundaries
     end_step = start.step + max(0, end_iter // accum - it0 // accum)
     first_step = accum - it0 % accum
     if it0 % accum and end_step > start.step:
         notices.append(f"the checkpoint's micro-iteration {it0:,} is no multiple of this run's {accum} per step (its "
                        f"run had other batch settings), so the first step runs {first_end_note(first_step, accum)}, as "
-                       f"the fork's did (it stepped when its iteration count reached a multiple of {accum}); every later "
+                       f"the fork's did (it stepped when its iteration count reached a multiple of {accum}); every "
+                       "later "
                        "step is whole.")
     if end_iter > it0 and end_iter % accum:
         notices.append(f"max_iters {end_iter:,} leaves {end_iter % accum} micro-iteration(s) short of a whole "
@@ -201,20 +204,25 @@ def resolve_fork_schedule(train: Any, accumulation_iters: int, start: ForkStart,
         if budget_steps is None:
             horizon_iters = FORK_COSINE_HORIZON_ITERS
             notices.append(f"cosine horizon {FORK_COSINE_HORIZON_ITERS:,} micro-iterations "
-                           f"(= {FORK_COSINE_HORIZON_ITERS / accum:,.1f} steps at {accum} per step), hard-coded in the fork "
-                           "whatever the budget. Set --train.max_steps (or --train.max_tokens) to take the horizon from "
+                           f"(= {FORK_COSINE_HORIZON_ITERS / accum:,.1f} steps at {accum} per step), hard-coded in the "
+                           "fork "
+                           "whatever the budget. Set --train.max_steps (or --train.max_tokens) to take the horizon "
+                           "from "
                            "the budget instead.")
         else:
             horizon_iters = budget_steps * accum
     elif name == "constant":
         peak, warmup_iters, warmup_rule = FORK_CONSTANT_LR, 0, "none"
-        notices.append(f"constant LR {FORK_CONSTANT_LR:g}, hard-coded in the fork (no warmup; max_lr and the optimizer's lr "
-                       "unused). Set --train.dialect=midtrain for a constant at the configured peak.")
+        notices.append(
+            f"constant LR {FORK_CONSTANT_LR:g}, hard-coded in the fork (no warmup; max_lr and the optimizer's lr "
+            "unused). Set --train.dialect=midtrain for a constant at the configured peak."
+        )
     elif name == "decay":
         anchor_lr, anchor_iter, warmup_iters, warmup_rule = start.optimizer_lr, it0, 0, "none"
         peak = anchor_lr
         notices.append(f"decay: exponential from the LR the {'restored' if start.step else 'new'} optimizer holds "
-                       f"({anchor_lr:g}) to a tenth of it at iteration {end_iter:,}; --train.min_lr and --train.max_lr are "
+                       f"({anchor_lr:g}) to a tenth of it at iteration {end_iter:,}; --train.min_lr and --train.max_lr "
+                       "are "
                        "unused, as in the fork. Set --train.dialect=midtrain for midtrain's linear decay to min_lr.")
     elif name == "wsd":
         horizon_iters = train.stable_steps * accum
@@ -222,18 +230,23 @@ def resolve_fork_schedule(train: Any, accumulation_iters: int, start: ForkStart,
         if end_step > start.step and last_iter >= horizon_iters:
             latest = start.step + max(0, horizon_iters // accum - it0 // accum)  # its last step stays before it
             raise ConfigError(
-                f"--train.lr_scheduler=wsd: this run would reach micro-iteration {horizon_iters:,} (--train.stable_steps="
+                f"--train.lr_scheduler=wsd: this run would reach micro-iteration {horizon_iters:,} "
+                "(--train.stable_steps="
                 f"{train.stable_steps:,} × {accum}), where the fork's wsd decay begins; that branch of the fork's code "
                 f"could not run (it raised a NameError), so there is no decay to reproduce. End the run at step "
                 f"{latest:,} at the latest (--train.max_additional_steps={latest - start.step:,}), raise "
                 "--train.stable_steps, or set --train.dialect=midtrain for midtrain's wsd.")
-        notices.append(f"wsd: warmup, then the peak until micro-iteration {horizon_iters:,} (stable_steps × {accum}, counted "
-                       "from iteration 0, not from the warmup's end); the fork's decay phase is not available.")
+        notices.append(
+            f"wsd: warmup, then the peak until micro-iteration {horizon_iters:,} (stable_steps × {accum}, counted "
+            "from iteration 0, not from the warmup's end); the fork's decay phase is not available."
+        )
     if name in ("cosine", "wsd"):
         if train.max_lr is None:
             ignored_lr = "" if start.configured_lr is None else f" ({start.configured_lr:g})"
-            notices.append(f"peak LR {FORK_PEAK_LR:g}: the fork's default --train.max_lr; the optimizer's lr{ignored_lr} "
-                           f"is not used by its {name} schedule. Set --train.max_lr to choose the peak.")
+            notices.append(
+                f"peak LR {FORK_PEAK_LR:g}: the fork's default --train.max_lr; the optimizer's lr{ignored_lr} "
+                f"is not used by its {name} schedule. Set --train.max_lr to choose the peak."
+            )
     if warmup_iters:
         notices.append(f"warmup {warmup_iters:,} micro-iterations = {warmup_rule}, of this invocation's max_iters "
                        f"(the fork's rule); the LR is set at every micro-iteration and each step uses its last one's.")

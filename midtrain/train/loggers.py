@@ -57,13 +57,16 @@ class TidyCSVLogger(Logger):
 def check_logger(name: str) -> None:
     """Fails before training for a logger that cannot be built here."""
     if name not in LOGGER_NAMES:
-        raise ConfigError(f"--logger_name={name!r} is not supported by midtrain pretrain; use one of {', '.join(LOGGER_NAMES)}.")
+        raise ConfigError(f"--logger_name={name!r} is not supported by midtrain pretrain; use one of "
+                          f"{', '.join(LOGGER_NAMES)}.")
     if name == "wandb" and importlib.util.find_spec("wandb") is None:
         raise ConfigError("--logger_name=wandb needs the wandb package, which is not installed. Run: pip install wandb "
                           "(set WANDB_MODE=offline on machines without network), or use --logger_name=tensorboard.")
 
 
-def build_logger(name: str, out_dir: Path, run_id: str, resume_step: int | None, log_args: Any, run_name: str) -> Logger:
+def build_logger(
+    name: str, out_dir: Path, run_id: str, resume_step: int | None, log_args: Any, run_name: str
+) -> Logger:
     check_logger(name)
     if name == "tensorboard":
         kwargs = {} if resume_step is None else {"purge_step": resume_step + 1}

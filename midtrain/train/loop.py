@@ -15,10 +15,10 @@ from litgpt.utils import chunked_cross_entropy
 from torch.utils.data import Dataset
 
 from midtrain.distributed import get_logger
+from midtrain.progress import StepProgress
 from midtrain.train.budget import Budget
 from midtrain.train.lr_schedule import LRSchedule
 from midtrain.train.preemption import StopReason, StopRequest
-from midtrain.progress import StepProgress
 from midtrain.train.validation import validate
 
 log = get_logger(__name__)
@@ -71,6 +71,8 @@ class Trainer:
         domain_tokens: Callable[[], dict[str, int]],
         metrics,
         log_window: Sequence[float] = (),
+        flops_per_step: float | None = None,
+        peak_flops: float | None = None,
     ) -> None:
         self.fabric, self.model, self.optimizer, self.loader = fabric, model, optimizer, loader
         self.budget, self.schedule, self.settings = budget, schedule, settings
@@ -78,6 +80,8 @@ class Trainer:
         self.metrics = metrics  # has log_dict(metrics, step)
         self.log_window = list(log_window)
         """The losses of the steps since the last log step, saved with a checkpoint (a resume logs the same means)."""
+        self.flops_per_step, self.peak_flops = flops_per_step, peak_flops
+        """The model's FLOPs per optimizer step (forward and backward, all ranks) and the devices' peak, for MFU."""
         self.data_wait_s = 0.0
         self.progress = StepProgress(budget.total_steps, 0, show=fabric.global_rank == 0, bar=False)
 
@@ -141,7 +145,8 @@ class Trainer:
     def checked_save(self, counters: Counters, final: bool, window: _Window) -> None:
         """Save only what can be trusted: every loss and gradient norm since the last check finite, and the weights."""
         values = self.check_finite(window)
-        finite = torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all().float()
+        # each rank checks its own shard of the weights (all of them, unsharded); the minimum is every rank's verdict
+        finite = torch.stack([torch.isfinite(_local(p)).all() for p in self.model.parameters()]).all().float()
         if self.fabric.all_reduce(finite, reduce_op="min").item() < 1:
             raise Diverged(counters.step, "the weights hold non-finite values")
         self.save(counters, final, {"log_window": values, "log_window_end": counters.step})
@@ -189,6 +194,8 @@ class Trainer:
             # the norm stays on the device: a non-finite one is found at the next log or save step, not here
             grad_norm = fabric.clip_gradients(model, self.optimizer, max_norm=self.settings.max_norm,
                                               error_if_nonfinite=False)
+            if hasattr(grad_norm, "full_tensor"):  # FSDP2's is a DTensor (replicated: no communication here)
+                grad_norm = grad_norm.full_tensor()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return total / micro_batches, grad_norm
@@ -222,6 +229,7 @@ class Trainer:
             "train/loss": loss,
             "train/lr": lr,
             "train/tokens_per_s": tokens_per_s,
+            "train/tokens_per_s_per_device": tokens_per_s / self.fabric.world_size,
             "train/tokens": counters.step * self.budget.tokens_per_step,
             "train/iter": counters.iter_num,
             "train/time_s": now - self.fit_started,
@@ -229,6 +237,8 @@ class Trainer:
         }
         if norms is not None:
             metrics["train/grad_norm"] = norms[-1]
+        if self.flops_per_step and self.peak_flops:
+            metrics["train/mfu"] = steps * self.flops_per_step / elapsed / (self.peak_flops * self.fabric.world_size)
         metrics.update({f"data/{domain}/tokens": tokens for domain, tokens in self.domain_tokens().items()})
         self.metrics.log_dict(metrics, step=counters.step)
         self.check_finite_values(window, losses, norms)
@@ -246,6 +256,11 @@ class Trainer:
         shown = ", ".join(f"{domain} {value:.4f}" for domain, value in losses.items())
         self.progress.write(f"step {step:,} | validation loss: {shown} ({time.perf_counter() - started:.1f} s)")
         return losses
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a tensor: an FSDP2 parameter's shard, or the tensor itself."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
 
 
 class _Window:

@@ -120,8 +120,10 @@ class IterationLRSchedule:
             progress = (it - self.warmup_iters) / max(1, self.horizon_iters - self.warmup_iters)
             return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (self.peak_lr - self.min_lr)
         if self.name == "warmup_stable" and it >= self.horizon_iters:
-            raise ValueError(f"iteration {it:,} is past the stable phase ({self.horizon_iters:,}); the fork's wsd decay "
-                             "is not defined")
+            raise ValueError(
+                f"iteration {it:,} is past the stable phase ({self.horizon_iters:,}); the fork's wsd decay "
+                "is not defined"
+            )
         return self.peak_lr  # constant, and warmup_stable's stable phase
 
     def record(self) -> dict:
@@ -156,8 +158,11 @@ def resolve_lr_schedule(
         problems.add(f"--train.lr_iter_offset={iter_offset!r} must be an integer (micro-iterations).")
     if per_iteration:
         if train.lr_scheduler not in ITERATION_SCHEDULERS:
-            problems.add(f"--train.lr_warmup_iters/--train.lr_horizon_iters apply to --train.lr_scheduler "
-                         f"{' or '.join(ITERATION_SCHEDULERS)} (it is {train.lr_scheduler!r}). Remove them or change the scheduler.")
+            problems.add(
+                f"--train.lr_warmup_iters/--train.lr_horizon_iters apply to --train.lr_scheduler "
+                f"{' or '.join(ITERATION_SCHEDULERS)} (it is {train.lr_scheduler!r}). "
+                "Remove them or change the scheduler."
+            )
         if warmup_iters is not None and (train.lr_warmup_steps is not None or train.lr_warmup_fraction is not None):
             problems.add("--train.lr_warmup_iters and --train.lr_warmup_steps/--train.lr_warmup_fraction all set the "
                          "warmup. Set only one of them.")
@@ -169,11 +174,13 @@ def resolve_lr_schedule(
         problems.add(f"--train.lr_scheduler={name!r} is not one of {', '.join(SCHEDULERS)}. Use one of them.")
     if train.lr_warmup_steps is not None and train.lr_warmup_fraction is not None:
         problems.add(
-            f"--train.lr_warmup_steps={train.lr_warmup_steps} and --train.lr_warmup_fraction={train.lr_warmup_fraction} "
+            f"--train.lr_warmup_steps={train.lr_warmup_steps} and "
+            f"--train.lr_warmup_fraction={train.lr_warmup_fraction} "
             "both set the warmup. Set only one of them."
         )
     if train.lr_warmup_fraction is not None and not 0 <= train.lr_warmup_fraction <= 1:
-        problems.add(f"--train.lr_warmup_fraction={train.lr_warmup_fraction!r} must be between 0 and 1 (of the total steps).")
+        problems.add(f"--train.lr_warmup_fraction={train.lr_warmup_fraction!r} must be between 0 and 1 (of the total "
+                     "steps).")
     if train.lr_warmup_steps is not None and (not isinstance(train.lr_warmup_steps, int) or train.lr_warmup_steps < 0):
         problems.add(f"--train.lr_warmup_steps={train.lr_warmup_steps!r} must be 0 or a positive integer.")
     if not (peak_lr > 0 and math.isfinite(peak_lr)):
@@ -183,8 +190,10 @@ def resolve_lr_schedule(
     if name != "wsd":
         for key in ("stable_steps", "decay_fraction"):
             if getattr(train, key) is not None:
-                problems.add(f"--train.{key}={getattr(train, key)!r} only applies to --train.lr_scheduler=wsd (it is {name!r}). "
-                             "Remove it or use wsd.")
+                problems.add(
+                    f"--train.{key}={getattr(train, key)!r} only applies to --train.lr_scheduler=wsd (it is {name!r}). "
+                    "Remove it or use wsd."
+                )
     elif train.stable_steps is not None and train.decay_fraction is not None:
         problems.add("--train.stable_steps and --train.decay_fraction both place the wsd decay. Set only one of them.")
     elif train.decay_fraction is not None and not 0 < train.decay_fraction <= 1:

@@ -37,7 +37,9 @@ def _config_from_value(model_config: Config | dict) -> Config:
     try:
         return Config(**model_config)
     except TypeError as exc:
-        raise ConfigError(f"--model_config: {exc}. Use litgpt Config field names (n_layer, n_embd, block_size, …).") from None
+        raise ConfigError(
+            f"--model_config: {exc}. Use litgpt Config field names (n_layer, n_embd, block_size, …)."
+        ) from None
 
 
 def shape_fields(config: Config) -> dict[str, Any]:
@@ -61,5 +63,6 @@ def resolve_model_config(model_name: str | None, model_config: Config | dict | N
     shown = ", ".join(f"{k} {given.get(k)!r} (not {named[k]!r})" for k in differing[:6])
     more = f" and {len(differing) - 6} more field(s)" if len(differing) > 6 else ""
     return config, (f"the model is --model_config alone, as in litgpt; --model_name={model_name!r} is ignored. "
-                    f"--model_config differs from {model_name} in {shown}{more}. To change a few fields of {model_name}, "
+                    f"--model_config differs from {model_name} in {shown}{more}. To change a few fields of "
+                    f"{model_name}, "
                     "write its whole config with your changes.")

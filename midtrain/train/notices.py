@@ -17,8 +17,10 @@ def clamps_and_gaps(train: Any, budget: Budget, mixture) -> list[str]:
     resolved mixture)."""
     notes = []
     if isinstance(train.lr_warmup_steps, int) and train.lr_warmup_steps > budget.total_steps:
-        notes.append(f"--train.lr_warmup_steps={train.lr_warmup_steps:,} is longer than the run ({budget.total_steps:,} "
-                     "steps): the warmup is cut to the run's length, so the LR never reaches its peak-then-decay shape.")
+        notes.append(
+            f"--train.lr_warmup_steps={train.lr_warmup_steps:,} is longer than the run ({budget.total_steps:,} "
+            "steps): the warmup is cut to the run's length, so the LR never reaches its peak-then-decay shape."
+        )
     if not mixture.val_shards:
         notes.append("no held-out shards (--data.val_data_path, or a 'val' folder beside 'train'): no validation loss "
                      "will be logged. Make them with 'midtrain prepare --val_fraction 0.01'.")
@@ -37,20 +39,26 @@ def clamps_and_gaps(train: Any, budget: Budget, mixture) -> list[str]:
     return notes
 
 
-def validation_gaps(eval_max_iters: int, data, val_sets: dict) -> list[str]:
-    """Held-out data that exists but will not be validated on, said instead of dropped silently."""
+def validation_gaps(eval_max_iters: int, data, val_sets: dict, default_max_iters: int = 100) -> list[str]:
+    """Held-out data that exists but will not be validated on, said instead of dropped silently; and an
+    ``eval.max_iters`` that ``data.val_samples_per_domain`` overrides."""
     domains = list(dict.fromkeys(s.domain for s in data.mixture.val_shards))
     if not domains:
         return []  # said by clamps_and_gaps
+    notes = []
+    if data.val_samples_per_domain is not None and eval_max_iters != default_max_iters:
+        notes.append(f"--eval.max_iters={eval_max_iters} is unused: --data.val_samples_per_domain="
+                     f"{data.val_samples_per_domain} sets each domain's validation set. Set one of them.")
     if data.val_samples_per_domain == 0 or (data.val_samples_per_domain is None and eval_max_iters == 0):
         key = "--data.val_samples_per_domain=0" if data.val_samples_per_domain == 0 else "--eval.max_iters=0"
-        return [f"{key} turns validation off: no val/<domain>/loss is logged, although {', '.join(domains)} have "
-                "held-out shards."]
+        return notes + [f"{key} turns validation off: no val/<domain>/loss is logged, although {', '.join(domains)} "
+                        "have held-out shards."]
     short = [d for d in domains if d not in val_sets]
     if not short:
-        return []
-    return [f"the held-out shards of {', '.join(short)} hold no whole sequence of {data.block_tokens:,} tokens "
-            f"(--train.max_seq_length + 1): no val/<domain>/loss for {'it' if len(short) == 1 else 'them'}. Prepare more "
+        return notes
+    return notes + [f"the held-out shards of {', '.join(short)} hold no whole sequence of {data.block_tokens:,} tokens "
+            f"(--train.max_seq_length + 1): no val/<domain>/loss for {'it' if len(short) == 1 else 'them'}. Prepare "
+            "more "
             "held-out data (midtrain prepare --val_fraction) or lower --train.max_seq_length."]
 
 
@@ -108,6 +116,8 @@ def edited_phases(out_dir, config: dict, start_step: int) -> list[str]:
               and (k >= len(new) or new[k] != phase)]
     if not edited:
         return []
-    return [f"--data.mix_schedule[{', '.join(map(str, edited))}] differ from what the run read (those phases began before "
-            f"step {start_step:,}): the ledger and the loss curve record the phases as they were read, not as this "
-            "config now writes them. Restore them to keep the config true to the run."]
+    return [
+        f"--data.mix_schedule[{', '.join(map(str, edited))}] differ from what the run read (those phases began before "
+        f"step {start_step:,}): the ledger and the loss curve record the phases as they were read, not as this "
+        "config now writes them. Restore them to keep the config true to the run."
+    ]

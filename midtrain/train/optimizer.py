@@ -40,8 +40,10 @@ def _number_if_numeric(key: str, value: Any) -> Any:
             return float(value)
         except ValueError:
             if key in _NUMERIC_ARGS:
-                raise ConfigError(f"--optimizer.init_args.{key}={value!r} is not a number. Write it as one, e.g. "
-                                  f"{key}: 3.0e-4 (a comment after a value read from a ${{VAR}} stays part of it).") from None
+                raise ConfigError(
+                    f"--optimizer.init_args.{key}={value!r} is not a number. Write it as one, e.g. "
+                    f"{key}: 3.0e-4 (a comment after a value read from a ${{VAR}} stays part of it)."
+                ) from None
     return value
 
 

@@ -7,6 +7,7 @@ from midtrain.data.plan import render_plan
 from midtrain.data.stream_io import render_transitions
 from midtrain.train import checkpoint_files as files
 from midtrain.train.continuity import render_optimizer_changes
+from midtrain.train.devices import describe_strategy
 from midtrain.train.lr_schedule import IterationLRSchedule, LRSchedule
 from midtrain.train.preemption import EXIT_DIVERGED
 from midtrain.train.restore import StartKind
@@ -22,7 +23,8 @@ def describe(setup) -> str:
         f"Run folder: {setup.settings.out_dir.resolve()}",
         f"Model {setup.model_config.name}: {setup.parameters:,} parameters, context {b.seq_length:,} tokens",
         f"Devices: {devices.world_size} × {devices.accelerator} ({devices.devices} per node × {devices.num_nodes} "
-        f"node(s)), precision {devices.precision}, compile {'on' if devices.compile else 'off'}",
+        f"node(s)), strategy {describe_strategy(devices)}, precision {devices.precision}, "
+        f"compile {'on' if devices.compile else 'off'}",
         f"Budget: {b.total_steps:,} steps × {b.global_batch_size:,} sequences × {b.seq_length:,} tokens = "
         f"{b.total_steps * b.tokens_per_step:,} tokens; {micro}",
         f"This invocation: steps {setup.start_step:,} → {b.stop_step(setup.start_step):,}"
@@ -43,8 +45,9 @@ def describe(setup) -> str:
         lines.append("")
     if start.kind is StartKind.FRESH:
         auto = " (--resume=auto found no checkpoint in the run folder)" if setup.settings.resume == "auto" else ""
-        lines.append("Start: from scratch" + (f", weights from {start.initial_weights}" if start.initial_weights else "")
-                     + auto)
+        lines.append(
+            "Start: from scratch" + (f", weights from {start.initial_weights}" if start.initial_weights else "") + auto
+        )
     else:
         lines.append(f"Start: {start.kind.value} from {start.checkpoint.path} (step {start.checkpoint.step:,})")
     if setup.data_start.mixture_changed:

@@ -89,11 +89,15 @@ def find_start(settings: RunSettings, total_steps: int | None) -> StartPoint:
     out_dir, resume = settings.out_dir, settings.resume
     problems = Problems()
     if settings.branch_from is not None and settings.initial_checkpoint_dir is not None:
-        problems.add("--branch_from and --initial_checkpoint_dir both give a starting checkpoint. --branch_from continues "
-                     "the whole state (optimizer, step, data cursors); --initial_checkpoint_dir loads weights only. Choose one.")
+        problems.add(
+            "--branch_from and --initial_checkpoint_dir both give a starting checkpoint. --branch_from continues "
+            "the whole state (optimizer, step, data cursors); --initial_checkpoint_dir loads weights only. Choose one."
+        )
     if resume not in (False, "auto") and settings.initial_checkpoint_dir is not None:
-        problems.add(f"--resume={resume} and --initial_checkpoint_dir both give a starting checkpoint. Use --resume=auto "
-                     "(weights from --initial_checkpoint_dir on the first start, the run's own checkpoints after that).")
+        problems.add(
+            f"--resume={resume} and --initial_checkpoint_dir both give a starting checkpoint. Use --resume=auto "
+            "(weights from --initial_checkpoint_dir on the first start, the run's own checkpoints after that)."
+        )
     if isinstance(resume, (str, Path)) and resume != "auto" and settings.branch_from is not None:
         problems.add(f"--resume={resume} and --branch_from={settings.branch_from} both name a checkpoint. Use one.")
     problems.raise_if_any(ConfigError)
@@ -112,12 +116,15 @@ def find_start(settings: RunSettings, total_steps: int | None) -> StartPoint:
     elif resume is True:
         raise ConfigError(
             f"--resume=true, but --out_dir={str(out_dir)!r} holds no complete checkpoint. To branch from a trunk "
-            "checkpoint, set --branch_from=<trunk out_dir>/step-XXXXXXXX (or link that step folder into --out_dir, as the "
-            "paper's scripts did); to start fresh when there is nothing to resume, use --resume=auto; or point --resume "
+            "checkpoint, set --branch_from=<trunk out_dir>/step-XXXXXXXX (or link that step folder into --out_dir, as "
+            "the "
+            "paper's scripts did); to start fresh when there is nothing to resume, use --resume=auto; or point "
+            "--resume "
             "at a checkpoint.")
     elif own is not None:
         raise ConfigError(
-            f"--out_dir={str(out_dir)!r} already holds checkpoints (latest {own.path.name}). Set --resume=auto to continue "
+            f"--out_dir={str(out_dir)!r} already holds checkpoints (latest {own.path.name}). Set --resume=auto to "
+            "continue "
             "that run, or choose a new --out_dir."
         )
     else:
@@ -139,13 +146,16 @@ def find_start(settings: RunSettings, total_steps: int | None) -> StartPoint:
             start = dataclasses.replace(start, kind=StartKind.BRANCH)
     if total_steps is not None and start.kind is StartKind.BRANCH and start.checkpoint.step >= total_steps:
         raise ConfigError(
-            f"{start.flag}={str(start.checkpoint.path)!r} is at step {start.checkpoint.step:,}, at or past this run's end "
+            f"{start.flag}={str(start.checkpoint.path)!r} is at step {start.checkpoint.step:,}, at or past this run's "
+            "end "
             f"(step {total_steps:,}, from --train.max_steps/--train.max_tokens): the branch would train nothing and "
             "publish its parent's weights as its final checkpoint. Branch from an earlier step, or set a later end.")
     if total_steps is not None and start.kind is StartKind.RESUME and start.checkpoint.step > total_steps:
         raise ConfigError(
-            f"the run in --out_dir={str(out_dir)!r} is at step {start.checkpoint.step:,} ({start.checkpoint.path.name}), "
-            f"past the end this config gives (step {total_steps:,}): a run cannot be shortened after the fact. Keep its "
+            f"the run in --out_dir={str(out_dir)!r} is at step {start.checkpoint.step:,} "
+            f"({start.checkpoint.path.name}), "
+            f"past the end this config gives (step {total_steps:,}): a run cannot be shortened after the fact. Keep "
+            "its "
             "end (--train.max_steps/--train.max_tokens), or branch from an earlier checkpoint into a new --out_dir.")
     if total_steps is not None and start.checkpoint.step >= total_steps and start.checkpoint.info.get(
             "final", start.checkpoint.path.name == files.FINAL):
@@ -194,7 +204,9 @@ def load_checkpoint_payload(model_file: Path, flag: str) -> dict:
     try:
         payload = torch.load(model_file, map_location="cpu", mmap=True, weights_only=False)
     except Exception as exc:  # a truncated or foreign file: say which and why
-        raise ConfigError(f"{flag}: {model_file} cannot be read as a checkpoint ({type(exc).__name__}: {exc}).") from None
+        raise ConfigError(
+            f"{flag}: {model_file} cannot be read as a checkpoint ({type(exc).__name__}: {exc})."
+        ) from None
     if not isinstance(payload, dict):
         raise ConfigError(f"{flag}: {model_file} is not a litgpt checkpoint (no state mapping).")
     return payload

@@ -66,12 +66,13 @@ def _train(fabric, strategy, setup: RunSetup, stop_request: StopRequest) -> int:
     run = _open_run(fabric, setup)
     fabric.print(describe(setup))
 
-    model = _build_model(fabric, setup, empty_init=sharded(strategy))
+    model = _build_model(fabric, setup)
     optimizer = build_optimizer(fabric, model, setup.optimizer)
     # the launched processes' ranks, not the environment's (a stale RANK/WORLD_SIZE would shard a one-process run)
     loader = setup.data.train_dataloader(rank=fabric.global_rank, world_size=fabric.world_size,
                                          vocab_size=setup.model_config.padded_vocab_size, start_step=setup.start_step,
-                                         samples_per_step=budget.global_batch_size // fabric.world_size)
+                                         samples_per_step=budget.global_batch_size // fabric.world_size,
+                                         pin_memory=fabric.device.type == "cuda")  # so the copy to the GPU overlaps
     loader.tracker.announce_transitions = False  # describe() printed them
     loader.data_check = None  # the set-up checked the data against the checkpoint
     counters = _restore(fabric, strategy, setup, model, optimizer, loader)
@@ -95,8 +96,9 @@ def _train(fabric, strategy, setup: RunSetup, stop_request: StopRequest) -> int:
         keep_steps=frozenset(settings.train.keep_checkpoint_steps),
     )
     val_sets = setup.data.val_datasets(settings.eval.max_iters * budget.micro_batch_size)
+    flops, peak = _flops(fabric, setup)
     trainer = Trainer(fabric, model, optimizer, loader, budget, setup.schedule, loop_settings, val_sets, save,
-                      loader.domain_tokens, metrics, log_window or ())
+                      loader.domain_tokens, metrics, log_window or (), flops, peak)
     try:
         reason = trainer.fit(counters, stop_request)
     except CheckpointWriteError as exc:
@@ -114,14 +116,17 @@ def _train(fabric, strategy, setup: RunSetup, stop_request: StopRequest) -> int:
     if fabric.device.type == "cuda":
         fabric.print(f"Peak memory: {torch.cuda.max_memory_allocated(fabric.device) / 1e9:.2f} GB")
     if reason.requeue:
-        fabric.print(f"Exiting with status {EXIT_PREEMPTED} (preempted): resume with --resume=auto to continue exactly.")
+        fabric.print(f"Exiting with status {EXIT_PREEMPTED} (preempted): resume with --resume=auto to continue "
+                     "exactly.")
         return EXIT_PREEMPTED
     return 0
 
 
-def _build_model(fabric, setup: RunSetup, empty_init: bool):
+def _build_model(fabric, setup: RunSetup):
+    """The model, initialised in full on every rank (FSDP2 then shards it), so its weights are those of a
+    one-device run whatever the strategy (a 1B model takes 4 GB of host memory per rank while it is built)."""
     fabric.seed_everything(setup.settings.seed)
-    with fabric.init_module(empty_init=empty_init):
+    with fabric.init_module(empty_init=False):
         model = GPT(setup.model_config)
     from litgpt.pretrain import initialize_weights  # litgpt's GPT-NeoX initialisation, as `litgpt pretrain`
 
@@ -129,9 +134,34 @@ def _build_model(fabric, setup: RunSetup, empty_init: bool):
     if setup.settings.train.tie_embeddings:
         model.transformer.wte.weight = model.lm_head.weight
     model.max_seq_length = setup.budget.seq_length
-    if setup.devices.compile:
+    if setup.devices.compile and setup.devices.strategy != "fsdp":  # FSDP compiles block by block (shard_model)
         model = torch.compile(model)
     return fabric.setup(model)
+
+
+def _flops(fabric, setup: RunSetup) -> tuple[float | None, float | None]:
+    """(the model's FLOPs per optimizer step over all ranks, the device's peak FLOPs) for MFU, as litgpt measures
+    them; on a device without a known peak (a CPU), (None, None)."""
+    from lightning.fabric.utilities.throughput import get_available_flops
+
+    dtype = {"bf16-true": torch.bfloat16, "bf16-mixed": torch.bfloat16, "16-true": torch.float16,
+             "16-mixed": torch.float16}.get(setup.devices.precision, torch.float32)
+    if fabric.device.type != "cuda" or (peak := get_available_flops(fabric.device, dtype)) is None:
+        return None, None
+    b = setup.budget
+    return flops_per_step(setup.model_config, b.micro_batch_size, b.seq_length) * b.accumulation_iters * b.world_size, \
+        float(peak)
+
+
+def flops_per_step(model_config, micro_batch_size: int, seq_length: int) -> float:
+    """FLOPs of one micro-batch's forward and backward, counted on the meta device (nothing allocated)."""
+    from lightning.fabric.utilities.throughput import measure_flops
+
+    with torch.device("meta"):
+        meta = GPT(model_config)
+        meta.max_seq_length = seq_length
+        x = torch.randint(0, 1, (micro_batch_size, seq_length))
+        return float(measure_flops(meta, lambda: meta(x), lambda y: y.sum()))
 
 
 def _restore(fabric, strategy, setup: RunSetup, model, optimizer, loader) -> Counters:

@@ -65,7 +65,9 @@ def invocation_record(start_step: int, world_size: int, started_from: str | None
     }
 
 
-def branch_record(parent_info: dict, checkpoint: Path, step: int, mixture_before: dict | None, mixture_after: dict) -> dict:
+def branch_record(
+    parent_info: dict, checkpoint: Path, step: int, mixture_before: dict | None, mixture_after: dict
+) -> dict:
     """One lineage entry: which run and checkpoint this run continued from, with the mixtures on either side."""
     return {
         "parent_run_id": parent_info.get("run_id"),
@@ -107,10 +109,13 @@ def check_out_dir(out_dir: Path, flag: str = "--out_dir") -> None:
         name_max = 255
     long = [part for part in path.parts if len(os.fsencode(part)) > name_max]
     if long:
-        raise ConfigError(f"{flag}={str(out_dir)!r}: the folder name {long[0][:40]!r}... is {len(os.fsencode(long[0]))} "
-                          f"bytes long; this file system allows {name_max}. Shorten it.")
+        raise ConfigError(
+            f"{flag}={str(out_dir)!r}: the folder name {long[0][:40]!r}... is {len(os.fsencode(long[0]))} "
+            f"bytes long; this file system allows {name_max}. Shorten it."
+        )
     if path.exists() and not path.is_dir():
-        raise ConfigError(f"{flag}={str(out_dir)!r} is a file, not a folder. Choose another --out_dir, or move the file.")
+        raise ConfigError(f"{flag}={str(out_dir)!r} is a file, not a folder. Choose another --out_dir, or move the "
+                          "file.")
     if not existing.is_dir():
         raise ConfigError(f"{flag}={str(out_dir)!r} cannot be created: {existing} is a file. Choose another --out_dir.")
     try:  # the permission bits do not say it all (root, read-only mounts, immutable folders): try it

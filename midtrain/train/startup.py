@@ -21,8 +21,13 @@ from midtrain.train.budget import Budget, resolve_budget
 from midtrain.train.checkpointer import tokenizer_files
 from midtrain.train.continuity import LRJump, lr_jump
 from midtrain.train.devices import DeviceSetup, loader_workers_note, setup_devices
-from midtrain.train.fork_dialect import (ForkStart, device_count_note, dialect_of, refuse_fork_only_keys,
-                                         resolve_fork_schedule)
+from midtrain.train.fork_dialect import (
+    ForkStart,
+    device_count_note,
+    dialect_of,
+    refuse_fork_only_keys,
+    resolve_fork_schedule,
+)
 from midtrain.train.loggers import check_logger
 from midtrain.train.lr_schedule import IterationLRSchedule, LRSchedule, resolve_lr_schedule
 from midtrain.train.model_rule import resolve_model_config
@@ -70,10 +75,12 @@ def setup_run(settings: RunSettings) -> RunSetup:
     model_config, model_note = resolve_model_config(settings.model_name, settings.model_config)
     seq_length = train.max_seq_length or model_config.block_size
     if seq_length > model_config.block_size:
-        raise ConfigError(f"--train.max_seq_length={seq_length} exceeds the model's block_size {model_config.block_size}. "
-                          f"Lower it, or raise --model_config.block_size.")
+        raise ConfigError(
+            f"--train.max_seq_length={seq_length} exceeds the model's block_size {model_config.block_size}. "
+            f"Lower it, or raise --model_config.block_size."
+        )
     devices = setup_devices(settings.accelerator, settings.devices, settings.num_nodes, settings.precision,
-                            settings.compile)
+                            settings.compile, settings.strategy)
     _refuse_unsupported(settings)
     dialect, dialect_reason = dialect_of(train)
     fork = dialect == "fork"
@@ -96,7 +103,10 @@ def setup_run(settings: RunSettings) -> RunSetup:
                                        start.kind is StartKind.BRANCH, start.checkpoint.path)
         notices += optimizer.notices
     elif train.reset_optimizer:
-        notices.append("--train.reset_optimizer=true has no effect: this run starts from scratch.")
+        raise ConfigError(
+            "--train.reset_optimizer=true resets a checkpoint's optimizer where a branch starts, but this "
+            "run starts from scratch (no --branch_from, nothing in --out_dir to resume). Remove it."
+        )
     restored_lr = saved_lr(record.optimizer_state) if continuing else None
     if fork:
         schedule, budget, start, fork_notices = _fork_schedule(train, budget, start, record, start_step, start_iter,
@@ -143,8 +153,10 @@ def _refuse_unsupported(settings: RunSettings) -> None:
     """litgpt's keys that pretraining cannot honour, refused rather than ignored."""
     check_logger(settings.logger_name)
     if settings.eval.max_new_tokens is not None:
-        raise ConfigError(f"--eval.max_new_tokens={settings.eval.max_new_tokens} is for fine-tuning; pretraining generates "
-                          "nothing. Remove it.")
+        raise ConfigError(
+            f"--eval.max_new_tokens={settings.eval.max_new_tokens} is for fine-tuning; pretraining generates "
+            "nothing. Remove it."
+        )
     if settings.eval.evaluate_example != "first":
         raise ConfigError(f"--eval.evaluate_example={settings.eval.evaluate_example!r} is for fine-tuning; pretraining "
                           "evaluates no examples. Remove it.")
@@ -152,8 +164,15 @@ def _refuse_unsupported(settings: RunSettings) -> None:
                        "save_logs": True}
     for key, default in lit_logger_only.items():
         if getattr(settings.log, key) != default:
-            raise ConfigError(f"--log.{key}={getattr(settings.log, key)!r} applies to litgpt's LitLogger, which midtrain "
-                              "does not support (use tensorboard, csv or wandb). Remove it.")
+            raise ConfigError(
+                f"--log.{key}={getattr(settings.log, key)!r} applies to litgpt's LitLogger, which midtrain "
+                "does not support (use tensorboard, csv or wandb). Remove it."
+            )
+    wandb_only = [k for k in ("project", "run", "group") if getattr(settings.log, k) is not None]
+    if wandb_only and settings.logger_name != "wandb":
+        raise ConfigError(f"--log.{wandb_only[0]}={getattr(settings.log, wandb_only[0])!r} names a wandb "
+                          f"{wandb_only[0]}, but --logger_name={settings.logger_name}: nothing would use it. Set "
+                          f"--logger_name=wandb, or remove --log.{', --log.'.join(wandb_only)}.")
     if not isinstance(settings.eval.interval, int) or settings.eval.interval < 1:
         raise ConfigError(f"--eval.interval={settings.eval.interval!r} must be a positive number of steps.")
 
@@ -179,9 +198,12 @@ def _data(settings: RunSettings, model_config: Config, seq_length: int) -> tuple
     for domain, held_out in val_sets.items():
         largest, shard_id = held_out.largest_token_id()
         if largest >= model_config.padded_vocab_size:
-            raise DataError(f"the {domain} validation set (held-out shard {shard_id!r}) holds token id {largest:,}, but "
-                            f"the model's vocabulary has {model_config.padded_vocab_size:,} entries (padded_vocab_size). "
-                            "Use the tokenizer the shards were prepared with and a model whose vocabulary covers it.")
+            raise DataError(
+                f"the {domain} validation set (held-out shard {shard_id!r}) holds token id {largest:,}, but "
+                f"the model's vocabulary has {model_config.padded_vocab_size:,} entries "
+                "(padded_vocab_size). "
+                "Use the tokenizer the shards were prepared with and a model whose vocabulary covers it."
+            )
     return data, val_sets
 
 

@@ -16,6 +16,18 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 OVERALL = "overall"
+IGNORE_INDEX = -100
+"""A target that is not scored (a masked prompt, padding, a short rank's filler row)."""
+
+
+def summed_loss(
+    model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed next-token loss, number of scored targets) of one batch, on the device: the one held-out loss that
+    training's validation and ``midtrain eval`` both compute."""
+    logits = model(inputs)
+    total = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+    return total, (targets != IGNORE_INDEX).sum()
 
 
 @torch.no_grad()
@@ -35,11 +47,11 @@ def validate(fabric, model: torch.nn.Module, sets: Mapping[str, Dataset], micro_
             real = len(chunk)
             chunk = chunk + [0] * (micro_batch_size - real) if real < micro_batch_size else chunk
             batch = torch.stack([dataset[i] for i in chunk]).to(fabric.device).long()
-            logits = model(batch[:, :-1])
-            losses = F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten(), reduction="none")
-            losses = losses.view(len(chunk), -1)[:real]
-            sums[d] += losses.sum().double()
-            counts[d] += losses.numel()
+            targets = batch[:, 1:].clone()
+            targets[real:] = IGNORE_INDEX  # a short rank's filler rows run (sharded models need every rank) unscored
+            total, count = summed_loss(model, batch[:, :-1], targets)
+            sums[d] += total.double()
+            counts[d] += count.double()
     sums = fabric.all_reduce(sums, reduce_op="sum")
     counts = fabric.all_reduce(counts, reduce_op="sum")
     if was_training:

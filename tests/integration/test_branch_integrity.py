@@ -36,7 +36,13 @@ def branch_config(train_root, trunk, out, **train):
 
 def plan_table(text: str) -> str:
     """The mixture plan's two tables as printed."""
-    return text[text.index("Mixture plan:"):].split("\n\n\n")[0].split("\nValidation data")[0].split("\nDry run")[0].strip()
+    return (
+        text[text.index("Mixture plan:") :]
+        .split("\n\n\n")[0]
+        .split("\nValidation data")[0]
+        .split("\nDry run")[0]
+        .strip()
+    )
 
 
 def test_mix_and_dry_run_plan_a_branch_the_same_way(train_root, trunk, tmp_path, capsys):
@@ -74,15 +80,22 @@ def test_branch_trains_with_its_own_optimizer_settings_and_says_so(train_root, t
     capsys.readouterr()
     assert main(["pretrain", "--config", str(write_config(tmp_path / "wd.yaml", config))]) == 0
     printed = capsys.readouterr().out
-    assert re.search(r"weight_decay\s+0\.1 -> 0\.3", printed) and re.search(r"betas\s+\[0\.9, 0\.95\] -> \[0\.8, 0\.95\]", printed)
+    assert re.search(r"weight_decay\s+0\.1 -> 0\.3", printed) and re.search(
+        r"betas\s+\[0\.9, 0\.95\] -> \[0\.8, 0\.95\]", printed
+    )
     groups = torch.load(tmp_path / "wd" / "final" / "lit_model.pth", weights_only=False)["optimizer"]["param_groups"]
     assert all(g["weight_decay"] == 0.3 and tuple(g["betas"]) == (0.8, 0.95) for g in groups)
-    trunk_groups = torch.load(trunk / f"step-{BRANCH_STEP:08d}" / "lit_model.pth", weights_only=False)["optimizer"]["param_groups"]
+    trunk_groups = torch.load(trunk / f"step-{BRANCH_STEP:08d}" / "lit_model.pth", weights_only=False)["optimizer"][
+        "param_groups"
+    ]
     assert trunk_groups[0]["weight_decay"] == 0.1
     lineage = read_json(tmp_path / "wd" / "run.json")["lineage"][0]
     assert {"key": "weight_decay", "checkpoint": 0.1, "config": 0.3} in lineage["optimizer_changes"]
     info = read_json(tmp_path / "wd" / "final" / "checkpoint.json")
-    assert info["optimizer"]["class_path"] == "torch.optim.AdamW" and info["optimizer"]["hyperparameters"]["weight_decay"] == 0.3
+    assert (
+        info["optimizer"]["class_path"] == "torch.optim.AdamW"
+        and info["optimizer"]["hyperparameters"]["weight_decay"] == 0.3
+    )
 
 
 def test_another_optimizer_class_is_refused_unless_the_state_is_reset(train_root, trunk, tmp_path, capsys):
@@ -143,14 +156,21 @@ def test_one_model_rule_for_pretrain_mix_and_eval(train_root, tmp_path, capsys):
                  "--accelerator=cpu"]) == 0
 
 
+@pytest.mark.slow
 def test_a_stale_rank_environment_does_not_shard_a_one_process_run(train_root, tmp_path):
     results = {}
     for name, extra in (("reference", {}), ("stale", {"RANK": "1", "WORLD_SIZE": "2"})):
         out = tmp_path / name
         path = write_config(tmp_path / f"{name}.yaml", tiny_config(train_root, out, max_steps=4))
         env = {**os.environ, **extra, "PYTHONPATH": str(REPO), "LITDATA_DISABLE_VERSION_CHECK": "1"}
-        result = subprocess.run([sys.executable, "-m", "midtrain", "pretrain", "--config", str(path)], capture_output=True,
-                                text=True, env=env, cwd=REPO, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-m", "midtrain", "pretrain", "--config", str(path)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         results[name] = losses(out)
     assert results["stale"] == results["reference"]

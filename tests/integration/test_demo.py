@@ -13,9 +13,12 @@ from midtrain.demo.corpus import math_problems, split_prose_and_code
 from midtrain.demo.pipeline import BRANCHES, RAMPED, SIZES, ramp_override
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIGS = sorted((REPO / "pretrain_configs" / "demo").rglob("*.yaml")) + sorted((REPO / "midtrain_configs" / "demo").rglob("*.yaml"))
+CONFIGS = sorted((REPO / "pretrain_configs" / "demo").rglob("*.yaml")) + sorted(
+    (REPO / "midtrain_configs" / "demo").rglob("*.yaml")
+)
 
 
+@pytest.mark.slow
 def test_tiny_demo_runs_every_stage_and_writes_the_report(tiny_demo, capsys):
     table = (tiny_demo / "summary.md").read_text()
     for name in BRANCHES:
@@ -24,7 +27,12 @@ def test_tiny_demo_runs_every_stage_and_writes_the_report(tiny_demo, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     summary = json.loads((tiny_demo / "summary.json").read_text())
     assert summary["branch_step"] == SIZES["tiny"]["branch_step"]
-    assert set(summary["final"]) == set(BRANCHES) and set(summary["final"]["code"]) == {"main", "code", "math", "instruct"}
+    assert set(summary["final"]) == set(BRANCHES) and set(summary["final"]["code"]) == {
+        "main",
+        "code",
+        "math",
+        "instruct",
+    }
     for name in BRANCHES:
         lineage = json.loads((tiny_demo / "runs" / name / "run.json").read_text())["lineage"]
         assert lineage[0]["step"] == SIZES["tiny"]["branch_step"]
@@ -38,23 +46,32 @@ def test_tiny_demo_runs_every_stage_and_writes_the_report(tiny_demo, capsys):
     names = {"main", "code", "math", "instruct", "code_sft", "math_sft"}
     runs = {"trunk": (3, 6), **{branch: (9, 12) for branch in BRANCHES}}
     assert scored == {(run, step, name) for run, steps in runs.items() for step in steps for name in names}
-    assert {p.name for p in (tiny_demo / "eval" / "plots").iterdir()} == {f"heldout_{d}.png" for d in names - {"code_sft", "math_sft"}} | {"set_code_sft.png", "set_math_sft.png"}
+    assert {p.name for p in (tiny_demo / "eval" / "plots").iterdir()} == {
+        f"heldout_{d}.png" for d in names - {"code_sft", "math_sft"}
+    } | {"set_code_sft.png", "set_math_sft.png"}
     report = json.loads((tiny_demo / "similarity" / "similarity.json").read_text())
     assert list(report["corpora"]) == ["main", "code", "math", "instruct", "code_sft", "math_sft"]
     assert set(report["similarity"]) == {"token", "model"}
-    assert {(p["mix"], p["sft"]) for p in report["bridge"]["pairs"]} == {(m, s) for m in ("code", "math") for s in ("code_sft", "math_sft")}
+    assert {(p["mix"], p["sft"]) for p in report["bridge"]["pairs"]} == {
+        (m, s) for m in ("code", "math") for s in ("code_sft", "math_sft")
+    }
     assert report["bridge"]["correlation"]["pairs"] == 4
 
 
+@pytest.mark.slow
 def test_running_the_demo_again_reuses_data_and_finished_runs(tiny_demo, capsys):
     assert main(["demo", "--out_dir", str(tiny_demo), "--size", "tiny", "--num_workers", "1"]) == 0
     printed = capsys.readouterr().out
     assert "reusing the corpus" in printed and "reusing the tokenizer" in printed and "main: reusing" in printed
     assert printed.count("already finished") == len(BRANCHES)
     assert "Saved checkpoint" not in printed
-    assert f"{2 + 2 * len(BRANCHES)} checkpoint(s) already scored with these settings: skipped." in printed and "Wrote 0 row(s)" in printed
+    assert (
+        f"{2 + 2 * len(BRANCHES)} checkpoint(s) already scored with these settings: skipped." in printed
+        and "Wrote 0 row(s)" in printed
+    )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_demo_config_parses_and_passes_a_dry_run(config, tiny_demo, tmp_path):
     """Paths are pointed at the tiny demo's data and trunk, sizes at the tiny preset; everything else is the file's."""

@@ -28,7 +28,9 @@ def test_a_second_run_on_the_same_out_dir_is_refused_naming_the_holder(train_roo
         path = write_config(tmp_path / "h.yaml", tiny_config(train_root, out, max_steps=2))
         assert main(["pretrain", "--config", str(path)]) == 2
         err = capsys.readouterr().err
-        assert f"--out_dir='{out}' is in use by another midtrain run (host {os.uname().nodename}, pid {os.getpid()}" in err
+        assert (
+            f"--out_dir='{out}' is in use by another midtrain run (host {os.uname().nodename}, pid {os.getpid()}" in err
+        )
         assert not (out / "run.json").exists()
     assert main(["pretrain", "--config", str(path)]) == 0  # released: the lock dies with its holder
 
@@ -117,13 +119,14 @@ def prepared_root(tmp_path_factory, tokenizer_dir):
     """A main shard written by 'midtrain prepare' (its manifest records the tokenizer and the largest token id)."""
     raw = tmp_path_factory.mktemp("raw")
     (raw / "docs.jsonl").write_text("".join(
-        '{"text": "def f_%d(x):\\n    return x * %d\\n"}\n' % (i, i) for i in range(400)))
+        f'{{"text": "def f_{i}(x):\\n    return x * {i}\\n"}}\n' for i in range(400)))
     root = tmp_path_factory.mktemp("prepared")
     assert main(["prepare", "--inputs", str(raw), "--tokenizer_dir", str(tokenizer_dir), "--output_dir",
                  str(root / "1")]) == 0
     return root
 
 
+@pytest.mark.slow
 def test_token_ids_beyond_the_vocabulary_are_refused_before_training(prepared_root, tokenizer_dir, tmp_path, capsys):
     config = tiny_config(prepared_root, tmp_path / "v", max_steps=2)
     config["model_config"].update(vocab_size=128, padded_vocab_size=128)
@@ -163,13 +166,21 @@ def test_shards_without_a_manifest_are_checked_as_they_are_read(train_root, tmp_
     assert not (tmp_path / "n" / "final").exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--data.mix_weigths_str=main:1"], "--data.mix_weigths_str is not a key of 'midtrain pretrain' (data). Did you mean "
-                                        "--data.mix_weights_str?"),
-    (["--train.max_step=4"], "--train.max_step is not a key of 'midtrain pretrain' (train). Did you mean --train.max_steps?"),
-    (["--data.num_workers=abc"], "--data.num_workers=abc is not valid: expected int."),
-    (["--train.lr_scheduler=foo"], "--train.lr_scheduler=foo is not one of cosine, wsd, linear, constant, decay."),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--data.mix_weigths_str=main:1"],
+            "--data.mix_weigths_str is not a key of 'midtrain pretrain' (data). Did you mean --data.mix_weights_str?",
+        ),
+        (
+            ["--train.max_step=4"],
+            "--train.max_step is not a key of 'midtrain pretrain' (train). Did you mean --train.max_steps?",
+        ),
+        (["--data.num_workers=abc"], "--data.num_workers=abc is not valid: expected int."),
+        (["--train.lr_scheduler=foo"], "--train.lr_scheduler=foo is not one of cosine, wsd, linear, constant, decay."),
+    ],
+)
 def test_unknown_keys_and_bad_values_get_one_clear_line(train_root, tmp_path, capsys, args, message):
     path = write_config(tmp_path / "u.yaml", tiny_config(train_root, tmp_path / "u", max_steps=2))
     assert main(["pretrain", "--config", str(path), *args, "--dry_run=true"]) == 2

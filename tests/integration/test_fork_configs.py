@@ -88,7 +88,9 @@ def test_fork_branch_over_a_linked_checkpoint_continues_with_literal_weights(for
     assert "Start: branch from" in printed and "max_iters = 8 + 4 × 2 = 16 micro-iterations" in printed
     warmup_iters = math.ceil(0.5 * 16)  # of this invocation's max_iters, as the fork
     for step in range(5, 9):
-        assert logged_lr_at_step(out, step) == pytest.approx(fork_lr(8 + (step - 4) * ACCUM - 1, warmup_iters), rel=1e-9)
+        assert logged_lr_at_step(out, step) == pytest.approx(
+            fork_lr(8 + (step - 4) * ACCUM - 1, warmup_iters), rel=1e-9
+        )
     ledger = read_json(out / "final" / "ledger.json")
     assert set(ledger["domains"]) == {"main", "code"}
     assert read_json(out / "run.json")["lineage"][0]["step"] == 4
@@ -104,7 +106,10 @@ def test_fork_branch_with_a_mix_config_json_and_a_budget_horizon_dry_runs(fork_t
     printed = capsys.readouterr().out
     assert "horizon 24 micro-iterations (12.0 steps)" in printed
     # the trunk was on the fork's fixed horizon: the branch's first LR jumps, and the warning says why
-    assert "where the checkpoint's run would have used" in printed and "horizon (micro-iterations) 976,560 -> 24" in printed
+    assert (
+        "where the checkpoint's run would have used" in printed
+        and "horizon (micro-iterations) 976,560 -> 24" in printed
+    )
     assert "math" in printed and "this invocation's first step 5" in printed
 
 
@@ -294,7 +299,10 @@ def test_a_branch_whose_parent_iteration_is_off_its_step_grid_keeps_the_forks_st
     config = fork_config(train_root, out, resume=True, global_batch_size=6, max_additional_steps=4)
     assert main(["pretrain", "--config", str(write_config(tmp_path / "b.yaml", config))]) == 0
     printed = capsys.readouterr().out
-    assert "micro-iteration 8 is no multiple of this run's 3 per step" in printed and "runs 1 of 3 micro-batches" in printed
+    assert (
+        "micro-iteration 8 is no multiple of this run's 3 per step" in printed
+        and "runs 1 of 3 micro-batches" in printed
+    )
     max_iters = 8 + 4 * 3
     expected = fork_step_lrs(8, 3, max_iters, lambda it: fork_cosine(it, MAX_LR, math.ceil(0.5 * max_iters), MIN_LR))
     assert [logged_lr_at_step(out, s) for s in range(5, 9)] == pytest.approx(expected, rel=1e-9)

@@ -20,6 +20,8 @@ def test_gpu_check_smoke_runs_every_check_and_prints_the_table():
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     table = result.stdout[result.stdout.index("midtrain GPU check"):]
     for row in ("litgpt 32-true", "midtrain 32-true", "midtrain/litgpt 32-true", "data wait, 4 workers",
-                "resume at step 8", "midtrain eval"):
+                "resume at step 8", "fsdp on 2 cpu rank(s)", "midtrain eval"):
         assert row in table
     assert "largest relative loss difference 0.00e+00" in table  # fp32 on CPU: the resumed run is exact
+    fsdp_row = next(line for line in table.splitlines() if line.startswith("fsdp on 2 cpu rank(s)"))
+    assert "from ddp" in fsdp_row and fsdp_row.endswith("ok")

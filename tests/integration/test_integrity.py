@@ -150,8 +150,10 @@ def test_a_shard_changed_under_a_resume_is_refused_unless_allowed(train_root, tm
 def prepared_data(tmp_path_factory, tokenizer_dir):
     """main and code shards (with held-out splits) written by 'midtrain prepare': manifests with chunk hashes."""
     raw = tmp_path_factory.mktemp("raw")
-    (raw / "main.jsonl").write_text("".join('{"text": "the %d river runs past %d hills"}\n' % (i, i) for i in range(300)))
-    (raw / "code.jsonl").write_text("".join('{"text": "def f_%d(x):\\n    return x * %d\\n"}\n' % (i, i)
+    (raw / "main.jsonl").write_text(
+        "".join(f'{{"text": "the {i} river runs past {i} hills"}}\n' for i in range(300))
+    )
+    (raw / "code.jsonl").write_text("".join(f'{{"text": "def f_{i}(x):\\n    return x * {i}\\n"}}\n'
                                             for i in range(300)))
     root = tmp_path_factory.mktemp("prepared")
     for name, source in (("1", "main"), ("c1", "code")):
@@ -160,6 +162,7 @@ def prepared_data(tmp_path_factory, tokenizer_dir):
     return root
 
 
+@pytest.mark.slow
 def test_a_copied_root_resumes_and_a_chunk_rewritten_in_place_is_named(prepared_data, tmp_path, capsys):
     out = tmp_path / "run"
     config = tiny_config(prepared_data, out, mix="main:0.5,code:0.5", max_steps=6, save_interval=2)
@@ -182,7 +185,9 @@ def test_resume_notices_batch_validation_precision_and_the_run_folder(train_root
     assert pretrain(config, tmp_path, "--train.global_batch_size=8", "--data.val_samples_per_domain=0",
                     "--precision=16-mixed", "--dry_run=true") == 0
     printed = capsys.readouterr().out
-    assert "--train.global_batch_size=8 differs from the checkpoint's 4: each step now reads 128 tokens (was 64" in printed
+    assert (
+        "--train.global_batch_size=8 differs from the checkpoint's 4: each step now reads 128 tokens (was 64" in printed
+    )
     assert "--data.val_samples_per_domain=0 turns validation off" in printed
     assert "--precision=16-mixed runs as bf16-mixed on CPU" in printed and "precision bf16-mixed" in printed
     monkeypatch.chdir(tmp_path)
@@ -210,7 +215,10 @@ def test_schedule_phases_past_the_end_or_edited_after_reading_are_said(train_roo
     assert pretrain(config, tmp_path, "--dry_run=true") == 0
     assert "--data.mix_schedule[1] differ from what the run read (those phases began before step 2)" in \
         capsys.readouterr().out
-    assert len(read_json(tmp_path / "s" / "run.json")["invocations"][0]["config"]["data"]["init_args"]["mix_schedule"]) == 3
+    assert (
+        len(read_json(tmp_path / "s" / "run.json")["invocations"][0]["config"]["data"]["init_args"]["mix_schedule"])
+        == 3
+    )
 
 
 def test_short_or_swapped_held_out_sets_and_missing_tokenizer_files_are_said(train_root, trunk, tokenizer_dir, tmp_path,
@@ -229,7 +237,9 @@ def test_short_or_swapped_held_out_sets_and_missing_tokenizer_files_are_said(tra
     assert "the held-out shards of math hold no whole sequence of 17 tokens" in printed
     assert f"no --tokenizer_dir: the checkpoints get the tokenizer files of {start}" in printed
     assert "the held-out set of code differs from the one the checkpoint's run validated on" in printed
-    assert (tmp_path / "b" / "step-00000005" / "tokenizer.json").read_bytes() == (tokenizer_dir / "tokenizer.json").read_bytes()
+    assert (tmp_path / "b" / "step-00000005" / "tokenizer.json").read_bytes() == (
+        tokenizer_dir / "tokenizer.json"
+    ).read_bytes()
 
 
 def test_logged_losses_are_the_same_whatever_the_interruptions(train_root, tmp_path):
@@ -310,7 +320,11 @@ def test_similarity_refuses_a_control_the_table_does_not_have(train_root, tmp_pa
     table = ResultsTable(tmp_path / "eval")
     table.append([{**dict.fromkeys(COLUMNS), "run": run, "kind": "set", "name": "sft", "metric": "loss", "value": 1.0,
                    "step": 4, "settings": "s", "checkpoint": f"/c/{run}"} for run in ("code", "trunk")])
-    corpora = [f"main={train_root / 'val' / '1'}", f"code={train_root / 'val' / 'c1'}", f"sft={train_root / 'val' / 'm1'}"]
+    corpora = [
+        f"main={train_root / 'val' / '1'}",
+        f"code={train_root / 'val' / 'c1'}",
+        f"sft={train_root / 'val' / 'm1'}",
+    ]
     assert main(["similarity", f"--corpora={json.dumps(corpora)}", "--pretrain=main", "--mixes=[code]", "--sft=[sft]",
                  f"--eval_table={tmp_path / 'eval' / 'eval.csv'}", "--control=control",
                  f"--out_dir={tmp_path / 'sim'}"]) == 2
@@ -323,8 +337,9 @@ def test_optimizer_flags_override_a_config_that_gives_a_mapping(train_root, tmp_
     from midtrain.commands.pretrain import pretrain as pretrain_command
 
     path = write_config(tmp_path / "o.yaml", tiny_config(train_root, tmp_path / "o", max_steps=4))
-    assert call_with_args(pretrain_command, ["--config", str(path), "--optimizer.init_args.lr", "0.5"])["optimizer"] == {
-        "class_path": "torch.optim.AdamW", "init_args": {"lr": 0.5, "weight_decay": 0.1, "betas": [0.9, 0.95]}}
+    assert call_with_args(pretrain_command, ["--config", str(path), "--optimizer.init_args.lr", "0.5"])[
+        "optimizer"
+    ] == {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.5, "weight_decay": 0.1, "betas": [0.9, 0.95]}}
     sgd = call_with_args(pretrain_command, ["--config", str(path), "--optimizer",
                                             "{class_path: torch.optim.SGD, init_args: {lr: 0.1}}"])["optimizer"]
     assert sgd == {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.1}}

@@ -95,12 +95,20 @@ def test_console_script_and_module_entry_point(data_root):
     assert result.returncode == 2 and "midtrain.DataError: data root" in result.stderr
 
 
+# a key of that command, as its --help must show it (its description: tests/integration/test_help.py)
+OWN_KEY = {"prepare": "--tokenizer_dir", "mix": "--data.mix_weights_str", "pretrain": "--train.max_steps",
+           "port": "--fork_config", "sweep": "--spec", "eval": "--runs", "similarity": "--corpora",
+           "demo": "--branch_step"}
+
+
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_help_for_each_subcommand(command, capsys):
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])
     assert info.value.code == 0
-    assert "--config" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: midtrain {command} ")
+    assert OWN_KEY[command] in text
 
 
 @pytest.mark.parametrize("argv", [["mix", "--data.data_path", "{root}", "--max_tokens", "3200", "--seq_length", "31"],

@@ -11,8 +11,7 @@ import sys
 import pytest
 
 from midtrain.cli import main
-from tests.integration.train_helpers import (REPO, losses, read_json, run_cli, shard_of, tiny_config,
-                                              write_config)
+from tests.integration.train_helpers import REPO, losses, read_json, run_cli, shard_of, tiny_config, write_config
 
 STEPS = 24
 SCHEDULE = [
@@ -73,7 +72,8 @@ def test_mix_and_dry_run_show_each_phase_and_the_totals(train_root, tmp_path, ca
     shown = capsys.readouterr().out
     assert "mixture: 3 phases (--data.mix_schedule)" in shown
     assert "Phase 0, steps 0 → 6: domains main:1" in shown
-    assert "Phase 2, steps 12 → 24: domains main:0.5,math:0.5, ramped over 6 steps from the mixture before (in 6 constant segments)" in shown
+    assert ("Phase 2, steps 12 → 24: domains main:0.5,math:0.5, ramped over 6 steps from the mixture before (in 6 "
+            "constant segments)") in shown
     assert "Totals over the run:" in shown
     assert main(["mix", "--config", str(path), "--format", "json"]) == 0
     plan = __import__("json").loads(capsys.readouterr().out)

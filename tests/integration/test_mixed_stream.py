@@ -1,4 +1,5 @@
 import collections
+import json
 import logging
 
 import pytest
@@ -39,7 +40,9 @@ def test_same_sequence_for_any_number_of_workers(data_root):
 
 def test_samples_are_the_blocks_on_disk(data_root):
     batch = next(iter(make_module(data_root, mix_weights_str=MIX).train_dataloader()))
-    assert batch.shape == (4, SEQ_LENGTH + 1) and batch.dtype == torch.int32  # the shard's own width; the training loop casts to long
+    assert (
+        batch.shape == (4, SEQ_LENGTH + 1) and batch.dtype == torch.int32
+    )  # the shard's own width; the training loop casts to long
     assert torch.equal(batch[:, 1:] - batch[:, :-1], torch.ones(4, SEQ_LENGTH, dtype=torch.int32))
 
 
@@ -60,7 +63,9 @@ def test_small_shard_starts_new_passes_with_fresh_shuffles(data_root):
 @pytest.mark.parametrize("num_workers", [0, 2])
 @pytest.mark.parametrize("stop_after", [1, 7])
 def test_resume_continues_sample_for_sample(data_root, num_workers, stop_after, tmp_path):
-    uninterrupted = first_tokens(make_module(data_root, mix_weights_str=MIX, num_workers=num_workers).train_dataloader(), 20)
+    uninterrupted = first_tokens(
+        make_module(data_root, mix_weights_str=MIX, num_workers=num_workers).train_dataloader(), 20
+    )
     loader = make_module(data_root, mix_weights_str=MIX, num_workers=num_workers).train_dataloader()
     before = first_tokens(loader, stop_after)
     torch.save({"train_dataloader": loader.state_dict()}, tmp_path / "state.pt")
@@ -165,7 +170,9 @@ def test_ranks_from_the_environment_read_disjoint_samples(data_root, monkeypatch
 
 
 def test_random_sampling_is_reproducible_and_resumable(data_root):
-    make = lambda: make_module(data_root, mix_weights_str=MIX, sampling="random").train_dataloader()
+    def make():
+        return make_module(data_root, mix_weights_str=MIX, sampling="random").train_dataloader()
+
     whole = first_tokens(make(), 30)
     assert whole == first_tokens(make(), 30)
     loader = make()
@@ -181,13 +188,14 @@ def test_validation_loaders_per_domain(data_root):
     module = make_module(data_root, mix_weights_str=MIX)
     loaders = module.val_dataloaders()
     # val/1: 600 tokens -> 18 samples of 32; val/c1: 400 -> 12; val/m1: 300 -> 9
-    assert {d: len(l.dataset) for d, l in loaders.items()} == {"main": 18, "code": 12, "math": 9}
+    assert {d: len(loader.dataset) for d, loader in loaders.items()} == {"main": 18, "code": 12, "math": 9}
     code = torch.cat(list(loaders["code"]))
     assert code.shape == (12, 32) and all(source_val(int(t)) == "val/c1" for t in code[:, 0])
     assert torch.equal(code, torch.cat(list(module.val_dataloaders()["code"])))  # a fixed set
     assert len(module.val_dataloader().dataset) == 39
     capped = make_module(data_root, mix_weights_str=MIX, val_samples_per_domain=5)
-    assert {d: len(l.dataset) for d, l in capped.val_dataloaders().items()} == {"main": 5, "code": 5, "math": 5}
+    capped_sizes = {d: len(loader.dataset) for d, loader in capped.val_dataloaders().items()}
+    assert capped_sizes == {"main": 5, "code": 5, "math": 5}
 
 
 def source_val(token):
@@ -237,7 +245,8 @@ def test_two_gloo_processes_read_disjoint_exact_streams(data_root, tmp_path):
     assert sum(s["samples"] for s in results[0]["ledger"]["shards"].values()) == 80
     # together the ranks walk each shard's stream without gaps: rank r takes positions r, r + 2, ...
     for shard_id in ("main/1", "c1"):
-        merged = [t for pair in zip(*[[t for t in tk if source(t) == shard_id] for tk in tokens]) for t in pair]
+        per_rank = [[t for t in tk if source(t) == shard_id] for tk in tokens]
+        merged = [t for pair in zip(*per_rank, strict=False) for t in pair]
         assert merged == shard_order(data_root, shard_id, len(merged))
 
 
@@ -260,3 +269,20 @@ def test_open_chunk_files_stay_bounded_and_samples_stay_right(data_root):
         assert first_tokens(reference.train_dataloader(), 100) == tokens
     finally:
         _OPEN_FILES.resize(capacity)
+
+
+def test_test_shards_are_the_bytes_litdata_optimize_writes(tmp_path):
+    """The tests' shards come from litdata's writer in-process; ``litdata.optimize`` writes the same files."""
+    from tests.helpers import write_token_shard, write_token_shard_with_optimize
+
+    ours = write_token_shard(tmp_path / "writer", 3000, 1500, doc_tokens=50, chunk_tokens=512)
+    theirs = write_token_shard_with_optimize(tmp_path / "optimize", 3000, 1500, doc_tokens=50, chunk_tokens=512)
+    names = sorted(p.name for p in theirs.iterdir())
+    assert names == sorted(p.name for p in ours.iterdir()) and len(names) > 2
+    for name in names:
+        if name == "index.json":  # the same but for when it was written
+            ours_index, their_index = (json.loads((folder / name).read_text()) for folder in (ours, theirs))
+            ours_index.pop("updated_at"), their_index.pop("updated_at")
+            assert ours_index == their_index
+        else:
+            assert (ours / name).read_bytes() == (theirs / name).read_bytes(), name

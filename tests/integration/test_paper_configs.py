@@ -51,7 +51,9 @@ def test_paper_config_passes_a_dry_run(config, midtrain_root, monkeypatch, capsy
     monkeypatch.setenv("MIDTRAIN_ROOT", str(midtrain_root))
     monkeypatch.chdir(REPO)  # mixture JSON files are named relative to the repository root
     raw = yaml.safe_load(config.read_text())
-    assert main(["pretrain", "--config", str(config), "--dry_run=true", "--branch_from=null"]) == 0, capsys.readouterr().err
+    assert main(["pretrain", "--config", str(config), "--dry_run=true", "--branch_from=null"]) == 0, (
+        capsys.readouterr().err
+    )
     printed = capsys.readouterr().out
     assert "61,035 steps × 1,024 sequences × 2,048 tokens" in printed
     if raw.get("branch_from"):  # the branch point is a checkpoint its trunk keeps

@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 
 from midtrain.cli import main
+from midtrain.commands.prepare import prepare as prepare_shard
 from midtrain.data.discovery import read_shard
 from midtrain.data.encoding import encode_batch
-from midtrain.data.prepare import MANIFEST_FILE, prepare_shard
+from midtrain.data.prepare import MANIFEST_FILE
 from midtrain.errors import ConfigError, DataError
 
 DOCS = [f"def function_{i}(x):\n    return x * {i}  # document {i}\n" * (1 + i % 5) for i in range(60)]
@@ -37,6 +38,7 @@ def test_encode_batch_matches_litgpt(tokenizer_dir):
     assert encode_batch(tokenizer, texts) == [tokenizer.encode(t, eos=True).tolist() for t in texts]
 
 
+@pytest.mark.slow
 def test_prepare_reads_every_format_and_holds_out_validation(tmp_path, tokenizer_dir):
     from litgpt.tokenizer import Tokenizer
 
@@ -59,6 +61,7 @@ def test_prepare_reads_every_format_and_holds_out_validation(tmp_path, tokenizer
     assert leftovers == []
 
 
+@pytest.mark.slow
 def test_the_held_out_split_does_not_depend_on_where_the_inputs_live(tmp_path, tokenizer_dir):
     import shutil
 
@@ -72,9 +75,13 @@ def test_the_held_out_split_does_not_depend_on_where_the_inputs_live(tmp_path, t
                      str(tmp_path / name / "train" / "1"), "--val_fraction", "0.3", "--num_workers", "1"]) == 0
         val_tokens.append(json.loads((tmp_path / name / "val" / "1" / MANIFEST_FILE).read_text())["tokens"])
     assert val_tokens[0] == val_tokens[1]
-    assert split_keys([tmp_path / "raw" / "a.jsonl", tmp_path / "raw" / "sub" / "a.jsonl"]) == ["a.jsonl", "sub/a.jsonl"]
+    assert split_keys([tmp_path / "raw" / "a.jsonl", tmp_path / "raw" / "sub" / "a.jsonl"]) == [
+        "a.jsonl",
+        "sub/a.jsonl",
+    ]
 
 
+@pytest.mark.slow
 def test_prepare_refuses_non_empty_output_and_overwrites_atomically(tmp_path, tokenizer_dir):
     raw = tmp_path / "a.jsonl"
     raw.write_text("".join(json.dumps({"text": d}) + "\n" for d in DOCS[:10]))
@@ -89,14 +96,16 @@ def test_prepare_refuses_non_empty_output_and_overwrites_atomically(tmp_path, to
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "shard"]
 
 
+@pytest.mark.slow
 def test_prepare_failure_leaves_no_partial_shard(tmp_path, tokenizer_dir):
     raw = tmp_path / "a.jsonl"
     raw.write_text(json.dumps({"text": "fine"}) + "\n" + json.dumps({"body": "wrong key"}) + "\n")
-    with pytest.raises(Exception):
+    with pytest.raises(DataError, match="has no key 'text'"):
         prepare_shard(tmp_path / "shard", tokenizer_dir, [str(raw)])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl"]
 
 
+@pytest.mark.slow
 def test_prepare_from_a_local_hugging_face_dataset(tmp_path, tokenizer_dir):
     import datasets
 
@@ -110,8 +119,16 @@ def test_prepare_from_a_local_hugging_face_dataset(tmp_path, tokenizer_dir):
     [
         ({"inputs": ["missing.jsonl"]}, ConfigError, r"--inputs file 'missing.jsonl' does not exist"),
         ({"inputs": ["*.nothing"]}, ConfigError, r"--inputs pattern '\*.nothing' matches no files"),
-        ({"inputs": ["x.jsonl"], "val_fraction": 1.5}, ConfigError, r"--val_fraction=1.5 must be at least 0 and below 1"),
-        ({"inputs": ["x.jsonl"], "val_fraction": 0.1}, ConfigError, r"--val_fraction is set but --val_output_dir is not"),
+        (
+            {"inputs": ["x.jsonl"], "val_fraction": 1.5},
+            ConfigError,
+            r"--val_fraction=1.5 must be at least 0 and below 1",
+        ),
+        (
+            {"inputs": ["x.jsonl"], "val_fraction": 0.1},
+            ConfigError,
+            r"--val_fraction is set but --val_output_dir is not",
+        ),
         ({"inputs": []}, ConfigError, r"give exactly one of --inputs"),
         ({"inputs": ["x.jsonl"], "num_workers": 0}, ConfigError, r"--num_workers=0 must be a positive integer"),
     ],
@@ -153,6 +170,7 @@ def test_prepare_needs_an_eos_token(tmp_path, tokenizer_dir):
         prepare_shard(tmp_path / "out", broken, [str(tmp_path / "x.jsonl")])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, content, message", [
     ("bad.jsonl", b'{"text": "ok"}\n{"text": "caf\xe9 \xff"}\n', r"bad.jsonl:2 is not valid UTF-8"),
     ("key.jsonl", b'{"text": "ok"}\n{"body": "x"}\n', r"key.jsonl:2 has no key 'text'"),
@@ -168,8 +186,22 @@ def test_bad_input_files_exit_2_naming_the_file_and_line(tmp_path, tokenizer_dir
     raw.mkdir()
     (raw / name).write_bytes(content)
     out = tmp_path / "data" / "train" / "c1"
-    assert main(["prepare", "--inputs", str(raw / name), "--tokenizer_dir", str(tokenizer_dir), "--output_dir", str(out),
-                 "--val_fraction", "0.5"]) == 2
+    assert (
+        main(
+            [
+                "prepare",
+                "--inputs",
+                str(raw / name),
+                "--tokenizer_dir",
+                str(tokenizer_dir),
+                "--output_dir",
+                str(out),
+                "--val_fraction",
+                "0.5",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("midtrain.DataError: ") and re.search(message, err) and "Traceback" not in err
     assert not (tmp_path / "data" / "val").exists() or not any((tmp_path / "data" / "val").iterdir())
@@ -311,6 +343,7 @@ def test_large_files_are_cut_into_parts_that_read_every_document_once_with_their
             assert [d for part in parts for d in read_documents(path, "text", part)] == whole
 
 
+@pytest.mark.slow
 def test_a_large_file_is_shared_by_the_workers_with_the_same_documents_and_held_out_split(tmp_path, tokenizer_dir):
     from midtrain.data.prepare import file_units
 

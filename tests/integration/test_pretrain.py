@@ -15,7 +15,15 @@ import torch
 from midtrain.cli import main
 from midtrain.data.module import ShardedMixedDataset
 from tests.integration.train_helpers import (
-    REPO, SEQ_LENGTH, losses, metric, read_json, run_cli, shard_of, tiny_config, write_config,
+    REPO,
+    SEQ_LENGTH,
+    losses,
+    metric,
+    read_json,
+    run_cli,
+    shard_of,
+    tiny_config,
+    write_config,
 )
 
 TRUNK_STEPS, BRANCH_STEP = 12, 8
@@ -61,14 +69,20 @@ def branch_config(train_root, trunk, out, **overrides):
 
 def test_branch_continues_steps_lr_and_data_cursors(train_root, trunk, tmp_path):
     out = tmp_path / "code-branch"
-    assert main(["pretrain", "--config", str(write_config(tmp_path / "b.yaml", branch_config(train_root, trunk, out)))]) == 0
+    assert (
+        main(["pretrain", "--config", str(write_config(tmp_path / "b.yaml", branch_config(train_root, trunk, out)))])
+        == 0
+    )
     # the step counter and the LR schedule continue: same horizon, same cosine, from step 9
     assert sorted(losses(out)) == list(range(BRANCH_STEP + 1, TRUNK_STEPS + 1))
     trunk_lr, branch_lr = metric(trunk, "train/lr"), metric(out, "train/lr")
     assert all(branch_lr[s] == pytest.approx(trunk_lr[s]) for s in branch_lr)
     # lineage recorded, cumulative ledger over trunk and branch, per phase split
     run = read_json(out / "run.json")
-    assert run["lineage"][0]["step"] == BRANCH_STEP and run["lineage"][0]["mixture_after"] == {"main/1": 0.75, "c1": 0.25}
+    assert run["lineage"][0]["step"] == BRANCH_STEP and run["lineage"][0]["mixture_after"] == {
+        "main/1": 0.75,
+        "c1": 0.25,
+    }
     ledger = read_json(out / "final" / "ledger.json")
     trunk_samples = BRANCH_STEP * 4
     branch_samples = (TRUNK_STEPS - BRANCH_STEP) * 4
@@ -97,7 +111,9 @@ def test_branch_never_repeats_a_main_sample_the_trunk_saw(train_root, trunk):
 
     trunk_tokens = stream_first_tokens(module("main:1.0").train_dataloader(), BRANCH_STEP * 4)
     loader = module("main:0.75,code:0.25").train_dataloader()
-    loader.load_state_dict(torch.load(trunk / f"step-{BRANCH_STEP:08d}" / "lit_model.pth", weights_only=False)["train_dataloader"])
+    loader.load_state_dict(
+        torch.load(trunk / f"step-{BRANCH_STEP:08d}" / "lit_model.pth", weights_only=False)["train_dataloader"]
+    )
     branch_tokens = stream_first_tokens(loader, 100)
     rest_of_pass = [t for t in branch_tokens if shard_of(t) == "main/1"][: MAIN_SAMPLES_PER_PASS - len(trunk_tokens)]
     # the branch reads the rest of the trunk's pass over main/1: nothing the trunk saw again, nothing skipped
@@ -114,12 +130,16 @@ def test_paper_practice_copy_trunk_checkpoint_and_resume_true(train_root, trunk,
     assert main(["pretrain", "--config", str(write_config(tmp_path / "c.yaml", config))]) == 0
     assert read_json(out / "run.json")["lineage"][0]["parent_out_dir"] == str(trunk.resolve())
     ledger = read_json(out / "final" / "ledger.json")
-    assert len(ledger["stretches"]) == 2 and ledger["stretches"][0]["tokens"] == {"main/1": BRANCH_STEP * 4 * SEQ_LENGTH}
+    assert len(ledger["stretches"]) == 2 and ledger["stretches"][0]["tokens"] == {
+        "main/1": BRANCH_STEP * 4 * SEQ_LENGTH
+    }
 
 
 def test_resume_auto_after_max_additional_steps_equals_uninterrupted(train_root, trunk, tmp_path):
     out = tmp_path / "chunked"
-    config = write_config(tmp_path / "r.yaml", tiny_config(train_root, out, max_steps=TRUNK_STEPS, max_additional_steps=5))
+    config = write_config(
+        tmp_path / "r.yaml", tiny_config(train_root, out, max_steps=TRUNK_STEPS, max_additional_steps=5)
+    )
     assert main(["pretrain", "--config", str(config)]) == 0
     assert (out / "step-00000005").is_dir() and not (out / "final").exists()
     assert main(["pretrain", "--config", str(config)]) == 0  # steps 6-10
@@ -179,7 +199,9 @@ def test_kill_during_a_save_keeps_the_previous_checkpoint_and_resume_equals_unin
     script = tmp_path / "kill_during_save.py"
     script.write_text(KILL_DURING_SAVE)
     env = {"PYTHONPATH": str(REPO), "LITDATA_DISABLE_VERSION_CHECK": "1"}
-    killed = subprocess.run([sys.executable, str(script), str(config)], cwd=REPO, capture_output=True, text=True, env=env)
+    killed = subprocess.run(
+        [sys.executable, str(script), str(config)], cwd=REPO, capture_output=True, text=True, env=env
+    )
     assert killed.returncode == -9
     out = tmp_path / "killed"
     assert (out / ".step-00000008.partial" / "lit_model.pth").is_file() and (out / "step-00000004").is_dir()
@@ -214,13 +236,25 @@ def test_dry_run_checks_everything_and_writes_nothing(train_root, trunk, tmp_pat
 @pytest.mark.parametrize(
     ("edit", "match"),
     [
-        (lambda c: c["data"]["init_args"].update(mix_weights_str="main:0.8,maths:0.2"), r"'maths'.*Did you mean 'math'"),
-        (lambda c: c["model_config"].update(n_embd=64), r"--branch_from: the checkpoint .* does not fit the configured model"),
+        (
+            lambda c: c["data"]["init_args"].update(mix_weights_str="main:0.8,maths:0.2"),
+            r"'maths'.*Did you mean 'math'",
+        ),
+        (
+            lambda c: c["model_config"].update(n_embd=64),
+            r"--branch_from: the checkpoint .* does not fit the configured model",
+        ),
         (lambda c: c["data"]["init_args"].update(seed=1), r"--data.seed=1 differs from the checkpoint's seed 42"),
         (lambda c: c["train"].update(max_seq_length=8), r"--train.max_seq_length=16"),
-        (lambda c: c.update(branch_from="/nowhere/step-00000008"), r"--branch_from='/nowhere/step-00000008' does not exist"),
+        (
+            lambda c: c.update(branch_from="/nowhere/step-00000008"),
+            r"--branch_from='/nowhere/step-00000008' does not exist",
+        ),
         (lambda c: c.update(initial_checkpoint_dir="/x"), r"--branch_from and --initial_checkpoint_dir both"),
-        (lambda c: c["train"].update(stable_steps=3), r"--train.stable_steps=3 only applies to --train.lr_scheduler=wsd"),
+        (
+            lambda c: c["train"].update(stable_steps=3),
+            r"--train.stable_steps=3 only applies to --train.lr_scheduler=wsd",
+        ),
         (lambda c: c.update(logger_name="mlflow"), r"--logger_name='mlflow' is not supported"),
     ],
 )
@@ -240,15 +274,18 @@ def test_out_dir_with_checkpoints_needs_resume(train_root, trunk, tmp_path, caps
 
 
 def test_max_time_saves_and_exits_for_requeue_then_resumes(train_root, tmp_path):
-    config = tiny_config(train_root, tmp_path / "timed", max_steps=150, save_interval=1000, max_time=0.3)
-    config["data"]["init_args"]["max_passes"] = 10
+    # a horizon no machine trains in a second (20,000 steps), so the time limit is what stops the run
+    config = tiny_config(train_root, tmp_path / "timed", max_steps=20_000, save_interval=100_000, max_time=1.0)
+    config["data"]["init_args"]["max_passes"] = 1000
     path = write_config(tmp_path / "t.yaml", config)
     assert main(["pretrain", "--config", str(path)]) == 75
     saved = [p.name for p in (tmp_path / "timed").iterdir() if p.name.startswith("step-")]
-    assert len(saved) == 1 and int(saved[0][5:]) < 150
-    config["train"]["max_time"] = None
+    assert len(saved) == 1
+    stopped_at = int(saved[0][5:])
+    assert 0 < stopped_at < 20_000 and sorted(losses(tmp_path / "timed")) == list(range(1, stopped_at + 1))
+    config["train"].update(max_time=None, max_additional_steps=3)
     assert main(["pretrain", "--config", str(write_config(path, config))]) == 0
-    assert sorted(losses(tmp_path / "timed")) == list(range(1, 151))
+    assert sorted(losses(tmp_path / "timed")) == list(range(1, stopped_at + 4))
 
 
 def test_retention_keeps_the_last_n_and_the_branch_points(train_root, tmp_path):

@@ -16,8 +16,16 @@ STEPS = 12
 def reference(train_root, tmp_path_factory):
     """An uninterrupted one-process run over three domains, no loader workers."""
     out = tmp_path_factory.mktemp("scale") / "reference"
-    assert main(["pretrain", "--config", str(write_config(out.parent / "r.yaml",
-                                                          tiny_config(train_root, out, mix=MIX, max_steps=STEPS)))]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                "--config",
+                str(write_config(out.parent / "r.yaml", tiny_config(train_root, out, mix=MIX, max_steps=STEPS))),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -25,6 +33,7 @@ def ledger_samples(out):
     return {shard: v["samples"] for shard, v in read_json(out / "final" / "ledger.json")["shards"].items()}
 
 
+@pytest.mark.slow
 def test_loader_workers_train_and_resume_exactly(train_root, reference, tmp_path):
     config = tiny_config(train_root, tmp_path / "workers", mix=MIX, max_steps=STEPS, max_additional_steps=5)
     config["data"]["init_args"]["num_workers"] = 2
@@ -87,10 +96,18 @@ def test_two_nodes_on_localhost_train_resume_and_validate_as_two_local_ranks(tra
         for node in (0, 1):
             env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "NODE_RANK": str(node),
                    "LOCAL_RANK": "0", "WORLD_SIZE": "2", "PYTHONPATH": str(REPO), "LITDATA_DISABLE_VERSION_CHECK": "1"}
-            processes.append(subprocess.Popen([sys.executable, "-m", "midtrain", "pretrain", "--config", str(path)],
-                                              env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "midtrain", "pretrain", "--config", str(path)],
+                    env=env,
+                    cwd=REPO,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
         outputs = [p.communicate(timeout=300) for p in processes]
-        for process, (out, err) in zip(processes, outputs):
+        for process, (out, err) in zip(processes, outputs, strict=True):
             assert process.returncode == 0, out[-2000:] + err[-3000:]
         assert "GLOBAL_RANK: 0" in outputs[0][1] and "GLOBAL_RANK: 1" in outputs[1][1]
     local = tiny_config(train_root, tmp_path / "local", mix=MIX, max_steps=STEPS)

@@ -66,12 +66,26 @@ def test_sweep_submits_an_array_job_that_runs_one_config_per_task(slurm, train_r
     write_config(tmp_path / "spec.yaml", spec)
     from midtrain.cli import main
 
-    assert main(["sweep", "--spec", str(tmp_path / "spec.yaml"), "--out_dir", str(tmp_path / "configs"), "--submit=true",
-                 f"--sbatch_args=--chdir={tmp_path} --output={tmp_path}/slurm-%A_%a.out --parsable"]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--spec",
+                str(tmp_path / "spec.yaml"),
+                "--out_dir",
+                str(tmp_path / "configs"),
+                "--submit=true",
+                f"--sbatch_args=--chdir={tmp_path} --output={tmp_path}/slurm-%A_%a.out --parsable",
+            ]
+        )
+        == 0
+    )
     job = capsys.readouterr().out.strip().splitlines()[-1].split(";")[0]
     wait_for(job)
     for name in ("share0", "share0.25"):
-        assert (tmp_path / "runs" / name / "final" / "lit_model.pth").is_file(), (tmp_path / f"slurm-{job}_1.out").read_text()
+        assert (tmp_path / "runs" / name / "final" / "lit_model.pth").is_file(), (
+            tmp_path / f"slurm-{job}_1.out"
+        ).read_text()
         assert read_invocation(tmp_path / "runs" / name)["slurm_job_id"]
     assert read_invocation(tmp_path / "runs" / "share0.25")["slurm_array_task_id"] == "2"
     ledger = __import__("json").loads((tmp_path / "runs" / "share0.25" / "final" / "ledger.json").read_text())
@@ -113,7 +127,9 @@ def test_finetune_then_evaluate_array_fills_one_table(slurm, tiny_demo, tmp_path
 
     sft = tmp_path / "sft" / "arith"
     sft.mkdir(parents=True)
-    examples = [{"instruction": f"Add {a} and {b}.", "input": "", "output": str(a + b)} for a in range(6) for b in range(4)]
+    examples = [
+        {"instruction": f"Add {a} and {b}.", "input": "", "output": str(a + b)} for a in range(6) for b in range(4)
+    ]
     (sft / "train.json").write_text(json.dumps(examples[:20]))
     (sft / "val.json").write_text(json.dumps(examples[20:]))
     checkpoint = tiny_demo / "runs" / "trunk" / "step-00000006"

@@ -43,8 +43,14 @@ def test_an_installed_wheel_runs_the_tiny_demo_away_from_the_checkout(tmp_path):
     where = subprocess.run([str(python), "-c", "import midtrain; print(midtrain.__file__)"], cwd=work, env=env,
                            check=True, capture_output=True, text=True).stdout.strip()
     assert Path(where).is_relative_to(site), where
-    result = subprocess.run([str(python), "-m", "midtrain", "demo", "--size", "tiny", "--out_dir", "demo_out"], cwd=work,
-                            env=env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [str(python), "-m", "midtrain", "demo", "--size", "tiny", "--out_dir", "demo_out"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert (work / "demo_out" / "summary.md").is_file() and (work / "demo_out" / "eval" / "eval.csv").is_file()
     sweep_script = subprocess.run([str(python), "-c", "from midtrain.commands.sweep import SBATCH_SCRIPT; "

@@ -48,7 +48,7 @@ def tiny_config(data_root: Path, out_dir: Path, mix: str = "main:1.0", **train_o
                  "init_args": {"data_path": str(data_root), "mix_weights_str": mix, "num_workers": 0,
                                "val_samples_per_domain": 4}},
         "train": train,
-        "eval": {"interval": 4, "max_iters": 2, "final_validation": True},
+        "eval": {"interval": 4, "final_validation": True},  # the validation size: data.val_samples_per_domain
         "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.003, "weight_decay": 0.1,
                                                                        "betas": [0.9, 0.95]}},
         "accelerator": "cpu",

@@ -40,7 +40,8 @@ def test_weights_without_a_record_or_a_step_name_say_what_is_missing(tmp_path):
     folder = tmp_path / "exported"
     folder.mkdir()
     (folder / files.MODEL_FILE).write_bytes(b"weights")
-    with pytest.raises(ConfigError, match=r"holds lit_model.pth but no checkpoint.json, and its name is not step-XXXXXXXX"):
+    with pytest.raises(ConfigError, match=r"holds lit_model.pth but no checkpoint.json, and its name is not "
+                                          r"step-XXXXXXXX"):
         files.checkpoint_folder(folder, "--resume")
 
 

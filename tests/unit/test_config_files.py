@@ -21,7 +21,8 @@ def write(tmp_path, text: str | bytes, name: str = "c.yaml"):
 
 
 def test_a_key_written_twice_is_refused_naming_both_lines(tmp_path):
-    path = write(tmp_path, "out_dir: a\ntrain:\n  max_steps: 5\n  global_batch_size: 4\ntrain:\n  micro_batch_size: 2\n")
+    path = write(tmp_path, "out_dir: a\ntrain:\n  max_steps: 5\n  global_batch_size: 4\ntrain:\n  micro_batch_size: "
+                           "2\n")
     with pytest.raises(ConfigError, match=r"gives key 'train' twice in one mapping \(lines 2 and 5\)"):
         read_yaml_mapping(path)
     nested = write(tmp_path, "train:\n  max_steps: 5\n  max_steps: 6\n", "n.yaml")
@@ -36,7 +37,7 @@ def test_merge_keys_still_override_without_counting_as_duplicates(tmp_path):
 
 def test_an_alias_bomb_is_refused_at_once(tmp_path):
     lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
-    for previous, name in zip("abcdefgh", "bcdefghi"):
+    for previous, name in zip("abcdefgh", "bcdefghi", strict=True):
         lines.append(f"{name}: &{name} [{', '.join(['*' + previous] * 9)}]")
     path = write(tmp_path, "\n".join(lines) + "\n")
     assert len(path.read_bytes()) < 1000
@@ -104,7 +105,8 @@ def test_placeholders_in_command_line_values_expand_like_in_files(monkeypatch):
 
 
 def test_optimizer_flags_override_a_config_mapping_key_by_key(tmp_path):
-    config = write(tmp_path, "optimizer:\n  class_path: torch.optim.AdamW\n  init_args: {lr: 0.003, weight_decay: 0.1}\n")
+    config = write(tmp_path, "optimizer:\n  class_path: torch.optim.AdamW\n  init_args: {lr: 0.003, weight_decay: "
+                             "0.1}\n")
     argv = prepare_argv(command, ["--config", str(config), "--optimizer.init_args.lr", "1e6"])
     assert "optimizer" not in yaml.safe_load(argv[1])  # the config's optimizer key moved into one flag
     assert json.loads(argv[-1].split("=", 1)[1]) == {"class_path": "torch.optim.AdamW",

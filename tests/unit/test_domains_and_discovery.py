@@ -3,15 +3,16 @@ import json
 import pytest
 
 from midtrain.data.discovery import discover_shards, resolve_data_roots, shard_sort_key
-from midtrain.data.domains import DEFAULT_PREFIXES, DomainRegistry
+from midtrain.data.domains import DomainRegistry
 from midtrain.errors import ConfigError, DataError
 from tests.helpers import write_index_only
 
 
 def test_default_registry_knows_the_paper_domains():
+    """The shard prefixes the paper's data layout uses (c1, m1, … beside main's numbered shards), written out."""
     registry = DomainRegistry.with_extra(None)
-    assert registry.domains() == ["main", *DEFAULT_PREFIXES.values()]
-    assert registry.domain_of_prefix("c") == "code"
+    assert registry.domains() == ["main", "code", "math", "instruct", "qa", "books", "news", "papers", "web"]
+    assert [registry.domain_of_prefix(p) for p in "cmiqbnpw"] == registry.domains()[1:]
 
 
 def test_registry_extends_from_config():

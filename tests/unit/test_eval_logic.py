@@ -8,14 +8,21 @@ import math
 import numpy as np
 import pytest
 
-from midtrain.errors import ConfigError, DataError
 from midtrain.analysis.bridge import bridge_report, set_losses, sft_gain
 from midtrain.analysis.corpora import CorpusSpec, parse_corpora, read_text_sample, truncate
+from midtrain.analysis.similarity import (
+    bridge_length,
+    cosine_matrix,
+    jensen_shannon,
+    ngram_distribution,
+    pearson,
+    spearman,
+    token_similarity_matrix,
+)
+from midtrain.errors import ConfigError, DataError
 from midtrain.eval.named_sets import NamedSet, check_sets
 from midtrain.eval.plots import curves
 from midtrain.eval.results import COLUMNS, ResultsTable, read_rows
-from midtrain.analysis.similarity import (bridge_length, cosine_matrix, jensen_shannon, ngram_distribution, pearson,
-                                      spearman, token_similarity_matrix)
 from midtrain.eval.targets import find_targets
 
 
@@ -175,11 +182,13 @@ def test_unreadable_or_empty_corpora_are_errors_never_placeholders(tmp_path):
 
 
 def test_text_samples_are_seeded_and_cut_to_the_budget(tmp_path):
-    (tmp_path / "sft.json").write_text(json.dumps([{"instruction": f"q{i}", "input": "", "output": "a" * 20} for i in range(30)]))
+    (tmp_path / "sft.json").write_text(
+        json.dumps([{"instruction": f"q{i}", "input": "", "output": "a" * 20} for i in range(30)])
+    )
     first = read_text_sample(CorpusSpec("s", tmp_path / "sft.json"), CharTokenizer(), 100, 8, seed=3)
     again = read_text_sample(CorpusSpec("s", tmp_path / "sft.json"), CharTokenizer(), 100, 8, seed=3)
     assert sum(len(s) for s in first) == 100 and all(len(s) <= 8 for s in first)
-    assert all((a == b).all() for a, b in zip(first, again))
+    assert len(first) == len(again) and all((a == b).all() for a, b in zip(first, again, strict=True))
     assert sum(len(s) for s in truncate(first, 37)) == 37
 
 

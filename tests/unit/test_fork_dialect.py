@@ -117,7 +117,8 @@ def test_fork_only_keys_are_ignored_with_a_warning_in_the_fork_and_refused_nativ
     assert dialect_of(train)[0] == "fork"
     notices = resolve_fork_schedule(train, 8, ForkStart(), None).notices
     assert any("--train.init_lr, --train.data_scheduler ignored" in n for n in notices)
-    with pytest.raises(ConfigError, match=r"--train.init_lr, --train.data_scheduler belong to the paper fork's dialect"):
+    with pytest.raises(ConfigError, match=r"--train.init_lr, --train.data_scheduler belong to the paper fork's "
+                                          r"dialect"):
         refuse_fork_only_keys(train)
 
 
@@ -151,8 +152,15 @@ def test_1b_micro_batch_4_on_one_device_ignores_max_iters_as_the_fork_did():
 def test_native_iteration_keys_reproduce_the_fork_schedule_at_every_step():
     """What 'midtrain port' writes: the same LR at every one of the 61,035 steps."""
     fork = resolve_fork_schedule(fork_train(), 8, ForkStart(), None).schedule
-    native_train = fork_train(max_iters=None, max_additional_steps=None, max_steps=61_035, lr_warmup_fraction=None,
-                              lr_warmup_iters=fork.warmup_iters, lr_horizon_iters=fork.horizon_iters, dialect="midtrain")
+    native_train = fork_train(
+        max_iters=None,
+        max_additional_steps=None,
+        max_steps=61_035,
+        lr_warmup_fraction=None,
+        lr_warmup_iters=fork.warmup_iters,
+        lr_horizon_iters=fork.horizon_iters,
+        dialect="midtrain",
+    )
     native = resolve_lr_schedule(native_train, 3e-4, 61_035, accumulation_iters=8)
     assert all(native.lr_at(step) == fork.lr_at(step) for step in range(61_035))
 
@@ -161,7 +169,8 @@ def test_native_iteration_keys_are_checked():
     train = fork_train(max_iters=None, max_additional_steps=None, max_steps=100, lr_scheduler="wsd",
                        lr_warmup_iters=-1, dialect="midtrain")
     with pytest.raises(ConfigError, match=r"(?s)apply to --train.lr_scheduler cosine or constant \(it is 'wsd'\).*"
-                                          r"lr_warmup_iters and --train.lr_warmup_steps/--train.lr_warmup_fraction all set"
+                                          r"lr_warmup_iters and --train.lr_warmup_steps/--train.lr_warmup_fraction all "
+                                          r"set"
                                           r".*--train.lr_warmup_iters=-1 must be an integer of at least 0"):
         resolve_lr_schedule(train, 3e-4, 100, accumulation_iters=8)
 

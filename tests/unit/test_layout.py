@@ -9,8 +9,27 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "midtrain"
 # highest first: a module may import its own package and any lower layer; the packages of one layer not each
 # other, except the base modules at the bottom
-LAYERS = [{"__main__"}, {"cli"}, {"commands"}, {"eval", "analysis", "demo"}, {"train"}, {"data"},
-          {"errors", "distributed", "tokenizer", "folder_lock", "config_files", "sweeps", "progress", "field_docs", "tables", ""}]
+LAYERS = [
+    {"__main__"},
+    {"cli"},
+    {"commands"},
+    {"eval", "analysis", "demo"},
+    {"train"},
+    {"data"},
+    {
+        "errors",
+        "distributed",
+        "tokenizer",
+        "folder_lock",
+        "config_files",
+        "sweeps",
+        "progress",
+        "field_docs",
+        "tables",
+        "publish",
+        "",
+    },
+]
 
 
 def module_name(path: Path) -> str:

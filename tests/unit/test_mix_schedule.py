@@ -7,8 +7,14 @@ import pytest
 
 from midtrain.data.args import MixtureArgs
 from midtrain.data.discovery import Shard
-from midtrain.data.mix_schedule import (RAMP_SEGMENTS, MixSchedule, build_timeline, mixture_before, parse_phases,
-                                        segment_index_at)
+from midtrain.data.mix_schedule import (
+    RAMP_SEGMENTS,
+    MixSchedule,
+    build_timeline,
+    mixture_before,
+    parse_phases,
+    segment_index_at,
+)
 from midtrain.data.mixture import resolve_mixture
 from midtrain.data.stream_state import StreamTracker
 from midtrain.errors import ConfigError
@@ -43,7 +49,11 @@ def test_a_ramp_is_constant_segments_at_its_midpoints_then_the_target():
     assert first_ramp == pytest.approx({"main/1": 0.8 - 0.3 / 8, "c1": 0.2 - 0.2 / 8, "m1": 0.5 / 8})
     long = build_timeline(parse_phases([PHASES[0], {**PHASES[1], "ramp_steps": 1000}]), WEIGHTS[:2], None)
     assert sum(1 for s in long if s.ramp) == RAMP_SEGMENTS and long[-1].start_step == 1004
-    assert segment_index_at(timeline, 0) == 0 and segment_index_at(timeline, 10) == 4 and segment_index_at(timeline, 99) == 6
+    assert (
+        segment_index_at(timeline, 0) == 0
+        and segment_index_at(timeline, 10) == 4
+        and segment_index_at(timeline, 99) == 6
+    )
 
 
 @pytest.mark.parametrize(("phases", "match"), [
@@ -86,8 +96,18 @@ def test_the_schedule_and_one_mixture_are_exclusive_and_every_phase_is_resolved_
 
 
 def tracker(start_step=0, world_size=1, rank=0, schedule=None):
-    return StreamTracker(MEMBERS, [1.0, 0, 0, 0], block_tokens=10, seed=3, sampling="exact", rank=rank,
-                         world_size=world_size, schedule=schedule or source(), start_step=start_step, samples_per_step=4)
+    return StreamTracker(
+        MEMBERS,
+        [1.0, 0, 0, 0],
+        block_tokens=10,
+        seed=3,
+        sampling="exact",
+        rank=rank,
+        world_size=world_size,
+        schedule=schedule or source(),
+        start_step=start_step,
+        samples_per_step=4,
+    )
 
 
 def test_each_segment_is_exact_from_its_start_and_every_cursor_carries_on():
@@ -108,7 +128,15 @@ def test_each_segment_is_exact_from_its_start_and_every_cursor_carries_on():
         positions = [pos for member, pos in picks if member == k]
         assert positions == list(range(len(positions)))
     ledger = stream.ledger()
-    assert [sum(p["tokens"].values()) for p in ledger["stretches"]] == [16 * 9, 16 * 9, 4 * 9, 4 * 9, 4 * 9, 4 * 9, 16 * 9]
+    assert [sum(p["tokens"].values()) for p in ledger["stretches"]] == [
+        16 * 9,
+        16 * 9,
+        4 * 9,
+        4 * 9,
+        4 * 9,
+        4 * 9,
+        16 * 9,
+    ]
     assert ledger["domains"]["math"]["samples"] == sum(1 for m, _ in picks if m == 2) > 0
 
 
@@ -134,7 +162,9 @@ def test_a_workers_copy_from_a_snapshot_runs_the_same_segments():
 
 def test_two_ranks_share_each_segment_without_overlap():
     ranks = [tracker(world_size=2, rank=r) for r in (0, 1)]
-    picks = [r.advance(2 * 16, positions=True) for r in ranks]  # samples_per_step=4 per rank is 8 per step over both ranks
+    picks = [
+        r.advance(2 * 16, positions=True) for r in ranks
+    ]  # samples_per_step=4 per rank is 8 per step over both ranks
     for k in range(len(MEMBERS)):
         positions = sorted(pos for rank_picks in picks for member, pos in rank_picks if member == k)
         assert positions == list(range(len(positions)))

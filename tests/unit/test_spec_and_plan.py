@@ -84,12 +84,14 @@ def test_all_zero_weights():
 
 
 def test_two_forms_at_once():
-    with pytest.raises(ConfigError, match=r"--data.mix_weights_str and --data.literal_weights_str are both set.*Keep only one"):
+    with pytest.raises(ConfigError, match=r"--data.mix_weights_str and --data.literal_weights_str are both set.*Keep "
+                                          r"only one"):
         build_spec(mix_weights_str="main:1", literal_weights_str="main/1:1")
 
 
 def test_literal_with_proportional():
-    with pytest.raises(ConfigError, match=r"--data.proportional_sampling=true cannot be combined with per-shard weights"):
+    with pytest.raises(ConfigError, match=r"--data.proportional_sampling=true cannot be combined with per-shard "
+                                          r"weights"):
         build_spec(literal_weights_str="main/1:1", proportional_sampling=True)
 
 
@@ -117,7 +119,8 @@ def test_unknown_domain_suggests(shards):
 
 
 def test_weighted_domain_without_shards_is_an_error_not_dropped(shards):
-    with pytest.raises(ConfigError, match=r"gives domain 'instruct' weight 0.05, but the data root has no instruct shards.*'i1, i2, \.\.\.'"):
+    with pytest.raises(ConfigError, match=r"gives domain 'instruct' weight 0.05, but the data root has no instruct "
+                                          r"shards.*'i1, i2, \.\.\.'"):
         resolve(shards, mix_weights_str="main:0.95,instruct:0.05")
     assert resolve(shards, mix_weights_str="main:1,instruct:0")["main/1"] == pytest.approx(0.5)
 
@@ -129,7 +132,8 @@ def test_unknown_shard_id_suggests(shards):
 
 def test_domain_names_as_literal_shard_weights_point_at_the_domain_form(shards):
     """Two of the paper's configs write literal_weights_str: "main:0.80,web:0.20" (the fork found no such shards)."""
-    with pytest.raises(ConfigError, match=r"names domains \(main, code\), not shards.*mix_weights_str='main:0.8,code:0.2'"):
+    with pytest.raises(ConfigError, match=r"names domains \(main, code\), not "
+                                          r"shards.*mix_weights_str='main:0.8,code:0.2'"):
         resolve(shards, literal_weights_str="main:0.80,code:0.20")
 
 
@@ -158,7 +162,8 @@ def test_plan_counts_tokens_and_passes(shards):
 
 def test_plan_refuses_too_many_passes_unless_raised(shards):
     weights = resolve(shards, mix_weights_str="main:0.5,code:0.5")
-    with pytest.raises(DataError, match=r"shard 'c1' \(code\) would be read 5\.00 times.*--data.max_passes=4.*--data.max_passes=5"):
+    with pytest.raises(DataError, match=r"shard 'c1' \(code\) would be read 5\.00 "
+                                        r"times.*--data.max_passes=4.*--data.max_passes=5"):
         make_plan(shards, weights, seq_length=9, max_tokens=1800)
     plan = make_plan(shards, weights, seq_length=9, max_tokens=1800, max_passes=5)
     assert max(s.passes for s in plan.shards) == pytest.approx(5.0)
@@ -166,8 +171,11 @@ def test_plan_refuses_too_many_passes_unless_raised(shards):
 
 def test_plan_refuses_shard_smaller_than_one_sequence(shards):
     weights = resolve(shards, mix_weights_str="main:0.5,code:0.5")
-    with pytest.raises(DataError, match=r"shard 'c1' .* no chunk that holds one sequence of 129 tokens .* largest chunk "
-                                        r"holds 100 tokens .*midtrain prepare --chunk_tokens"):
+    with pytest.raises(
+        DataError,
+        match=r"shard 'c1' .* no chunk that holds one sequence of 129 tokens .* largest chunk "
+        r"holds 100 tokens .*midtrain prepare --chunk_tokens",
+    ):
         make_plan(shards, weights, seq_length=128, max_tokens=None)
 
 
@@ -175,8 +183,11 @@ def test_plan_names_the_largest_chunk_when_the_shard_total_would_suffice(tmp_pat
     # 10,240 tokens in five chunks of 2,048: more than one 2,049-token sequence in total, yet no sample fits a chunk
     write_index_only(tmp_path / "1", [2048] * 5)
     shards = discover_shards(tmp_path, DomainRegistry())
-    with pytest.raises(DataError, match=r"largest chunk holds 2,048 tokens \(10,240 in 5 chunk\(s\)\), and a sample never "
-                                        r"crosses a chunk\. Re-chunk it with 'midtrain prepare --chunk_tokens N'"):
+    with pytest.raises(
+        DataError,
+        match=r"largest chunk holds 2,048 tokens \(10,240 in 5 chunk\(s\)\), and a sample never "
+        r"crosses a chunk\. Re-chunk it with 'midtrain prepare --chunk_tokens N'",
+    ):
         make_plan(shards, resolve(shards), seq_length=2048, max_tokens=None)
 
 

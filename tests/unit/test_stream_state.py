@@ -1,9 +1,9 @@
 import pytest
 
 from midtrain.data.discovery import Shard
-from midtrain.distributed import RankZeroFilter, rank_and_world_size
 from midtrain.data.stream_io import render_transitions
 from midtrain.data.stream_state import StreamTracker
+from midtrain.distributed import RankZeroFilter, rank_and_world_size
 
 
 def shard(shard_id, domain, tokens, fingerprint="f0"):
@@ -26,7 +26,13 @@ def test_tracker_state_round_trip_and_ledger():
     assert second.snapshot()["weights"] == first.snapshot()["weights"]
     assert {r.shard: r.status for r in rows} == {"main/1": "continued", "c1": "continued"}
     ledger = second.ledger()
-    assert ledger["shards"]["c1"] == {"domain": "code", "samples": 20, "tokens": 180, "passes": 2.0, "completed_passes": 2}
+    assert ledger["shards"]["c1"] == {
+        "domain": "code",
+        "samples": 20,
+        "tokens": 180,
+        "passes": 2.0,
+        "completed_passes": 2,
+    }
     assert ledger["domains"]["main"]["tokens"] == 60 * 9
     assert second.advance(12, positions=True) == first.advance(12, positions=True)
 

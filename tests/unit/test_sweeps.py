@@ -23,8 +23,13 @@ def spec_dir(tmp_path):
 
 
 def test_grid_in_axis_order_with_names_paths_and_placeholders_kept(spec_dir):
-    spec = {"base": "base.yaml", "out_root": "${MIDTRAIN_RUNS}/timing", "trunk": "${MIDTRAIN_RUNS}/trunk",
-            "specialised_domain": "code", "axes": {"branch_step": [20000, 40000], "share": [0.1, 0.3], "train.max_lr": [1e-3]}}
+    spec = {
+        "base": "base.yaml",
+        "out_root": "${MIDTRAIN_RUNS}/timing",
+        "trunk": "${MIDTRAIN_RUNS}/trunk",
+        "specialised_domain": "code",
+        "axes": {"branch_step": [20000, 40000], "share": [0.1, 0.3], "train.max_lr": [1e-3]},
+    }
     points = expand(spec, spec_dir)
     assert [p.name for p in points] == [
         "branch_step20000_share0.1_max_lr0.001", "branch_step20000_share0.3_max_lr0.001",

@@ -40,7 +40,11 @@ def test_budget_from_tokens_steps_and_fork_iters():
     ("kwargs", "world", "match"),
     [
         ({}, 1, r"no length: set --train.max_tokens .* or --train.max_steps"),
-        ({"max_steps": 10, "max_tokens": 8 * 16 * 11}, 1, r"--train.max_steps=10 and --train.max_tokens=1,408 .* different"),
+        (
+            {"max_steps": 10, "max_tokens": 8 * 16 * 11},
+            1,
+            r"--train.max_steps=10 and --train.max_tokens=1,408 .* different",
+        ),
         ({"max_steps": 10, "global_batch_size": 6}, 2, r"--train.global_batch_size=6 is not a multiple of .*= 4"),
         ({"max_iters": 10}, 1, r"--train.max_iters=10 .* not a whole number of optimizer steps \(4 iterations"),
         ({"max_steps": 0}, 1, r"--train.max_steps=0 must be a positive integer"),
@@ -69,7 +73,7 @@ def test_cosine_warms_up_then_reaches_min_at_the_horizon():
     assert s.lr_at(55) == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5))
     assert s.lr_at(100) == pytest.approx(1e-5) and s.lr_at(500) == pytest.approx(1e-5)
     lrs = [s.lr_at(i) for i in range(10, 101)]
-    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
 
 
 def test_warmup_fraction_is_of_the_total_and_litgpt_default_is_capped():
@@ -100,7 +104,10 @@ def test_decay_anneals_from_the_lr_in_effect_at_the_branch_point():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"lr_warmup_steps": 5, "lr_warmup_fraction": 0.1}, r"--train.lr_warmup_steps=5 and --train.lr_warmup_fraction=0.1 both"),
+        (
+            {"lr_warmup_steps": 5, "lr_warmup_fraction": 0.1},
+            r"--train.lr_warmup_steps=5 and --train.lr_warmup_fraction=0.1 both",
+        ),
         ({"lr_warmup_fraction": 1.5}, r"--train.lr_warmup_fraction=1.5 must be between 0 and 1"),
         ({"stable_steps": 10}, r"--train.stable_steps=10 only applies to --train.lr_scheduler=wsd"),
         ({"lr_scheduler": "wsd", "stable_steps": 5, "decay_fraction": 0.1}, r"both place the wsd decay"),
@@ -149,7 +156,12 @@ def test_retention_keeps_the_newest_and_the_listed_steps(tmp_path):
     fake_checkpoint(tmp_path, "final", 10)
     removed = files.prune(tmp_path, keep_last=2, keep_steps={4})
     assert sorted(p.name for p in removed) == ["step-00000002", "step-00000006"]
-    assert [c.path.name for c in files.list_checkpoints(tmp_path)] == ["step-00000004", "step-00000008", "step-00000010", "final"]
+    assert [c.path.name for c in files.list_checkpoints(tmp_path)] == [
+        "step-00000004",
+        "step-00000008",
+        "step-00000010",
+        "final",
+    ]
     assert files.prune(tmp_path, keep_last=None, keep_steps=set()) == []
 
 
@@ -159,7 +171,8 @@ def test_checkpoint_folder_accepts_the_folder_or_the_file_and_explains_otherwise
     assert files.checkpoint_folder(folder, "--branch_from").step == 20
     with pytest.raises(ConfigError, match=r"--branch_from='.*nowhere' does not exist"):
         files.checkpoint_folder(tmp_path / "nowhere", "--branch_from")
-    with pytest.raises(ConfigError, match=r"is not a complete checkpoint .* It is a run folder; name one of its checkpoints"):
+    with pytest.raises(ConfigError, match=r"is not a complete checkpoint .* It is a run folder; name one of its "
+                                          r"checkpoints"):
         files.checkpoint_folder(tmp_path / "run", "--branch_from")
 
 

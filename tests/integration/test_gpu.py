@@ -1,0 +1,79 @@
+"""What only a GPU runs: bf16 precisions, compilation, pinned-memory loading, MFU, and FSDP2 over NCCL on every visible
+GPU. ``pytest -m gpu`` on a GPU machine; skipped without CUDA (the same paths on CPU are the other tests')."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tests.integration.train_helpers import TINY_MODEL, losses, metric, read_json, run_cli, tiny_config, write_config
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+MIX = "main:0.6,code:0.25,math:0.15"
+
+
+def gpu_config(train_root, out, precision: str, devices: int = 1, strategy: str = "auto", compile_model=False,
+               **train):
+    config = tiny_config(train_root, out, mix=MIX, max_steps=12, micro_batch_size=1, **train)
+    config.update(accelerator="cuda", devices=devices, strategy=strategy, precision=precision, compile=compile_model)
+    return config
+
+
+def train(path):
+    result = run_cli(path, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-4000:]
+    return result.stdout
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-true"])
+def test_bf16_trains_resumes_and_logs_mfu(train_root, tmp_path, precision):
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    stdout = train(write_config(tmp_path / "w.yaml", gpu_config(train_root, whole, precision)))
+    assert f"precision {precision}" in stdout
+    for _ in range(2):
+        train(write_config(tmp_path / "r.yaml", gpu_config(train_root, resumed, precision, max_additional_steps=6)))
+    reference = losses(whole)
+    assert all(math.isfinite(v) for v in reference.values()) and len(reference) == 12
+    assert losses(resumed) == pytest.approx(reference, rel=2e-2)
+    mfu = metric(whole, "train/mfu")
+    assert mfu and all(0 < v < 1 for v in mfu.values())  # measured FLOPs against the device's peak
+    assert metric(whole, "train/tokens_per_s_per_device")
+
+
+def test_compiled_training_matches_eager(train_root, tmp_path):
+    eager, compiled = tmp_path / "eager", tmp_path / "compiled"
+    train(write_config(tmp_path / "e.yaml", gpu_config(train_root, eager, "bf16-mixed")))
+    stdout = train(write_config(tmp_path / "c.yaml", gpu_config(train_root, compiled, "bf16-mixed",
+                                                                compile_model=True)))
+    assert "compile on" in stdout
+    assert losses(compiled) == pytest.approx(losses(eager), rel=2e-2)
+
+
+@pytest.mark.parametrize("compile_model", [False, True])
+def test_fsdp_on_every_visible_gpu_trains_saves_and_resumes_on_one(train_root, tmp_path, compile_model):
+    """FSDP2 over NCCL on all visible GPUs (one GPU: a one-rank mesh), against DDP on as many; the checkpoint is a
+    full litgpt state dict and resumes on one GPU."""
+    import lightning as L
+    from litgpt.config import Config
+    from litgpt.model import GPT
+    from litgpt.utils import load_checkpoint
+
+    ranks = torch.cuda.device_count()
+    sharded, replicated = tmp_path / "fsdp", tmp_path / "ddp"
+    stdout = train(write_config(tmp_path / "f.yaml", gpu_config(train_root, sharded, "bf16-mixed", ranks, "fsdp",
+                                                                compile_model, global_batch_size=4 * ranks,
+                                                                max_additional_steps=6)))
+    assert "strategy fsdp (FSDP2" in stdout
+    train(write_config(tmp_path / "d.yaml", gpu_config(train_root, replicated, "bf16-mixed", ranks, "ddp",
+                                                       compile_model, global_batch_size=4 * ranks)))
+    train(write_config(tmp_path / "f1.yaml", gpu_config(train_root, sharded, "bf16-mixed", 1, "auto", compile_model,
+                                                        global_batch_size=4 * ranks)))
+    assert [i["world_size"] for i in read_json(sharded / "run.json")["invocations"]] == [ranks, 1]
+    first = {step: loss for step, loss in losses(sharded).items() if step <= 6}  # on as many ranks as DDP's
+    assert first == pytest.approx({s: v for s, v in losses(replicated).items() if s <= 6}, rel=2e-2)
+    assert sorted(losses(sharded)) == list(range(1, 13)) and all(map(math.isfinite, losses(sharded).values()))
+    model = GPT(Config(**TINY_MODEL))
+    load_checkpoint(L.Fabric(accelerator="cpu", devices=1), model, sharded / "final" / "lit_model.pth", strict=True)
