@@ -146,6 +146,7 @@ def test_a_sharded_checkpoint_resumes_on_other_process_counts_and_strategies(tra
     assert metric(fsdp, "val/overall/loss") == pytest.approx(metric(ddp, "val/overall/loss"), rel=1e-5)
     assert ledger_samples(fsdp) == ledger_samples(ddp)
     assert sum(ledger_samples(fsdp).values()) == STEPS * 4  # every global batch whole, nothing re-read
+    assert_same_weights(final_weights(fsdp), final_weights(ddp))
 
 
 def test_fsdp_preempted_and_resumed_on_the_same_ranks_is_the_uninterrupted_run(train_root, fsdp_run, tmp_path):
@@ -155,6 +156,9 @@ def test_fsdp_preempted_and_resumed_on_the_same_ranks_is_the_uninterrupted_run(t
     train(path)
     assert losses(out) == pytest.approx(losses(fsdp_run[0]), rel=1e-6)
     assert ledger_samples(out) == ledger_samples(fsdp_run[0])
+    assert_same_weights(final_weights(out), final_weights(fsdp_run[0]))
+    lineage = read_json(out / "run.json")
+    assert [i["world_size"] for i in lineage["invocations"]] == [2, 2]
 
 
 def free_port() -> int:
