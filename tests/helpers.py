@@ -42,6 +42,20 @@ def write_token_shard(path: Path, start: int, n_tokens: int, doc_tokens: int = 6
     return path
 
 
+def write_documents_shard(path: Path, documents, chunk_tokens: int = 512) -> Path:
+    """A real shard (litdata's ``BinaryWriter``, as ``write_token_shard``) of the given token documents."""
+    import torch
+    from litdata import TokensLoader
+    from litdata.streaming.writer import BinaryWriter
+
+    writer = BinaryWriter(str(path), chunk_size=chunk_tokens, item_loader=TokensLoader())
+    for index, document in enumerate(documents):
+        writer[index] = torch.as_tensor(document, dtype=torch.int32)
+    writer.done()
+    writer.merge()
+    return path
+
+
 def write_token_shard_with_optimize(path: Path, start: int, n_tokens: int, doc_tokens: int = 64,
                                     chunk_tokens: int = 4096) -> Path:
     """The same shard through ``litdata.optimize`` (one worker process), as a user makes it."""

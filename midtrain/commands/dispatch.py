@@ -38,6 +38,12 @@ def run_command(argv: list[str]) -> int:
 
         mix_pretrain_config(*mix_of_pretrain)
         return 0
+    if argv[:1] == ["mix"] and any(a == "--replay" or a.startswith("--replay=") for a in argv):
+        from midtrain.commands.replay import mix_replay
+
+        call = call_with_args(mix_replay, argv[1:], prog="midtrain mix --replay")
+        mix_replay(**call)
+        return 0
     name = argv[0]
     function = load_command(name)
     init = call_with_args(function, argv[1:], prog=f"midtrain {name}")

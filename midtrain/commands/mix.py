@@ -30,7 +30,9 @@ def mix(
     seq_length: int = 2048,
     format: Literal["table", "json"] = "table",
 ) -> dict:
-    """Print the mixture plan: per shard the tokens on disk, its weight, planned tokens and passes.
+    """Print the mixture plan: per shard the tokens on disk, its weight, planned tokens and passes. (``midtrain mix
+    --replay RUN/step-XXXXXXXX [--out FILE]`` writes a controlled run's decisions as a ``mix_schedule``; see
+    ``midtrain mix --replay x --help``.)
 
     Args:
         data: The data module's init args (the same as under ``data.init_args`` in a pretrain config).
@@ -46,9 +48,10 @@ def mix(
     if isinstance(seq_length, bool) or not isinstance(seq_length, int) or seq_length < 1:
         raise ConfigError(f"--seq_length={seq_length!r} must be a positive integer (the model's context length).")
     mixture = resolve_mixture(data)
-    if mixture.schedule is not None:
-        raise ConfigError("--data.mix_schedule changes the mixture at optimizer steps, so its plan needs the run's "
-                          "batch size and length: give the run's config, 'midtrain mix --config run.yaml'.")
+    if mixture.schedule is not None or mixture.controller is not None:
+        key = "--data.mix_schedule" if mixture.schedule is not None else "--data.mix_controller"
+        raise ConfigError(f"{key} changes the mixture at optimizer steps, so its plan needs the run's batch size and "
+                          "length: give the run's config, 'midtrain mix --config run.yaml'.")
     return _show(mixture, mixture.plan(seq_length, max_tokens, data.max_passes), format, header=_plan_notes(data))
 
 
@@ -110,7 +113,7 @@ def mix_pretrain_config(path: str | Path, args: list[str]) -> dict:
     from midtrain.commands.parsing import call_with_args
     from midtrain.commands.pretrain import run_settings
     from midtrain.data.stream_io import render_transitions
-    from midtrain.train.report import describe_schedule
+    from midtrain.train.report import describe_controller, describe_schedule
     from midtrain.train.startup import setup_run
 
     config = load_config(path)
@@ -134,6 +137,7 @@ def mix_pretrain_config(path: str | Path, args: list[str]) -> dict:
     if run.data_start.mixture_changed:
         header += ["Data mixture changed; shard cursors carried over by id:",
                    render_transitions(run.data_start.transitions)]
+    header += describe_controller(run)
     extra = {"start_step": run.start_step, "end_step": end, "total_steps": budget.total_steps,
              "start_checkpoint": None if start.checkpoint is None else str(start.checkpoint.path)}
     return _show(run.data.mixture, run.data_start.plan, format, extra, header + [""])

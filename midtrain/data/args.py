@@ -37,6 +37,11 @@ class MixtureArgs:
     """Instead of one mixture: phases ``{start_step, <one mixture form>, ramp_steps}`` that change the mixture at
     optimizer steps inside the run, optionally ramping linearly from the mixture before (see
     ``midtrain.data.mix_schedule``). Needs ``midtrain pretrain`` (plain litgpt does not tell the data the step)."""
+    mix_controller: dict | None = None
+    """An online mixture: the mixture given above is the prior (the first phase); every ``every_steps`` steps the
+    controller moves the domains' shares by their losses and starts a new phase, exact, logged and resumable (keys
+    signal, every_steps, eta, reference, smoothing, min_weight, max_weight, domains, reset; see docs/data.md).
+    Needs ``midtrain pretrain``; not with ``mix_schedule``."""
     domain_split: Literal["equal", "size"] = "equal"
     """How a domain's weight is split across its shards: equally, or by their sizes in tokens."""
     domain_prefixes: dict[str, str] = field(default_factory=dict)

@@ -51,8 +51,14 @@ class Segment:
     phase: int
     ramp: tuple[int, int] | None = None
     """(k, n): the k-th of the n segments of the phase's ramp (1-based)."""
+    name: str | None = None
+    """The label of a segment that is no schedule's phase (a mixture controller's: ``prior``, ``decision 3``)."""
+    detail: dict | None = field(default=None, hash=False)
+    """What the stretch record of this segment also says (a controller's decision: signal, score, weights)."""
 
     def label(self) -> str:
+        if self.name is not None:
+            return self.name
         return f"phase {self.phase}" + (f" ramp {self.ramp[0]}/{self.ramp[1]}" if self.ramp else "")
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 from midtrain.data.args import MixtureArgs
 from midtrain.data.discovery import Shard, discover_shards, held_out_shards, resolve_data_roots
 from midtrain.data.domains import DomainRegistry
+from midtrain.data.mix_controller import FLAG as CONTROLLER_FLAG
+from midtrain.data.mix_controller import ControllerSettings, mixture_text, parse_settings
 from midtrain.data.mix_schedule import MixSchedule, parse_phases
 from midtrain.data.plan import MixturePlan, make_plan
 from midtrain.data.spec import MixtureSpec, build_spec, resolve_weights
@@ -34,6 +36,16 @@ class ResolvedMixture:
     """Held-out shards (any domain found under the validation root), or none."""
     schedule: MixSchedule | None = None
     """``mix_schedule``'s phases with their resolved weights (``weights`` is then the first phase's)."""
+    controller: ControllerSettings | None = None
+    """``mix_controller``'s settings; ``weights`` is then the prior's, resolved from ``prior_text``."""
+    prior: dict[str, float] | None = None
+    """With a controller: the prior's share per domain (normalised)."""
+
+    def resolve_text(self, text: str) -> dict[str, float]:
+        """Per-shard weights of a ``mix_weights_str`` text split like the configured mixture (a controller's
+        decisions and their replayed phases go through here alike)."""
+        spec = build_spec(mix_weights_str=text, domain_split=self.spec.domain_split)
+        return resolve_weights(spec, self.shards, self.registry)
 
     def used_shards(self) -> list[Shard]:
         if self.schedule is not None:
@@ -97,6 +109,22 @@ def resolve_mixture(args: MixtureArgs) -> ResolvedMixture:
         weights = resolved[0]
     else:
         weights = resolve_weights(spec, shards, registry)
+    controller, prior = None, None
+    if args.mix_controller is not None:
+        if args.mix_schedule is not None:
+            raise ConfigError(f"{CONTROLLER_FLAG} and --data.mix_schedule are both set: a controller decides the "
+                              "phases during the run, a schedule fixes them in advance. Keep one of them (a "
+                              "controlled run's decisions replay as a schedule: 'midtrain mix --replay').")
+        if spec.kind != "domains":
+            raise ConfigError(f"{CONTROLLER_FLAG} moves domain shares, but the prior is given as {spec.flag} "
+                              f"({spec.describe()}). Give the prior per domain, e.g. --data.mix_weights_str="
+                              "'main:0.8,code:0.2'.")
+        total = sum(spec.weights.values())
+        prior = {d: w / total for d, w in spec.weights.items() if w > 0}
+        controller = parse_settings(args.mix_controller, prior)
+        weights = resolve_weights(build_spec(mix_weights_str=mixture_text(prior), domain_split=spec.domain_split),
+                                  shards, registry)
     # held-out data is checked now too, so a broken validation shard fails before training, not at the first eval
     val_shards = () if val_root is None else tuple(held_out_shards(val_root, registry))
-    return ResolvedMixture(spec, registry, train_root, val_root, shards, weights, val_shards, schedule)
+    return ResolvedMixture(spec, registry, train_root, val_root, shards, weights, val_shards, schedule, controller,
+                           prior)

@@ -14,8 +14,9 @@ from torch.utils.data import DataLoader
 
 from midtrain.data.args import MixtureArgs
 from midtrain.data.content import compare, set_fingerprint
+from midtrain.data.mix_controller import MixController, mixture_text
 from midtrain.data.mixture import ResolvedMixture, resolve_mixture
-from midtrain.data.plan import MixSchedulePlan, MixturePlan, make_mix_schedule_plan
+from midtrain.data.plan import MixSchedulePlan, MixturePlan, make_mix_schedule_plan, make_plan
 from midtrain.data.stream import MixedStreamLoader, build_train_loader
 from midtrain.data.stream_io import Transition, decode_mixture, is_stream_state, stretches_of
 from midtrain.data.stream_state import StreamTracker
@@ -37,6 +38,8 @@ class DataStart:
     restored: bool = True
     """False where the checkpoint's loader state is another data module's: every shard starts at 0."""
     notices: tuple[str, ...] = ()
+    controller: dict | None = None
+    """The mixture controller's state as the run starts (its decisions so far, a reset), if it has one."""
 
     @property
     def mixture_changed(self) -> bool:
@@ -63,6 +66,14 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
     def __post_init__(self) -> None:
         DataModule.__init__(self)  # the dataclass __init__ set the fields; this sets up LightningDataModule
         self._mixture: ResolvedMixture | None = None
+        self._controller_resumes = False  # set by ``continuation``: a resume continues the saved controller
+        self._resolved_texts: dict[str, dict[str, float]] = {}
+
+    def _resolve_text(self, text: str) -> dict[str, float]:
+        """A controller's mixture text -> per-shard weights, resolved once per text."""
+        if text not in self._resolved_texts:
+            self._resolved_texts[text] = {i: w for i, w in self.mixture.resolve_text(text).items() if w > 0}
+        return self._resolved_texts[text]
 
     def connect(
         self, tokenizer: Tokenizer | None = None, batch_size: int = 1, max_seq_length: int | None = None, **_
@@ -121,21 +132,25 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
         """The stream's position over the shards this mixture (or any phase of its schedule) may read."""
         mixture = self.mixture
         self.plan(None)  # every used shard holds at least one sample of this length
+        if (mixture.schedule is not None or mixture.controller is not None) and samples_per_step is None:
+            key = "--data.mix_schedule" if mixture.schedule is not None else "--data.mix_controller"
+            raise ConfigError(
+                f"{key} counts in optimizer steps, which only 'midtrain pretrain' tells the data module (plain "
+                "'litgpt pretrain' does not). Run the config with midtrain pretrain, or give one mixture instead.")
+        controller = None
         if mixture.schedule is None:
             members = mixture.used_shards()
+            if mixture.controller is not None:
+                controller = MixController(mixture.controller, dict(mixture.prior), start_step, self._resolve_text,
+                                           resuming=self._controller_resumes)
         else:
-            if samples_per_step is None:
-                raise ConfigError(
-                    "--data.mix_schedule counts in optimizer steps, which only 'midtrain pretrain' tells the data "
-                    "module (plain 'litgpt pretrain' does not). Run the config with midtrain pretrain, or give one "
-                    "mixture instead of the schedule.")
             # every shard that holds a sample: a phase (or the checkpoint's mixture a ramp starts from) may read it
             members = [s for s in mixture.shards if s.samples(self.block_tokens) > 0]
         if rank is None or world_size is None:
             rank, world_size = rank_and_world_size()
         tracker = StreamTracker(members, [mixture.weights.get(s.id, 0.0) for s in members], self.block_tokens,
                                 self.seed, self.sampling, rank, world_size, mixture.schedule, start_step,
-                                samples_per_step)
+                                samples_per_step, controller)
         tracker.allow_data_change = self.allow_data_change
         return tracker
 
@@ -145,6 +160,7 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
         until ``total_steps``: the plan, the transition of every shard's cursor, the mixtures before and after, and
         what a user may not expect (data that changed, a foreign loader state). Raises where the data cannot
         continue the checkpoint (``same_run``: a resume of the same run, which may not add or remove shards)."""
+        self._controller_resumes = same_run
         tracker = self._tracker(0, world_size, start_step, global_batch_size // world_size)
         tracker.announce_transitions = False  # the caller prints the table
         notices: list[str] = []
@@ -161,18 +177,35 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
         elif saved_state is not None:
             try:  # what cannot continue is said with the checkpoint it came from (``where``)
                 notices += self.check_data_changes(saved_state, same_run)
+                if same_run and "controller" in saved_state and self.mixture.controller is None:
+                    raise ConfigError(
+                        "the run's mixture was decided by --data.mix_controller, which this config no longer sets. A "
+                        "resume continues the same run: set it back, or replay its decisions in a new run ('midtrain "
+                        "mix --replay' writes them as --data.mix_schedule), or branch into a new --out_dir.")
                 transitions = tracker.load_state_dict(copy.deepcopy(saved_state))
             except MidtrainError as exc:
                 raise type(exc)(f"{where}: {exc}" if where else str(exc)) from None
             before = decode_mixture(stretches_of(saved_state)[-1])
             start_samples = {i: v["consumed"] for i, v in saved_state["shards"].items()}
         tracker.require_timeline()  # a schedule whose first phase ramps needs a checkpoint to ramp from
+        controller = tracker.clock.controller
+        saved_resets = len(((saved_state or {}).get("controller") or {}).get("resets", []))
+        if controller is not None and len(controller.resets) > saved_resets and same_run:
+            reset = controller.resets[-1]
+            notices.append(f"--data.mix_controller.reset=true: new controller state from step {reset['step']:,} "
+                           f"(changed: {', '.join(reset['changed'])}); the {len(controller.decisions)} decision(s) so "
+                           "far are kept, the reference and the signal window start again (recorded in run.json).")
         if self.mixture.schedule is not None:
             plan = self.mix_schedule_plan(tracker.timeline, start_step, total_steps, global_batch_size, start_samples)
+        elif controller is not None:  # the mixture in effect now; later ones are decided during the run
+            remaining = max(0, total_steps - start_step) * global_batch_size * self.seq_length
+            plan = make_plan(self.mixture.shards, self._resolve_text(mixture_text(controller.weights)),
+                             self.seq_length, remaining or None, self.max_passes, start_samples)
         else:
             remaining = max(0, total_steps - start_step) * global_batch_size * self.seq_length
             plan = self.plan(remaining or None, start_samples)
-        return DataStart(plan, tuple(transitions), before, tracker.mixture(), restored, tuple(notices))
+        return DataStart(plan, tuple(transitions), before, tracker.mixture(), restored, tuple(notices),
+                         None if controller is None else controller.state_dict())
 
     def val_identities(self, val_sets: dict[str, HeldOutBlocks]) -> dict[str, str]:
         """Per domain: the identity of its held-out shards and the number of samples validated on (recorded in

@@ -39,7 +39,7 @@ class MixedStream(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         tracker = self.tracker.at(self.start)  # this worker's own copy, run through every batch
         batch = 0
-        while True:
+        while not tracker.clock.paused():  # a mixture decision not taken yet ends this iteration (the loop resumes it)
             mine = batch % workers == worker
             picks = tracker.advance(self.batch_size, positions=mine)
             if mine:
@@ -70,12 +70,16 @@ class MixedStreamLoader(DataLoader):
         self._members = {shard.id: shard for shard in self.tracker.members}
         self._identities: dict[str, dict] = {}  # each shard's manifest is read once per process
         self._carried_identities: dict[str, dict] = {}
+        self.record_members = False
+        """Keep the member index of each sample of the last batch handed out (``last_members``)."""
+        self.last_members: list[int] = []
 
     def __iter__(self):
+        """The batches up to the next mixture decision not yet taken (with ``mix_controller``), else endless."""
         # workers start from the batches actually handed out, not from what earlier workers prefetched
         self.dataset.start = self.tracker.snapshot()
         for batch in super().__iter__():
-            self.tracker.advance(self.batch_size)
+            self.last_members = self.tracker.advance(self.batch_size, members=self.record_members)
             yield batch
 
     def __len__(self) -> int:

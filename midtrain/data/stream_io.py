@@ -106,6 +106,7 @@ def save_state(tracker) -> dict:
         }
     stretches = [dict(p) for p in tracker.stretches]
     stretches[-1]["samples_per_rank"] = cursors.position
+    controller = {} if tracker.clock.controller is None else {"controller": tracker.clock.controller.state_dict()}
     return {
         "format": STATE_FORMAT,
         "seed": tracker.seed,
@@ -117,6 +118,7 @@ def save_state(tracker) -> dict:
         "counts": [cursors.counts[i] for i in tracker.active],  # in the order of "mixture"; inactive shards are at 0
         "shards": shards,
         "stretches": stretches,
+        **controller,
     }
 
 
@@ -160,6 +162,11 @@ def load_state(tracker, state: dict) -> list[Transition]:
             {**{k: v for k, v in r.items() if k == "start_step"}, "mixture": decode_mixture(r)} for r in stretches
         ]
         clock.set_timeline(mixture_before(decoded, clock.schedule.phases[0].start_step))
+        tracker.set_weights(tracker.member_weights(clock.current.weights), stretch=len(stretches))
+    elif clock.controller is not None:  # the timeline of the decisions taken so far (a branch: a fresh controller)
+        if clock.controller.resuming:
+            clock.controller.continue_from(state.get("controller"), clock.start_step)
+        clock.set_timeline(None)
         tracker.set_weights(tracker.member_weights(clock.current.weights), stretch=len(stretches))
     same_stretch = (state["mixture"] == tracker.mixture_key() and state["world_size"] == tracker.world_size
                     and state["sampling"] == tracker.sampling)

@@ -138,8 +138,10 @@ def resolve_fork_schedule(train: Any, accumulation_iters: int, start: ForkStart,
     if name != "wsd" and train.stable_steps is not None:
         ignored.append("stable_steps")
     if ignored:
+        online = (" (midtrain's online mixture, exact and resumable, is --data.mix_controller: see docs/data.md)"
+                  if "data_scheduler" in ignored else "")
         notices.append(f"{', '.join('--train.' + k for k in ignored)} ignored, as the fork ignored "
-                       f"{'it' if len(ignored) == 1 else 'them'} (with lr_scheduler {name}).")
+                       f"{'it' if len(ignored) == 1 else 'them'} (with lr_scheduler {name}){online}.")
 
     if start.saved_schedule is not None:
         saved = {k: v for k, v in start.saved_schedule.items() if k != "form"}

@@ -73,6 +73,7 @@ class Trainer:
         log_window: Sequence[float] = (),
         flops_per_step: float | None = None,
         peak_flops: float | None = None,
+        control=None,
     ) -> None:
         self.fabric, self.model, self.optimizer, self.loader = fabric, model, optimizer, loader
         self.budget, self.schedule, self.settings = budget, schedule, settings
@@ -84,6 +85,8 @@ class Trainer:
         """The model's FLOPs per optimizer step (forward and backward, all ranks) and the devices' peak, for MFU."""
         self.data_wait_s = 0.0
         self.progress = StepProgress(budget.total_steps, 0, show=fabric.global_rank == 0, bar=False)
+        self.control = control
+        """A ``MixControl`` (``data.mix_controller``): takes the mixture decisions at their steps."""
 
     def fit(self, counters: Counters, stop_request: StopRequest) -> StopReason:
         """Train from ``counters`` until a stop criterion; returns why it stopped (``finished`` if the horizon was
@@ -99,8 +102,9 @@ class Trainer:
 
     def _fit(self, counters: Counters, stop_request: StopRequest, start_step: int, stop_step: int) -> StopReason:
         budget, settings = self.budget, self.settings
-        if settings.initial_validation and self.val_sets:
-            self.log_validation(counters.step)
+        initial = self.log_validation(counters.step) if settings.initial_validation and self.val_sets else None
+        if self.control is not None:
+            self.start_control(counters.step, initial)
         batches = iter(self.loader)
         started = self.fit_started = time.perf_counter()
         window = _Window(started, counters.step, self.fabric.device)
@@ -123,8 +127,12 @@ class Trainer:
                 self.log_training(counters, lr, window)
             else:
                 self.progress.advance(counters.step)
+            val_losses = None
             if self.val_sets and counters.step % settings.eval_interval == 0 and counters.step < budget.total_steps:
-                self.log_validation(counters.step)
+                val_losses = self.log_validation(counters.step)
+            if self.control is not None and self.control.due(counters.step):
+                self.take_decision(counters.step, val_losses)
+                batches = iter(self.loader)  # its iteration ended at this step, where the stream paused
             if counters.step >= budget.total_steps:
                 reason = StopReason.FINISHED
             elif self.stop_check_due(counters.step, stop_step):
@@ -142,6 +150,24 @@ class Trainer:
             self.checked_save(counters, reason is StopReason.FINISHED, window)
         return reason
 
+    def start_control(self, step: int, val_losses: dict[str, float] | None) -> None:
+        """The controller's reference (``start``: this run's first evaluation), and a decision that was due when the
+        checkpoint was saved (a finished run extended from its decision step)."""
+        control = self.control
+        if control.needs_reference() or control.wants_validation(step):
+            val_losses = val_losses or self.log_validation(step)
+            if control.needs_reference():
+                control.set_reference(val_losses)
+        if control.due(step):
+            self.take_decision(step, val_losses)
+
+    def take_decision(self, step: int, val_losses: dict[str, float] | None) -> None:
+        from midtrain.train.mix_control import render_decision
+
+        decision = self.control.decide(step, val_losses)
+        self.metrics.log_dict(self.control.metrics(decision), step=step)
+        self.progress.write(render_decision(decision, self.control.signal))
+
     def checked_save(self, counters: Counters, final: bool, window: _Window) -> None:
         """Save only what can be trusted: every loss and gradient norm since the last check finite, and the weights."""
         values = self.check_finite(window)
@@ -149,6 +175,8 @@ class Trainer:
         finite = torch.stack([torch.isfinite(_local(p)).all() for p in self.model.parameters()]).all().float()
         if self.fabric.all_reduce(finite, reduce_op="min").item() < 1:
             raise Diverged(counters.step, "the weights hold non-finite values")
+        if self.control is not None:
+            self.control.before_save()
         self.save(counters, final, {"log_window": values, "log_window_end": counters.step})
 
     def check_finite(self, window: _Window) -> list[float]:
@@ -187,6 +215,8 @@ class Trainer:
                 # contiguous inputs and targets, as litgpt's loop feeds them (a strided view costs the compiled model)
                 logits = model(batch[:, :-1].contiguous())
                 loss = chunked_cross_entropy(logits, batch[:, 1:].contiguous())
+                if self.control is not None:
+                    self.control.observe(logits, batch[:, 1:])
                 fabric.backward(loss / accumulation)
             total += loss.detach()
         grad_norm = None

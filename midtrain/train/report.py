@@ -3,6 +3,7 @@ schedule line, and the line a diverged run ends with. Pure formatting of a ``Run
 
 from __future__ import annotations
 
+from midtrain.data.mix_controller import mixture_text, moved_domains
 from midtrain.data.plan import render_plan
 from midtrain.data.stream_io import render_transitions
 from midtrain.train import checkpoint_files as files
@@ -53,8 +54,43 @@ def describe(setup) -> str:
     if setup.data_start.mixture_changed:
         lines += ["Data mixture changed; shard cursors carried over by id:",
                   render_transitions(setup.data_start.transitions)]
-    lines += ["", render_plan(setup.data_start.plan)]
+    lines += ["", render_plan(setup.data_start.plan), *describe_controller(setup)]
     return "\n".join(lines)
+
+
+def describe_controller(setup) -> list[str]:
+    """What a ``mix_controller`` run says of its mixture: the plan shown is the mixture from now on; later phases
+    are decided during the run; the worst case of ``max_passes`` (a domain at ``max_weight`` to the end)."""
+    mixture, state = setup.data.mixture, setup.data_start.controller
+    if mixture.controller is None or state is None:
+        return []
+    c = mixture.controller
+    moved = moved_domains(c, mixture.prior)
+    every = c.every_steps
+    last = max([state["start_step"], *(d["step"] for d in state["decisions"])])
+    first = (last // every + 1) * every
+    reference = c.reference if isinstance(c.reference, str) else "the given losses"
+    lines = ["", f"Mixture controller (--data.mix_controller): the plan reads the mixture in effect at step "
+             f"{setup.start_step:,}; the later phases are decided during the run, every {every:,} steps from step "
+             f"{first:,}, from {c.signal} (eta {c.eta:g}, reference {reference}, smoothing {c.smoothing:g}), moving "
+             f"{', '.join(moved)} within [{c.min_weight:g}, {c.max_weight:g}] each."]
+    if state["decisions"]:
+        lines.append(f"  {len(state['decisions'])} decision(s) taken so far, the last at step "
+                     f"{state['decisions'][-1]['step']:,}: {mixture_text(state['decisions'][-1]['after'])}.")
+    plan = setup.data_start.plan
+    if plan.total_samples:
+        domain_weight: dict[str, float] = {}
+        for row in plan.shards:
+            domain_weight[row.domain] = domain_weight.get(row.domain, 0.0) + row.weight
+        for d in moved:
+            worst = max((row.start_samples + c.max_weight * row.weight / domain_weight[d] * plan.total_samples)
+                        / row.samples for row in plan.shards if row.domain == d and row.weight > 0 and row.samples)
+            verdict = (f"more than --data.max_passes={plan.max_passes:g}: the controller caps its share when a "
+                       "decision would pass it (said in the decision's table)" if worst > plan.max_passes
+                       else "within --data.max_passes")
+            lines.append(f"  Worst case: {d} at max_weight {c.max_weight:g} from here to the end reads its fullest "
+                         f"shard {worst:.2f} times, {verdict}.")
+    return lines
 
 
 def describe_schedule(s: LRSchedule | IterationLRSchedule, first_step: int, end_step: int) -> str:

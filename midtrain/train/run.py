@@ -98,7 +98,7 @@ def _train(fabric, strategy, setup: RunSetup, stop_request: StopRequest) -> int:
     val_sets = setup.data.val_datasets(settings.eval.max_iters * budget.micro_batch_size)
     flops, peak = _flops(fabric, setup)
     trainer = Trainer(fabric, model, optimizer, loader, budget, setup.schedule, loop_settings, val_sets, save,
-                      loader.domain_tokens, metrics, log_window or (), flops, peak)
+                      loader.domain_tokens, metrics, log_window or (), flops, peak, _mix_control(fabric, setup, loader))
     try:
         reason = trainer.fit(counters, stop_request)
     except CheckpointWriteError as exc:
@@ -120,6 +120,18 @@ def _train(fabric, strategy, setup: RunSetup, stop_request: StopRequest) -> int:
                      "exactly.")
         return EXIT_PREEMPTED
     return 0
+
+
+def _mix_control(fabric, setup: RunSetup, loader):
+    """The training side of ``data.mix_controller``, if the run has one."""
+    if loader.tracker.clock.controller is None:
+        return None
+    from midtrain.data.plan import DEFAULT_MAX_PASSES
+    from midtrain.train.mix_control import MixControl
+
+    data = setup.data
+    return MixControl(fabric, loader, setup.budget.total_steps, setup.budget.global_batch_size,
+                      DEFAULT_MAX_PASSES if data.max_passes is None else data.max_passes, data.mixture.weights)
 
 
 def _build_model(fabric, setup: RunSetup):
@@ -248,6 +260,9 @@ def _open_run(fabric, setup: RunSetup) -> dict:
         invocation = run_dir.invocation_record(setup.start_step, setup.devices.world_size, started_from)
         invocation.update(dialect=setup.dialect, notices=list(setup.notices), precision=setup.devices.precision,
                           **changes)
+        if data_start.controller is not None:
+            invocation["mix_controller"] = {"decisions_before": len(data_start.controller["decisions"]),
+                                            "resets": data_start.controller["resets"]}
         invocation["config"] = setup.settings.config_dump  # every invocation's, so an edit of the past can be told
         run["invocations"].append(invocation)
         run_dir.save_run_files(out_dir, run, setup.settings.config_dump, data_start.plan.to_json())

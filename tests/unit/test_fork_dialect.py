@@ -117,6 +117,7 @@ def test_fork_only_keys_are_ignored_with_a_warning_in_the_fork_and_refused_nativ
     assert dialect_of(train)[0] == "fork"
     notices = resolve_fork_schedule(train, 8, ForkStart(), None).notices
     assert any("--train.init_lr, --train.data_scheduler ignored" in n for n in notices)
+    assert any("online mixture, exact and resumable, is --data.mix_controller" in n for n in notices)
     with pytest.raises(ConfigError, match=r"--train.init_lr, --train.data_scheduler belong to the paper fork's "
                                           r"dialect"):
         refuse_fork_only_keys(train)
