@@ -46,3 +46,12 @@ def _rename_into_place(staging: Path, target: Path) -> None:
         shutil.rmtree(retired, ignore_errors=True)
     else:
         os.replace(staging, target)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """One file written under a hidden name and renamed into place: a reader sees the old file or the new one,
+    never a torn one (reports, tables, run records)."""
+    path = Path(path)
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staging.write_text(text)
+    os.replace(staging, path)

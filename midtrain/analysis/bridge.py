@@ -3,28 +3,19 @@ each SFT set, the SFT gain of each mix over the control from the ``midtrain eval
 
 from __future__ import annotations
 
-from collections import defaultdict
 from statistics import mean
 
 import numpy as np
 
+from midtrain.analysis.grid import loss_samples
 from midtrain.analysis.similarity import bridge_length, pearson, spearman
 
 
 def set_losses(rows: list[dict], run: str, set_name: str) -> dict[int, float]:
     """Loss on a named set by step for a run: fine-tuned checkpoints of the run (by base step, mean over seeds)
     when the table has any, else the run's own checkpoints."""
-    tuned: dict[int, list[float]] = defaultdict(list)
-    direct: dict[int, list[float]] = defaultdict(list)
-    for row in rows:
-        if row["metric"] != "loss" or row["name"] != set_name or row["kind"] not in ("set", "heldout"):
-            continue
-        if row["base_run"] == run and row["base_step"] is not None:
-            tuned[row["base_step"]].append(row["value"])
-        elif row["run"] == run and row["base_run"] is None and row["step"] is not None:
-            direct[row["step"]].append(row["value"])
-    chosen = tuned or direct
-    return {step: mean(values) for step, values in chosen.items()}
+    samples, _ = loss_samples(rows, run, "any", set_name)
+    return {step: mean(values) for step, values in samples.items()}
 
 
 def sft_gain(rows: list[dict], run: str, control: str, set_name: str) -> tuple[float, int] | None:

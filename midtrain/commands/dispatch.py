@@ -5,6 +5,7 @@ exit statuses; the demo and ``sweep`` run other commands through it."""
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,8 +21,42 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "sweep": ("midtrain.commands.sweep", "sweep", "Expand a sweep spec into configs and an sbatch array."),
     "eval": ("midtrain.commands.eval", "evaluate", "Score every checkpoint of some runs into one table."),
     "similarity": ("midtrain.commands.similarity", "similarity", "Similarity of corpora and bridge lengths."),
+    "recommend": ("midtrain.commands.recommend", "recommend", "Rank midtraining data for a target, before training."),
+    "analyze": ("midtrain.commands.analyze", "analyze", "A grid's effects against its controls, with intervals."),
     "demo": ("midtrain.commands.demo", "demo", "The whole idea on a laptop, offline."),
 }
+
+
+# flags of a list a user may give several times (``--target a=x --target b=y``), as well as one list
+REPEATABLE = {"recommend": ("--target",), "analyze": ("--tables",)}
+
+
+def merge_repeated(argv: list[str], flags: tuple[str, ...]) -> list[str]:
+    """Each repeatable flag given more than once (or once, as a plain value) becomes one JSON list, so the
+    parser sees one value; a value that is already a list is kept as it is."""
+    values: dict[str, list[str]] = {}
+    rest, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        flag, _, inline = arg.partition("=")
+        if flag in flags and (inline or i + 1 < len(argv)):
+            value = inline if inline else argv[i + 1]
+            i += 1 if inline else 2
+            if value.lstrip().startswith("["):
+                values.setdefault(flag, []).extend(json.loads(value) if _is_json(value) else [value])
+            else:
+                values.setdefault(flag, []).append(value)
+            continue
+        rest.append(arg)
+        i += 1
+    return rest + [f"{flag}={json.dumps(items)}" for flag, items in values.items()]
+
+
+def _is_json(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), list)
+    except ValueError:
+        return False
 
 
 def load_command(name: str) -> Callable:
@@ -46,7 +81,7 @@ def run_command(argv: list[str]) -> int:
         return 0
     name = argv[0]
     function = load_command(name)
-    init = call_with_args(function, argv[1:], prog=f"midtrain {name}")
+    init = call_with_args(function, merge_repeated(argv[1:], REPEATABLE.get(name, ())), prog=f"midtrain {name}")
     status = function(**init)
     return status if isinstance(status, int) and not isinstance(status, bool) else 0
 

@@ -5,13 +5,13 @@ stream (the same samples in every batch, the same ledger, the same losses)."""
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 
 import yaml
 
 from midtrain.data.mix_controller import MixController
 from midtrain.errors import ConfigError
+from midtrain.publish import write_text_atomic
 
 FLAG = "--replay"
 MIXTURE_KEYS = ("mix_weights_str", "mix_weights", "literal_weights_str", "mix_config_path", "proportional_sampling",
@@ -56,9 +56,7 @@ def mix_replay(replay: Path, out: Path | None = None) -> dict:
         replayed["data"]["init_args"] = {**init_args, "mix_schedule": schedule}
         if replayed.get("out_dir"):
             replayed["out_dir"] = f"{str(replayed['out_dir']).rstrip('/')}-replay"
-        staging = Path(out).with_name(f".{Path(out).name}.tmp")
-        staging.write_text(yaml.safe_dump(replayed, sort_keys=False))
-        os.replace(staging, out)
+        write_text_atomic(Path(out), yaml.safe_dump(replayed, sort_keys=False))
         print(f"# the run's config with this schedule: {out}")
     return {"mix_schedule": schedule}
 

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from midtrain.analysis.corpora import CorpusSpec, parse_corpora, read_sample, truncate
+from midtrain.analysis.corpora import CorpusSpec, parse_corpora
+from midtrain.analysis.measures import LABELS
 from midtrain.data.domains import DomainRegistry
 from midtrain.errors import ConfigError
 
@@ -64,57 +65,24 @@ def similarity(
         accelerator: For the model measure.
         micro_batch_size: Sequences per forward pass (model measure).
     """
-    import numpy as np
-
     from midtrain.analysis.bridge import bridge_report
-    from midtrain.analysis.similarity import cosine_matrix, token_similarity_matrix
+    from midtrain.analysis.measures import check_sizes, measure
+    from midtrain.commands.measure_inputs import load_for_measures
 
     specs = parse_corpora(list(corpora))
     names = [s.name for s in specs]
     _check_bridge_args(names, pretrain, mixes, sft, bridge_measure, checkpoint, eval_table, control)
-    for flag, value in (
-        ("--sample_tokens", sample_tokens),
-        ("--seq_length", seq_length),
-        ("--micro_batch_size", micro_batch_size),
-    ):
-        if value < 1:
-            raise ConfigError(f"{flag}={value} must be at least 1.")
+    check_sizes(sample_tokens=sample_tokens, seq_length=seq_length, micro_batch_size=micro_batch_size)
     rows = None
     if eval_table is not None:
         from midtrain.eval.results import read_rows
 
         rows = read_rows(Path(eval_table))
         _check_table_runs(rows, eval_table, control, [(mix_runs or {}).get(m, m) for m in mixes or []])
-    loaded, tokenizer = None, None
-    if checkpoint is not None:
-        from midtrain.eval.model_loading import load_model, resolve_device, resolve_precision
-
-        device = resolve_device(accelerator)
-        loaded = load_model(Path(checkpoint), device, resolve_precision(None, device), tokenizer_dir)
-        if seq_length > loaded.block_size:
-            raise ConfigError(f"--seq_length={seq_length} exceeds the checkpoint's block size {loaded.block_size}. "
-                              "Lower it.")
-        tokenizer = loaded.tokenizer
-    elif tokenizer_dir is not None:
-        from midtrain.tokenizer import load_tokenizer
-
-        tokenizer = load_tokenizer(tokenizer_dir)
-    registry = DomainRegistry.with_extra(domain_prefixes)
-    samples = {spec.name: read_sample(spec, tokenizer, registry, sample_tokens, seq_length, seed) for spec in specs}
-    sizes = {name: sum(len(s) for s in sample) for name, sample in samples.items()}
-    # n-gram divergences grow as samples shrink (unseen n-grams): every corpus gets as many tokens as the smallest
-    common = min(sizes.values())
-    samples = {name: truncate(sample, common) for name, sample in samples.items()}
-    for spec in specs:
-        print(f"  {spec.name}: {common:,} of {sizes[spec.name]:,} sampled tokens used, from {spec.path}", flush=True)
-    matrices = {"token": token_similarity_matrix(samples, ngram)}
-    if loaded is not None:
-        from midtrain.analysis.hidden_states import mean_hidden_state
-
-        vectors = np.stack(
-            [mean_hidden_state(loaded.model, samples[n], loaded.device, micro_batch_size) for n in names]
-        )
-        matrices["model"] = cosine_matrix(vectors)
+    loaded, tokenizer = load_for_measures(checkpoint, tokenizer_dir, accelerator, seq_length)
+    measured = measure(specs, tokenizer, loaded, DomainRegistry.with_extra(domain_prefixes), sample_tokens,
+                       seq_length, ngram, seed, micro_batch_size)
+    matrices, common = measured.matrices, measured.sample_tokens
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {
@@ -126,11 +94,11 @@ def similarity(
         "checkpoint": str(checkpoint) if checkpoint else None,
         "similarity": {k: m.round(6).tolist() for k, m in matrices.items()},
     }
-    labels = {"token": f"1 - JSD of {ngram}-gram distributions", "model": "cosine of mean hidden states"}
-    for measure, matrix in matrices.items():
-        _write_matrix_csv(out_dir / f"similarity_{measure}.csv", names, matrix)
-        _heatmap(out_dir / f"similarity_{measure}.png", names, matrix, labels[measure])
-        print(f"\nSimilarity ({labels[measure]}):\n{_format_matrix(names, matrix)}")
+    labels = {k: v.format(ngram=ngram) for k, v in LABELS.items()}
+    for kind, matrix in matrices.items():
+        _write_matrix_csv(out_dir / f"similarity_{kind}.csv", names, matrix)
+        _heatmap(out_dir / f"similarity_{kind}.png", names, matrix, labels[kind])
+        print(f"\nSimilarity ({labels[kind]}):\n{_format_matrix(names, matrix)}")
     if pretrain is not None:
         report["bridge"] = bridge_report(
             matrices[bridge_measure], names, pretrain, list(mixes), list(sft), rows, control, mix_runs, sft_set_names

@@ -21,6 +21,7 @@ BRANCHES = ("code", "code_ramp", "math", "control")
 RAMPED = "code_ramp"  # its ramp starts at the branch point and takes half of what remains to the horizon
 SHARD_DIRS = {"main": "1", "code": "c1", "math": "m1", "instruct": "i1"}
 DOMAIN_ORDER = ["main", "code", "math", "instruct"]
+MIDTRAINING_DOMAINS = ("code", "math")  # the demo's branches' data, and recommend's candidates
 
 # The full demo (the numbers in docs/demo.md) and a reduced one (seconds, for CI):
 # corpus size, tokenizer, and config overrides.
@@ -54,7 +55,7 @@ def run_demo(out_dir: Path, branch_step: int | None, size: str, num_workers: int
     preset = SIZES[size]
     branch_step = branch_step or preset.get("branch_step") or _config_branch_step()
     out_dir = Path(out_dir)
-    stages = Stages(10)
+    stages = Stages(12)
 
     with stages("Building the corpus from the standard library"):
         counts = _corpus(out_dir / "raw", preset)
@@ -108,10 +109,21 @@ def run_demo(out_dir: Path, branch_step: int | None, size: str, num_workers: int
               f"--sample_tokens={preset['eval_tokens']}", "--pretrain=main", '--mixes=["code", "math"]',
               f"--sft={json.dumps(list(sft_dirs))}", f"--eval_table={eval_dir / 'eval.csv'}", "--control=control",
               "--accelerator=cpu"])
+    with stages("Which midtraining data each SFT set calls for, ranked by bridge length (midtrain recommend)"):
+        _cli(["recommend", f"--pretrain=main={val / SHARD_DIRS['main']}",
+              *(f"--target={name}={folder / 'val.json'}" for name, folder in sft_dirs.items()),
+              f"--candidates={json.dumps([f'{d}={val / SHARD_DIRS[d]}' for d in MIDTRAINING_DOMAINS])}",
+              f"--checkpoint={branch_point}", f"--seq_length={train['max_seq_length']}",
+              f"--sample_tokens={preset['eval_tokens']}", f"--out_dir={out_dir / 'recommend'}", "--accelerator=cpu"])
+    with stages("The branches against the control: effects, fit and bridge length against gain (midtrain analyze)"):
+        _cli(["analyze", f"--tables={eval_dir / 'eval.csv'}", f"--out_dir={out_dir / 'analysis'}",
+              f"--similarity={out_dir / 'recommend' / 'recommend.json'}",
+              f"--sft_for={json.dumps({d: [f'{d}_sft'] for d in MIDTRAINING_DOMAINS if f'{d}_sft' in sft_dirs})}"])
     with stages("Done"):
         print(table)
         print(f"\nTable: {out_dir / 'summary.md'}\nPlot:  {plot}\nEvaluation: {eval_dir}\n"
-              f"Similarity: {out_dir / 'similarity'}")
+              f"Similarity: {out_dir / 'similarity'}\nRecommendation: {out_dir / 'recommend'}\n"
+              f"Analysis: {out_dir / 'analysis' / 'report.md'}")
     return 0
 
 

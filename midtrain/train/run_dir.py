@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from midtrain.errors import ConfigError
+from midtrain.publish import write_text_atomic
 
 RUN_FILE = "run.json"
 
@@ -25,9 +26,7 @@ def _now() -> str:
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
-    staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
-    os.replace(staging, path)
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
 
 
 def load_run(out_dir: Path) -> dict | None:

@@ -56,6 +56,16 @@ def test_tiny_demo_runs_every_stage_and_writes_the_report(tiny_demo, capsys):
         (m, s) for m in ("code", "math") for s in ("code_sft", "math_sft")
     }
     assert report["bridge"]["correlation"]["pairs"] == 4
+    recommended = json.loads((tiny_demo / "recommend" / "recommend.json").read_text())
+    assert recommended["measure"] == "model" and set(recommended["targets"]) == {"code_sft", "math_sft"}
+    for ranking in recommended["targets"].values():
+        assert sorted(e["candidate"] for e in ranking) == ["code", "math"] and [e["rank"] for e in ranking] == [1, 2]
+    analysis = json.loads((tiny_demo / "analysis" / "analysis.json").read_text())
+    assert analysis["branches"]["control"]["control"] and analysis["without_control"] == []
+    assert {e["branch"] for e in analysis["effects"]} == {"code", "code_ramp", "math"}
+    assert analysis["branches"]["code"]["targets"] == ["code"] and analysis["branches"]["math"]["targets"] == ["math"]
+    assert {p["sft"] for p in analysis["bridge"]["pairs"]} == {"code_sft", "math_sft"}
+    assert "## Bridge length against gain" in (tiny_demo / "analysis" / "report.md").read_text()
 
 
 @pytest.mark.slow

@@ -1,0 +1,327 @@
+"""``midtrain analyze``: a grid's evaluations (``midtrain eval`` tables) turned into the paper's findings: each
+branch against the control from the same parent and step, the timing x share effects with standard errors, and
+bridge length against gain with bootstrap intervals; one ``report.md`` with CSV and JSON of every number."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from midtrain.errors import ConfigError, DataError
+from midtrain.publish import write_text_atomic
+
+
+def analyze(
+    tables: list[Path],
+    out_dir: Path = Path("analysis_out"),
+    similarity: Path | None = None,
+    sft_for: dict[str, list[str]] | None = None,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> int:
+    """Effects of every branch against its control, the timing x share fit, and bridge length against gain.
+
+    Runs and controls are matched by lineage (each run's ``run.json`` and ledger, found from the table's checkpoint
+    paths): a control is a branch that continues its parent's mixture; every other branch is compared with the
+    control of the same parent and step. A branch without one is listed as such.
+
+    Args:
+        tables: ``midtrain eval`` tables (``eval.csv``); give the flag several times, or a list.
+        out_dir: Where report.md, analysis.json, branches.csv, fit.csv, bridge.csv and the figures go.
+        similarity: A ``midtrain similarity`` (``similarity.json``) or ``midtrain recommend`` (``recommend.json``)
+            result, for bridge length against gain (pairs named by the branch's domain and the SFT set).
+        sft_for: The SFT set(s) each domain's branches are for, e.g. ``{code: [code_sft], math: [math_sft]}``:
+            their Δ is reported beside the domain's held-out Δ, and the timing x share fit uses it.
+        resamples: Bootstrap resamples of the correlations' intervals.
+        seed: Seed of the bootstrap.
+    """
+    from midtrain.analysis.grid import match_controls
+    from midtrain.eval.results import read_rows
+
+    paths = [tables] if isinstance(tables, (str, Path)) else list(tables)
+    if not paths:
+        raise ConfigError("--tables names no eval table. Give a 'midtrain eval' eval.csv (several: repeat the flag).")
+    if resamples < 1:
+        raise ConfigError(f"--resamples={resamples} must be at least 1.")
+    rows = [row for path in paths for row in read_rows(Path(path))]
+    branches = _branches(rows, paths)
+    sft_for = {d: [v] if isinstance(v, str) else list(v) for d, v in (sft_for or {}).items()}
+    controls, notes = match_controls(list(branches.values()))
+    if not any(b.is_control for b in branches.values()):
+        listed = ", ".join(f"{b.name} ({', '.join(b.targets) or 'no change'} at step {b.step:,})"
+                           for b in branches.values() if b.step is not None) or "no branches"
+        raise DataError(f"--tables: no control branch (a branch that continues its parent's mixture) among the runs "
+                        f"({listed}), so no effect can be measured. Evaluate the control into the table too.")
+    bridges = _bridges(similarity) if similarity is not None else None
+    result = _analysis(rows, branches, controls, sft_for, bridges, resamples, seed)
+    result["notes"] += notes
+    result["tables"] = [str(p) for p in paths]
+    figures = _figures(result)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, figure in figures.items():
+        figure.savefig(out_dir / name, dpi=110)
+    effect_columns = ["branch", "control", "step", "share", "measure", "kind", "name", "tuned", "delta",
+                      "half_width", "at_step", "area", "mean_gap", "seeds"]
+    fit_rows = [[f["domain"], f["on"], t["term"], t["estimate"], t["se"], t["t"], f["points"], f["residual_df"]]
+                for f in result["fits"] for t in f["terms"]]
+    write_text_atomic(out_dir / "analysis.json", json.dumps(result, indent=2) + "\n")
+    write_text_atomic(out_dir / "branches.csv", _csv(effect_columns, _effect_rows(result)))
+    write_text_atomic(out_dir / "fit.csv", _csv(["domain", "on", "term", "estimate", "se", "t", "points",
+                                                 "residual_df"], fit_rows))
+    if result["bridge"] is not None:
+        write_text_atomic(out_dir / "bridge.csv", _csv(["branch", "domain", "sft", "bridge_length", "gain"],
+                                                       [[p["branch"], p["domain"], p["sft"], p["bridge_length"],
+                                                         p["gain"]] for p in result["bridge"]["pairs"]]))
+    report = render_report(result, list(figures))
+    write_text_atomic(out_dir / "report.md", report)
+    print(report)
+    print(f"\nWrote {out_dir / 'report.md'}, analysis.json and CSVs in {out_dir}")
+    return 0
+
+
+def _branches(rows: list[dict], paths: list) -> dict:
+    """Every run of the tables with its place in the grid, from its folder (the parent of its checkpoints)."""
+    from midtrain.analysis.grid import branch_of
+    from midtrain.train import checkpoint_files as files
+
+    folders: dict[str, Path] = {}
+    for row in rows:
+        if row.get("base_run") is None and row.get("checkpoint"):
+            folders.setdefault(row["run"], Path(row["checkpoint"]).parent)
+    if not folders:
+        raise DataError(f"--tables {', '.join(map(str, paths))}: no rows of a run's own checkpoints, so no run's "
+                        "lineage can be read.")
+    branches = {}
+    for name, folder in sorted(folders.items()):
+        run, latest = _read_json(folder / "run.json"), files.latest_checkpoint(folder)
+        if run is None or latest is None:
+            raise DataError(f"run {name!r}: its folder {folder} (from the table's checkpoint paths) holds no "
+                            f"{'run.json' if run is None else 'checkpoint'}, so its lineage cannot be read. Restore "
+                            "it, or evaluate the run where it lies now.")
+        ledger = _read_json(latest.path / "ledger.json")
+        if ledger is None:
+            raise DataError(f"run {name!r}: {latest.path} holds no ledger.json (a checkpoint midtrain did not write?).")
+        lineage = run.get("lineage") or []
+        parent_ledger = _read_json(Path(lineage[-1]["checkpoint"]) / "ledger.json") if lineage else None
+        branch = branch_of(name, run, ledger, parent_ledger)
+        if branch.parent_dir is not None and not Path(branch.parent_dir).is_dir():
+            raise DataError(f"branch {name!r}: its parent run {branch.parent_dir} (its run.json's lineage) is missing, "
+                            "so its pretraining data and its control cannot be told. Restore the parent's folder.")
+        branches[name] = branch
+    return branches
+
+
+def _bridges(path: Path) -> dict[tuple[str, str], float]:
+    """(mix or candidate name, SFT set) -> bridge length, from a similarity.json or a recommend.json."""
+    report = _read_json(Path(path))
+    if report is None:
+        raise DataError(f"--similarity={str(path)!r} cannot be read as JSON. Point it at similarity.json or "
+                        "recommend.json.")
+    if "bridge" in report:
+        return {(p["mix"], p["sft"]): p["bridge_length"] for p in report["bridge"]["pairs"]}
+    if "targets" in report:
+        out = {}
+        for target, ranking in report["targets"].items():
+            for e in ranking:
+                out[(e["candidate"], target)] = e["bridge_length"]
+                out.setdefault((e.get("kind", e["candidate"]), target), e["bridge_length"])
+        return out
+    raise DataError(f"--similarity={str(path)!r} holds no bridge lengths: run 'midtrain similarity' with --pretrain, "
+                    "--mixes and --sft, or 'midtrain recommend'.")
+
+
+def _analysis(rows, branches, controls, sft_for, bridges, resamples, seed) -> dict:
+    from midtrain.analysis.grid import bootstrap_interval, compare, least_squares, loss_samples
+    from midtrain.analysis.similarity import pearson, spearman
+
+    sets = sorted({r["name"] for r in rows if r["kind"] == "set"})
+    effects, unmatched, notes = [], [], []
+    for name, control in sorted(controls.items()):
+        b = branches[name]
+        if control is None:
+            unmatched.append({"branch": name, "step": b.step, "targets": list(b.targets)})
+            continue
+        measures = [("target", "heldout", d) for d in b.targets]
+        measures += [("target", "set", s) for d in b.targets for s in sft_for.get(d, [])]
+        measures += [("forgetting", "heldout", d) for d in b.pretraining_domains if d not in b.targets]
+        measures += [("set", "set", s) for s in sets if not any(s in sft_for.get(d, []) for d in b.targets)]
+        for role, kind, item in measures:
+            ours, tuned = loss_samples(rows, name, kind, item)
+            theirs, _ = loss_samples(rows, control.name, kind, item)
+            compared = compare(ours, theirs, b.step)
+            if compared is not None:
+                effects.append({"branch": name, "control": control.name, "step": b.step, "targets": list(b.targets),
+                                "share": {d: b.shares[d] for d in b.targets}, "measure": role, "kind": kind,
+                                "name": item, "tuned": tuned, **compared})
+    if any(e["seeds"][0] < 2 or e["seeds"][1] < 2 for e in effects):
+        notes.append("some Δ come from one seed (no fine-tuned rows with several seeds for those checkpoints): no "
+                     "interval can be given for them (± empty).")
+    fits = []
+    for domain in sorted({e["targets"][0] for e in effects if len(e["targets"]) == 1}):
+        on = next((s for s in sft_for.get(domain, []) if any(e["name"] == s for e in effects)), None)
+        chosen = [e for e in effects if e["targets"] == [domain] and e["measure"] == "target"
+                  and (e["name"] == on if on else (e["kind"] == "heldout" and e["name"] == domain))]
+        points = [(e["step"], e["share"][domain], e["delta"]) for e in chosen]
+        if len(points) >= 2:
+            fits.append({"domain": domain, "on": on or f"held-out {domain}",
+                         "grid": [{"step": p[0], "share": p[1], "delta": p[2], "branch": e["branch"]}
+                                  for p, e in zip(points, chosen, strict=True)], **least_squares(points)})
+        else:
+            notes.append(f"{domain}: {len(points)} branch(es) with a control: no timing x share fit.")
+    bridge = None
+    if bridges is not None:
+        pairs = []
+        for e in effects:
+            if len(e["targets"]) == 1 and e["kind"] == "set" and (e["targets"][0], e["name"]) in bridges:
+                pairs.append({"branch": e["branch"], "domain": e["targets"][0], "sft": e["name"],
+                              "bridge_length": bridges[(e["targets"][0], e["name"])], "gain": -e["delta"]})
+        x, y = [p["bridge_length"] for p in pairs], [p["gain"] for p in pairs]
+        bridge = {"pairs": pairs, "orders": _orders(pairs)}
+        for label, statistic in (("pearson", pearson), ("spearman", spearman)):
+            low, high, used = bootstrap_interval(x, y, statistic, resamples, seed)
+            bridge[label] = {"value": statistic(x, y), "low": low, "high": high, "resamples_used": used,
+                             "resamples": resamples}
+    return {"branches": {n: {"parent": b.parent_dir, "step": b.step, "targets": list(b.targets),
+                             "shares": b.shares, "parent_shares": b.parent_shares, "control": b.is_control}
+                         for n, b in branches.items()},
+            "effects": effects, "without_control": unmatched, "fits": fits, "bridge": bridge, "notes": notes}
+
+
+def _orders(pairs: list[dict]) -> dict:
+    """Per SFT set: the domains by bridge length (shortest first: the order ``recommend`` gives) beside the same
+    domains by their branches' mean gain (largest first), and whether the two orders match."""
+    out = {}
+    for sft in sorted({p["sft"] for p in pairs}):
+        mine = [p for p in pairs if p["sft"] == sft]
+        gains: dict[str, list[float]] = {}
+        lengths = {}
+        for p in mine:
+            gains.setdefault(p["domain"], []).append(p["gain"])
+            lengths[p["domain"]] = p["bridge_length"]
+        by_bridge = sorted(lengths, key=lambda d: (lengths[d], d))
+        by_gain = sorted(gains, key=lambda d: (-sum(gains[d]) / len(gains[d]), d))
+        out[sft] = {"by_bridge": by_bridge, "by_gain": by_gain, "match": by_bridge == by_gain,
+                    "mean_gain": {d: sum(v) / len(v) for d, v in gains.items()}}
+    return out
+
+
+def _effect_rows(result: dict) -> list[list]:
+    return [[e["branch"], e["control"], e["step"], ";".join(f"{d}:{s:.4f}" for d, s in e["share"].items()),
+             e["measure"], e["kind"], e["name"], e["tuned"], e["delta"], e["half_width"], e["at_step"],
+             e["area"], e["mean_gap"], f"{e['seeds'][0]}/{e['seeds'][1]}"]
+            for e in result["effects"]]
+
+
+def render_report(result: dict, figures: list[str]) -> str:
+    def num(v, fmt="+.4f"):
+        return "-" if v is None else format(v, fmt)
+
+    lines = ["# Analysis of the grid", "",
+             f"Tables: {', '.join(result['tables'])}. Δ = branch − control in loss (negative: the branch is better), "
+             "at the latest step both have; *area* is the area between the curves from the branch point (loss × "
+             "steps), *mean gap* that area per step. ± is the 95 % interval from the seeds' spread.", "",
+             "## Branches against their controls", "",
+             "| branch | control | step | share | measure | set | Δ | ± | at step | mean gap |",
+             "|---|---|---:|---|---|---|---:|---:|---:|---:|"]
+    for e in result["effects"]:
+        share = ", ".join(f"{d} {s:.0%}" for d, s in e["share"].items()) or "-"
+        name = f"{e['name']}{' (fine-tuned)' if e['tuned'] else ''}"
+        lines.append(f"| {e['branch']} | {e['control']} | {e['step']:,} | {share} | {e['measure']} | {name} | "
+                     f"{num(e['delta'])} | {num(e['half_width'], '.4f')} | {e['at_step']:,} | "
+                     f"{num(e['mean_gap'])} |")
+    for u in result["without_control"]:
+        lines.append(f"| {u['branch']} | **no control at step {u['step']:,}** | {u['step']:,} | "
+                     f"{', '.join(u['targets'])} | - | - | - | - | - | - |")
+    lines += ["", "## Timing × share", ""]
+    if not result["fits"]:
+        lines.append("Too few branches per domain for a fit (two or more with a control are needed).")
+    for fit in result["fits"]:
+        lines += [f"**{fit['domain']}** (Δ on {fit['on']}; {fit['points']} branches, {fit['residual_df']} residual "
+                  f"degrees of freedom; predictors centred at step {fit['centred_at']['step']:,.0f}, share "
+                  f"{fit['centred_at']['share']:.1%}):", "",
+                  "| term | estimate | SE | t |", "|---|---:|---:|---:|"]
+        lines += [f"| {t['term']} | {num(t['estimate'])} | {num(t['se'], '.4f')} | {num(t['t'], '+.2f')} |"
+                  for t in fit["terms"]]
+        if fit["residual_df"] == 0:
+            lines.append("\nThe fit is exact (as many terms as branches): no standard error can be given.")
+        lines += ["", "| step | share | Δ | branch |", "|---:|---:|---:|---|"]
+        lines += [f"| {g['step']:,} | {g['share']:.1%} | {g['delta']:+.4f} | {g['branch']} |" for g in fit["grid"]]
+        lines.append("")
+    if result["bridge"] is not None:
+        b = result["bridge"]
+        lines += ["## Bridge length against gain", "", "| branch | domain | SFT set | bridge length | gain |",
+                  "|---|---|---|---:|---:|"]
+        lines += [f"| {p['branch']} | {p['domain']} | {p['sft']} | {p['bridge_length']:.4f} | {p['gain']:+.4f} |"
+                  for p in b["pairs"]]
+        for sft, order in b["orders"].items():
+            lines.append(f"\n{sft}: by bridge length {' > '.join(order['by_bridge'])}; by measured gain "
+                         f"{' > '.join(order['by_gain'])}: the orders {'match' if order['match'] else 'differ'}.")
+        for label in ("pearson", "spearman"):
+            c = b[label]
+            interval = ("no interval (fewer than three pairs, or constant)" if c["low"] is None else
+                        f"95 % bootstrap interval [{c['low']:+.3f}, {c['high']:+.3f}] ({c['resamples_used']:,} of "
+                        f"{c['resamples']:,} resamples defined)")
+            lines.append(f"\n{label.capitalize()}: {num(c['value'], '+.3f')}, {interval}.")
+        lines.append("")
+    if figures:
+        lines += ["## Figures", "", *(f"![{f}]({f})" for f in figures), ""]
+    if result["notes"]:
+        lines += ["## Notes", "", *(f"- {n}" for n in result["notes"]), ""]
+    return "\n".join(lines)
+
+
+def _figures(result: dict) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    figures = {}
+    if result["fits"]:
+        figure, axes = plt.subplots(1, len(result["fits"]), figsize=(4.4 * len(result["fits"]), 3.6), squeeze=False)
+        for ax, fit in zip(axes[0], result["fits"], strict=True):
+            steps = sorted({g["step"] for g in fit["grid"]})
+            shares = sorted({g["share"] for g in fit["grid"]})
+            grid = np.full((len(shares), len(steps)), np.nan)
+            for g in fit["grid"]:
+                grid[shares.index(g["share"]), steps.index(g["step"])] = g["delta"]
+            image = ax.imshow(grid, cmap="RdBu", origin="lower", aspect="auto")
+            ax.set_xticks(range(len(steps)), [f"{s:,}" for s in steps])
+            ax.set_yticks(range(len(shares)), [f"{s:.0%}" for s in shares])
+            ax.set_xlabel("branch step")
+            ax.set_ylabel("share")
+            ax.set_title(f"{fit['domain']}: Δ on {fit['on']}", fontsize=9)
+            figure.colorbar(image, ax=ax)
+        figure.tight_layout()
+        figures["timing_share.png"] = figure
+    if result["bridge"] is not None and result["bridge"]["pairs"]:
+        figure, ax = plt.subplots(figsize=(4.6, 3.8))
+        for p in result["bridge"]["pairs"]:
+            ax.scatter([p["bridge_length"]], [p["gain"]], color="tab:blue")
+            ax.annotate(f"{p['branch']}→{p['sft']}", (p["bridge_length"], p["gain"]), fontsize=7,
+                        textcoords="offset points", xytext=(4, 3))
+        ax.set_xlabel("bridge length")
+        ax.set_ylabel("gain over the control")
+        ax.grid(alpha=0.3)
+        figure.tight_layout()
+        figures["bridge_gain.png"] = figure
+    return figures
+
+
+def _csv(header: list[str], rows: list[list]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows([["" if v is None else v for v in row] for row in rows])
+    return buffer.getvalue()
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None

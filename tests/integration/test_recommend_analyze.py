@@ -1,0 +1,211 @@
+"""``midtrain recommend`` on shards whose token distributions are known exactly (the ranking and the bridge lengths
+computed by hand), and ``midtrain analyze`` on a grid of branches in the layout midtrain writes (run.json lineage,
+ledgers, an eval table written by ``midtrain eval``'s own writer), its effects and fit checked against values
+computed by hand; bad input refused with exit 2 and nothing written."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from midtrain.cli import main
+from tests.helpers import write_documents_shard
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory) -> Path:
+    """Unigram distributions, exact in every 16-token block: P uniform on {1, 2}, code on {1, 2, 3, 4}, math on
+    {5, 6}; the targets T on {3, 4} and U on {5, 6}."""
+    root = tmp_path_factory.mktemp("corpora")
+    patterns = {"pretrain/1": [1, 2], "cands/c1": [1, 2, 3, 4], "cands/m1": [5, 6], "t/1": [3, 4], "u/1": [5, 6]}
+    for folder, pattern in patterns.items():
+        document = [pattern[k % len(pattern)] for k in range(512)]
+        write_documents_shard(root / folder, [document, document])
+    return root
+
+
+def jsd_uniform_half() -> float:
+    """JSD (bits) between uniform on {1, 2} and uniform on {1, 2, 3, 4}: the mixture gives 3/8, 3/8, 1/8, 1/8."""
+    kl_p = 2 * 0.5 * math.log2(0.5 / 0.375)
+    kl_q = 2 * 0.25 * math.log2(0.25 / 0.375) + 2 * 0.25 * math.log2(0.25 / 0.125)
+    return (kl_p + kl_q) / 2
+
+
+def test_recommend_ranks_by_bridge_length_computed_by_hand(corpora, tmp_path, capsys):
+    out = tmp_path / "rec"
+    assert main(["recommend", f"--pretrain=main={corpora / 'pretrain' / '1'}", f"--target=T={corpora / 't' / '1'}",
+                 f"--target=U={corpora / 'u' / '1'}",
+                 f"--candidates=[code={corpora / 'cands' / 'c1'}, math={corpora / 'cands' / 'm1'}]",
+                 f"--out_dir={out}", "--ngram=1", "--seq_length=16", "--sample_tokens=512"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "recommend.json").read_text())
+    assert report["measure"] == "token" and report["sample_tokens"] == 512
+    near = 1 - jsd_uniform_half()  # code is as like P as like T
+    t, u = report["targets"]["T"], report["targets"]["U"]
+    assert [(e["rank"], e["candidate"], e["kind"]) for e in t] == [(1, "code", "code"), (2, "math", "math")]
+    assert t[0]["bridge_length"] == pytest.approx(2 * (1 - near)) and t[1]["bridge_length"] == pytest.approx(2.0)
+    assert t[0]["token"] == pytest.approx({"to_pretrain": near, "to_target": near})
+    # for U (math's own distribution) math's bridge is (1 - 0) + (1 - 1) = 1; code's (1 - near) + 1
+    assert [e["candidate"] for e in u] == ["math", "code"] and u[0]["bridge_length"] == pytest.approx(1.0)
+    assert u[1]["bridge_length"] == pytest.approx(2 - near)
+    assert report["suggested"]["T"]["mix_weights_str"] == "main:0.8,code:0.2"
+    assert report["suggested"]["U"]["mix_weights_str"] == "main:0.88,math:0.12"
+    with (out / "recommend.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert [(r["target"], r["rank"], r["candidate"]) for r in rows] == [("T", "1", "code"), ("T", "2", "math"),
+                                                                       ("U", "1", "math"), ("U", "2", "code")]
+    assert rows[0]["suggested_mixture"] == "main:0.8,code:0.2" and (out / "recommend.png").stat().st_size > 0
+    assert "every measure saw 512 tokens of each corpus" in printed
+
+
+def test_recommend_refuses_bad_input_writing_nothing(corpora, tmp_path, capsys):
+    out = tmp_path / "rec"
+    common = [f"--pretrain=main={corpora / 'pretrain' / '1'}", f"--target=T={corpora / 't' / '1'}",
+              f"--out_dir={out}"]
+    assert main(["recommend", *common, f"--candidates=[code={corpora / 'cands' / 'c1'}]"]) == 2
+    assert "a ranking needs at least two" in capsys.readouterr().err
+    assert main(["recommend", *common, f"--candidates=[code={corpora / 'cands' / 'c1'}, x={tmp_path / 'none'}]"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["recommend", f"--pretrain=main={corpora / 'pretrain' / '1'}", f"--target=T={tmp_path / 'n.json'}",
+                 f"--candidates=[code={corpora / 'cands' / 'c1'}, math={corpora / 'cands' / 'm1'}]",
+                 f"--out_dir={out}"]) == 2
+    assert "T=" in capsys.readouterr().err
+    assert not out.exists()
+
+
+# -- analyze on a grid -----------------------------------------------------------------------------------------
+END = 400
+
+
+def make_run(root: Path, name: str, parent: Path | None, step: int | None, read: dict[str, int]) -> Path:
+    """A run folder as midtrain leaves it: run.json with its lineage, and a final checkpoint with its ledger
+    (``read``: tokens per shard since the branch point)."""
+    from midtrain.train.run_dir import branch_record, write_json_atomic
+
+    folder = root / name
+    (folder / "final").mkdir(parents=True)
+    lineage = []
+    if parent is not None:
+        lineage = [branch_record({"run_id": f"{parent.name}-id", "out_dir": str(parent)}, parent / f"step-{step:08d}",
+                                 step, {"main/1": 1.0}, {})]
+    write_json_atomic(folder / "run.json", {"run_id": f"{name}-id", "out_dir": str(folder), "lineage": lineage,
+                                            "invocations": []})
+    (folder / "final" / "lit_model.pth").write_bytes(b"weights")  # what latest_checkpoint looks for
+    write_json_atomic(folder / "final" / "checkpoint.json", {"step": END, "final": True})
+    shards = {"main/1": {"domain": "main"}, "c1": {"domain": "code"}}
+    stretches = [{"start_step": 0, "tokens": {"main/1": 1000}}]
+    if step is not None:
+        stretches.append({"start_step": step, "tokens": read})
+    write_json_atomic(folder / "final" / "ledger.json", {"shards": shards, "domains": {}, "stretches": stretches})
+    return folder
+
+
+def rows_for(folder: Path, name: str, losses: dict[tuple[str, str], dict[int, float]]) -> list[dict]:
+    return [{"run": name, "step": s, "kind": kind, "name": item, "metric": "loss", "value": v,
+             "checkpoint": str(folder / f"step-{s:08d}"), "settings": "x"}
+            for (kind, item), curve in losses.items() for s, v in curve.items()]
+
+
+def plane(step: int, share: float) -> float:
+    """The Δ on code the grid is built with: centred at step 150 (0.15 thousand) and share 20 points."""
+    s, p = step / 1000 - 0.15, share * 100 - 20
+    return -0.5 + 2.0 * s - 0.01 * p + 0.1 * s * p
+
+
+@pytest.fixture
+def grid(tmp_path) -> Path:
+    from midtrain.eval.results import ResultsTable
+
+    runs = tmp_path / "runs"
+    trunk = make_run(runs, "trunk", None, None, {})
+    table = ResultsTable(tmp_path / "eval")
+    rows = rows_for(trunk, "trunk", {("heldout", "main"): {100: 4.0, 200: 3.8}})
+    for step in (100, 200):
+        control = make_run(runs, f"control{step}", trunk, step, {"main/1": 1000})
+        rows += rows_for(control, f"control{step}", {("heldout", "code"): {step: 5.0, END: 4.0},
+                                                      ("heldout", "main"): {step: 3.0, END: 2.9}})
+        for share in (0.1, 0.2, 0.3):
+            name = f"code{step}-{int(share * 100)}"
+            branch = make_run(runs, name, trunk, step, {"main/1": round(1000 * (1 - share)), "c1": round(1000 * share)})
+            rows += rows_for(branch, name, {("heldout", "code"): {step: 5.0, END: 4.0 + plane(step, share)},
+                                            ("heldout", "main"): {step: 3.0, END: 2.9 + share}})
+    lone = make_run(runs, "code300", trunk, 300, {"main/1": 800, "c1": 200})
+    rows += rows_for(lone, "code300", {("heldout", "code"): {300: 5.0, END: 3.0}})
+    # the 20 % branch at step 100 and its control fine-tuned with two seeds on code_sft
+    for base, values in (("code100-20", (1.0, 1.2)), ("control100", (1.5, 1.9))):
+        rows += [{"run": f"{base}-sft{k}", "step": 10, "kind": "set", "name": "code_sft", "metric": "loss",
+                  "value": v, "base_run": base, "base_step": END, "seed": k, "sft_task": "code_sft",
+                  "checkpoint": str(tmp_path / "sft" / f"{base}-{k}" / "final"), "settings": "x"}
+                 for k, v in enumerate(values)]
+    table.append(rows)
+    return tmp_path
+
+
+def test_analyze_matches_by_lineage_and_fits_the_grid_by_hand(grid, capsys):
+    out = grid / "analysis"
+    assert main(["analyze", f"--tables={grid / 'eval' / 'eval.csv'}", f"--out_dir={out}"]) == 0
+    result = json.loads((out / "analysis.json").read_text())
+    assert result["branches"]["control100"]["control"] and not result["branches"]["code100-10"]["control"]
+    assert result["without_control"] == [{"branch": "code300", "step": 300, "targets": ["code"]}]
+    effects = {(e["branch"], e["measure"], e["name"]): e for e in result["effects"]}
+    code = effects[("code200-30", "target", "code")]
+    assert code["control"] == "control200" and code["at_step"] == END
+    assert code["delta"] == pytest.approx(plane(200, 0.3)) and code["half_width"] is None
+    # over the curve: the gap grows linearly from 0 at the branch point, so its mean is half the end's
+    assert code["mean_gap"] == pytest.approx(plane(200, 0.3) / 2)
+    assert code["area"] == pytest.approx(plane(200, 0.3) / 2 * (END - 200))
+    assert effects[("code100-30", "forgetting", "main")]["delta"] == pytest.approx(0.3)
+    tuned = effects[("code100-20", "set", "code_sft")]
+    # fine-tuned, two seeds each: Δ 1.1 - 1.7; Welch: variances 0.02/2 and 0.08/2, df (0.05)^2 / (0.01^2 + 0.04^2)
+    df = 0.05**2 / (0.01**2 + 0.04**2)
+    assert tuned["tuned"] and tuned["delta"] == pytest.approx(-0.6)
+    assert df == pytest.approx(1.47, abs=0.01) and tuned["half_width"] == pytest.approx(12.706 * math.sqrt(0.05))
+    fit = result["fits"][0]
+    assert fit["domain"] == "code" and fit["on"] == "held-out code" and fit["points"] == 6
+    terms = {t["term"]: t["estimate"] for t in fit["terms"]}
+    assert terms == pytest.approx({"intercept": -0.5, "step (per 1,000)": 2.0, "share (per percentage point)": -0.01,
+                                   "step x share": 0.1})
+    assert fit["centred_at"] == pytest.approx({"step": 150.0, "share": 0.2})
+    report = (out / "report.md").read_text()
+    assert "**no control at step 300**" in report and "## Timing × share" in report
+    assert (out / "timing_share.png").is_file() and (out / "branches.csv").is_file() and (out / "fit.csv").is_file()
+    assert "come from one seed" in report  # most checkpoints here have one
+
+
+def test_analyze_correlates_bridge_length_with_gain(grid, tmp_path):
+    recommend = {"targets": {"code_sft": [{"rank": 1, "candidate": "code", "kind": "code", "bridge_length": 0.7}]}}
+    path = tmp_path / "recommend.json"
+    path.write_text(json.dumps(recommend))
+    out = grid / "analysis"
+    assert main(["analyze", f"--tables={grid / 'eval' / 'eval.csv'}", f"--similarity={path}",
+                 f"--out_dir={out}"]) == 0
+    bridge = json.loads((out / "analysis.json").read_text())["bridge"]
+    assert bridge["pairs"] == [{"branch": "code100-20", "domain": "code", "sft": "code_sft", "bridge_length": 0.7,
+                                "gain": pytest.approx(0.6)}]
+    assert bridge["pearson"]["value"] is None and bridge["pearson"]["low"] is None  # one pair: no correlation
+    assert bridge["orders"]["code_sft"] == {"by_bridge": ["code"], "by_gain": ["code"], "match": True,
+                                            "mean_gain": {"code": pytest.approx(0.6)}}
+
+
+def test_analyze_refuses_a_table_without_a_control_and_a_missing_parent(grid, capsys):
+    from midtrain.eval.results import read_rows
+
+    rows = [r for r in read_rows(grid / "eval" / "eval.csv") if not r["run"].startswith("control")]
+    from midtrain.eval.results import ResultsTable
+
+    ResultsTable(grid / "nocontrol").append(rows)
+    out = grid / "analysis"
+    assert main(["analyze", f"--tables={grid / 'nocontrol' / 'eval.csv'}", f"--out_dir={out}"]) == 2
+    assert "no control branch" in capsys.readouterr().err and not out.exists()
+    import shutil
+
+    shutil.rmtree(grid / "runs" / "trunk")
+    assert main(["analyze", f"--tables={grid / 'eval' / 'eval.csv'}", f"--out_dir={out}"]) == 2
+    assert "its parent run" in capsys.readouterr().err and not out.exists()
+    assert main(["analyze", f"--tables={grid / 'missing.csv'}", f"--out_dir={out}"]) == 2
+    assert np.isfinite(1.0)
