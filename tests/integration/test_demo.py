@@ -93,6 +93,9 @@ def test_every_demo_config_parses_and_passes_a_dry_run(config, tiny_demo, tmp_pa
         args.append(f"--branch_from={tiny_demo / 'runs' / 'trunk' / 'step-00000006'}")
     if config.stem == RAMPED:  # its ramp starts at the branch point, which the tiny demo moves to step 6
         args += ramp_override(SIZES["tiny"]["branch_step"], {"max_steps": 12})
+    controller = raw["data"]["init_args"].get("mix_controller")
+    if controller:  # decisions on the tiny preset's evaluation steps (every 3)
+        args.append(f"--data.mix_controller={json.dumps({**controller, 'every_steps': 3})}")
     assert main(args) == 0
 
 
