@@ -209,3 +209,17 @@ def test_analyze_refuses_a_table_without_a_control_and_a_missing_parent(grid, ca
     assert "its parent run" in capsys.readouterr().err and not out.exists()
     assert main(["analyze", f"--tables={grid / 'missing.csv'}", f"--out_dir={out}"]) == 2
     assert np.isfinite(1.0)
+
+
+def test_analyze_reads_several_tables_as_one_grid(grid, capsys):
+    from midtrain.eval.results import ResultsTable, read_rows
+
+    rows = read_rows(grid / "eval" / "eval.csv")
+    ResultsTable(grid / "first").append([r for r in rows if r["run"] != "control200"])
+    ResultsTable(grid / "second").append([r for r in rows if r["run"] == "control200"])
+    out = grid / "analysis"
+    assert main(["analyze", "--tables", str(grid / "first" / "eval.csv"), "--tables", str(grid / "second" / "eval.csv"),
+                 f"--out_dir={out}"]) == 0
+    result = json.loads((out / "analysis.json").read_text())
+    assert {e["control"] for e in result["effects"] if e["step"] == 200} == {"control200"}
+    assert len(result["tables"]) == 2 and result["fits"][0]["points"] == 6
