@@ -289,13 +289,18 @@ def _figures(result: dict) -> dict:
             grid = np.full((len(shares), len(steps)), np.nan)
             for g in fit["grid"]:
                 grid[shares.index(g["share"]), steps.index(g["step"])] = g["delta"]
-            image = ax.imshow(grid, cmap="RdBu", origin="lower", aspect="auto")
+            limit = max(1e-9, float(np.nanmax(np.abs(grid))))
+            # blue where the branch beats the control (Δ < 0), red where it is worse, white at no effect
+            image = ax.imshow(grid, cmap="RdBu_r", vmin=-limit, vmax=limit, origin="lower", aspect="auto")
+            for g in fit["grid"]:
+                ax.text(steps.index(g["step"]), shares.index(g["share"]), f"{g['delta']:+.3f}", ha="center",
+                        va="center", fontsize=8, color="white" if abs(g["delta"]) > limit / 2 else "black")
             ax.set_xticks(range(len(steps)), [f"{s:,}" for s in steps])
             ax.set_yticks(range(len(shares)), [f"{s:.0%}" for s in shares])
             ax.set_xlabel("branch step")
             ax.set_ylabel("share")
             ax.set_title(f"{fit['domain']}: Δ on {fit['on']}", fontsize=9)
-            figure.colorbar(image, ax=ax)
+            figure.colorbar(image, ax=ax, label="Δ loss (branch − control)")
         figure.tight_layout()
         figures["timing_share.png"] = figure
     if result["bridge"] is not None and result["bridge"]["pairs"]:
