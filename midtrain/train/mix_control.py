@@ -41,8 +41,7 @@ class MixControl:
         """A micro-batch's per-sample training loss, added to its domain's sum (``train_loss`` only)."""
         if self.signal != "train_loss":
             return
-        per_token = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none")
-        per_sample = per_token.view(targets.shape[0], -1).mean(1).double()
+        per_sample = per_sample_loss(logits, targets).double()
         domains = self.member_domain[torch.tensor(self.loader.last_members, dtype=torch.long)].to(self.sums.device)
         kept = domains >= 0
         self.sums.index_add_(0, domains[kept], per_sample[kept])
@@ -105,6 +104,18 @@ class MixControl:
             out[f"mix/{d}/signal"] = decision.signal[d]
             out[f"mix/{d}/score"] = decision.score[d]
         return out
+
+
+def per_sample_loss(logits: torch.Tensor, targets: torch.Tensor, chunk_tokens: int = 256) -> torch.Tensor:
+    """Each sample's mean next-token loss, computed ``chunk_tokens`` positions at a time: the float32 log-softmax of
+    a whole micro-batch (micro-batch x context x vocabulary) would cost as much memory as the logits again, so only
+    one chunk's exists at a time (as litgpt's chunked cross-entropy does for the training loss)."""
+    flat_logits, flat_targets = logits.flatten(0, 1), targets.flatten()
+    losses = torch.empty(flat_targets.shape[0], dtype=torch.float32, device=logits.device)
+    for start in range(0, flat_targets.shape[0], chunk_tokens):
+        end = start + chunk_tokens
+        losses[start:end] = F.cross_entropy(flat_logits[start:end].float(), flat_targets[start:end], reduction="none")
+    return losses.view(targets.shape[0], -1).mean(1)
 
 
 def render_decision(decision: Decision, signal: str) -> str:

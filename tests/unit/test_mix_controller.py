@@ -167,3 +167,17 @@ def test_the_stream_pauses_at_a_decision_not_yet_taken():
     assert not tracker.clock.paused() and tracker.stretch_index == 1
     tracker.advance(8)
     assert [tracker.cursors.counts[i] for i in range(2)] == [2, 6] and tracker.stretches[1]["segment"] == "decision 1"
+
+
+def test_the_per_sample_training_loss_is_chunked_without_changing_it():
+    import torch
+    import torch.nn.functional as F
+
+    from midtrain.train.mix_control import per_sample_loss
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 40, 50, generator=generator)
+    targets = torch.randint(0, 50, (3, 40), generator=generator)
+    whole = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(3, 40).mean(1)
+    assert torch.allclose(per_sample_loss(logits, targets, chunk_tokens=7), whole, atol=1e-6)
+    assert torch.allclose(per_sample_loss(logits.to(torch.bfloat16), targets).mean(), whole.mean(), atol=2e-2)
