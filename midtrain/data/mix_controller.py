@@ -350,7 +350,9 @@ class MixController:
                 "origin_step": self.origin_step, "start_step": self.start_step,
                 "start_weights": dict(self.start_weights), "reference": self.reference,
                 "decisions": [d.to_json() for d in self.decisions], "resets": list(self.resets),
-                "signal_window": self.signal_window}
+                "signal_window": self.signal_window,
+                # derived, for whoever reads a checkpoint: the mixture now, and the step whose decision is due next
+                "weights": self.weights, "next_due": self.next_due()}
 
     def continue_from(self, saved: Mapping | None, step: int, where: str = "the checkpoint") -> None:
         """Continue a resumed run's controller from its saved state (taken at ``step``): refused, naming the key,
