@@ -77,3 +77,24 @@ def test_fsdp_on_every_visible_gpu_trains_saves_and_resumes_on_one(train_root, t
     assert sorted(losses(sharded)) == list(range(1, 13)) and all(map(math.isfinite, losses(sharded).values()))
     model = GPT(Config(**TINY_MODEL))
     load_checkpoint(L.Fabric(accelerator="cpu", devices=1), model, sharded / "final" / "lit_model.pth", strict=True)
+
+
+@pytest.mark.parametrize("signal", ["val_loss", "train_loss"])
+def test_a_mixture_controller_decides_on_the_gpu_as_it_replays(train_root, tmp_path, signal):
+    """The controller's signal on CUDA (float64 sums, the broadcast of rank 0's numbers over NCCL), its decisions
+    taken on every visible GPU, and their replay as a schedule reading the same stream."""
+    from midtrain.cli import main
+
+    ranks = torch.cuda.device_count()
+    out = tmp_path / "controlled"
+    config = gpu_config(train_root, out, "bf16-mixed", ranks, "ddp" if ranks > 1 else "auto",
+                        global_batch_size=4 * ranks)
+    config["data"]["init_args"]["mix_controller"] = {"signal": signal, "every_steps": 4, "eta": 1.0}
+    train(write_config(tmp_path / "c.yaml", config))
+    stretches = read_json(out / "final" / "ledger.json")["stretches"]
+    assert [s["segment"] for s in stretches] == ["prior", "decision 1", "decision 2"]
+    assert metric(out, "mix/code/weight") and all(math.isfinite(v) for v in metric(out, "mix/code/signal").values())
+    assert main(["mix", "--replay", str(out / "final"), "--out", str(tmp_path / "replay.yaml")]) == 0
+    train(tmp_path / "replay.yaml")
+    replayed = read_json(tmp_path / "controlled-replay" / "final" / "ledger.json")
+    assert [s["tokens"] for s in replayed["stretches"]] == [s["tokens"] for s in stretches]
