@@ -121,6 +121,16 @@ def match_controls(branches: Sequence[Branch]) -> tuple[dict[str, Branch | None]
     return matched, notes
 
 
+def rows_by_run(rows: Sequence[Mapping]) -> dict[tuple[str, str], list[Mapping]]:
+    """Loss rows grouped by (scored name, run), a fine-tuned row under the run it was tuned from: each branch's curves
+    are then read from its own rows, not from the whole grid's table once per branch and measure."""
+    index: dict[tuple[str, str], list[Mapping]] = defaultdict(list)
+    for row in rows:
+        if row["metric"] == "loss":
+            index[(row["name"], row.get("base_run") or row["run"])].append(row)
+    return dict(index)
+
+
 def loss_samples(rows: Sequence[Mapping], run: str, kind: str, name: str) -> tuple[dict[int, list[float]], bool]:
     """(step -> losses, one per seed; whether they are fine-tuned rows) for a run on one held-out domain or set."""
     kinds = ("set", "heldout") if kind == "any" else (kind,)

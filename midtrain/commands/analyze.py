@@ -134,10 +134,11 @@ def _bridges(path: Path) -> dict[tuple[str, str], float]:
 
 
 def _analysis(rows, branches, controls, sft_for, bridges, resamples, seed) -> dict:
-    from midtrain.analysis.grid import bootstrap_interval, compare, least_squares, loss_samples
+    from midtrain.analysis.grid import bootstrap_interval, compare, least_squares, loss_samples, rows_by_run
     from midtrain.analysis.similarity import pearson, spearman
 
     sets = sorted({r["name"] for r in rows if r["kind"] == "set"})
+    index = rows_by_run(rows)
     effects, unmatched, notes = [], [], []
     for name, control in sorted(controls.items()):
         b = branches[name]
@@ -149,8 +150,8 @@ def _analysis(rows, branches, controls, sft_for, bridges, resamples, seed) -> di
         measures += [("forgetting", "heldout", d) for d in b.pretraining_domains if d not in b.targets]
         measures += [("set", "set", s) for s in sets if not any(s in sft_for.get(d, []) for d in b.targets)]
         for role, kind, item in measures:
-            ours, tuned = loss_samples(rows, name, kind, item)
-            theirs, _ = loss_samples(rows, control.name, kind, item)
+            ours, tuned = loss_samples(index.get((item, name), []), name, kind, item)
+            theirs, _ = loss_samples(index.get((item, control.name), []), control.name, kind, item)
             compared = compare(ours, theirs, b.step)
             if compared is not None:
                 effects.append({"branch": name, "control": control.name, "step": b.step, "targets": list(b.targets),

@@ -109,10 +109,10 @@ def _kind(spec: CorpusSpec, registry: DomainRegistry) -> str:
     if spec.domain:
         return spec.domain
     if not spec.is_text:
-        from midtrain.data.discovery import classify_folder, shards_at
+        from midtrain.data.discovery import INDEX_FILE, classify_folder, shards_at
 
         classified = classify_folder(Path(spec.path).name, registry)  # one shard folder: c1 is code
-        if isinstance(classified, tuple) and (Path(spec.path) / "index.json").is_file():
+        if isinstance(classified, tuple) and (Path(spec.path) / INDEX_FILE).is_file():
             return classified[1]
         domains = {s.domain for s in shards_at(Path(spec.path), registry, None, f"--candidates {spec.name}")}
         if len(domains) == 1:

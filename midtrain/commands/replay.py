@@ -10,12 +10,13 @@ from pathlib import Path
 import yaml
 
 from midtrain.data.mix_controller import MixController
+from midtrain.data.mixture import SINGLE_MIXTURE_KEYS
 from midtrain.errors import ConfigError
 from midtrain.publish import write_text_atomic
 
 FLAG = "--replay"
-MIXTURE_KEYS = ("mix_weights_str", "mix_weights", "literal_weights_str", "mix_config_path", "proportional_sampling",
-                "mix_controller")
+MIXTURE_KEYS = (*SINGLE_MIXTURE_KEYS, "mix_controller")
+"""What the replayed schedule replaces in the run's data init args."""
 
 
 def mix_replay(replay: Path, out: Path | None = None) -> dict:

@@ -157,6 +157,12 @@ def parse_settings(raw: Any, prior: Mapping[str, float]) -> ControllerSettings:
     return ControllerSettings(signal, every, eta, reference, smoothing, low, high, domains, reset)
 
 
+def next_decision_step(last_step: int, every_steps: int) -> int:
+    """The first multiple of ``every_steps`` after ``last_step``: decisions fall on the step grid of the whole run,
+    so a branch from step 20,000 deciding every 1,000 steps decides first at 21,000."""
+    return (last_step // every_steps + 1) * every_steps
+
+
 def moved_domains(settings: ControllerSettings, prior: Mapping[str, float]) -> list[str]:
     """The domains the controller moves: ``domains``, else every domain of the prior."""
     return list(settings.domains or [d for d in prior if prior[d] > 0])
@@ -212,7 +218,6 @@ def update(settings: ControllerSettings, prior: Mapping[str, float], current: Ma
     s = settings.smoothing
     w = {d: (1 - s) * w[d] + s * prior[d] * mass / prior_mass for d in moved}
     high = {d: settings.max_weight for d in moved}
-    capped = set()
     for d in moved:
         if capacity is not None and capacity.get(d) is not None and capacity[d] < high[d]:
             high[d] = max(0.0, capacity[d])
@@ -312,9 +317,8 @@ class MixController:
 
     def next_due(self) -> int:
         """The step of the next decision: the first multiple of ``every_steps`` after the last decision (or start)."""
-        last = max([self.start_step, *(d.step for d in self.decisions)])
-        every = self.settings.every_steps
-        return (last // every + 1) * every
+        return next_decision_step(max([self.start_step, *(d.step for d in self.decisions)]),
+                                  self.settings.every_steps)
 
     def decide(self, step: int, signal: Mapping[str, float], capacity: Mapping[str, float] | None = None) -> Decision:
         if step != self.next_due():
@@ -421,7 +425,7 @@ def check_run(settings: ControllerSettings, moved: Sequence[str], eval_interval:
                      f"sequence, and validation on). Prepare held-out shards for {', '.join(missing)}, leave them out "
                      f"of {FLAG}.domains, or use signal: train_loss with reference: none.")
     problems.raise_if_any(ConfigError)
-    first = (start_step // settings.every_steps + 1) * settings.every_steps
+    first = next_decision_step(start_step, settings.every_steps)
     if first >= total_steps:
         return [f"{FLAG}.every_steps={settings.every_steps:,}: the first decision would be at step {first:,}, at or "
                 f"after the run's end (step {total_steps:,}): the controller never moves the mixture."]

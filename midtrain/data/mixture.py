@@ -107,7 +107,7 @@ def resolve_mixture(args: MixtureArgs) -> ResolvedMixture:
         problems.raise_if_any(ConfigError)
         schedule = MixSchedule(tuple(phases), tuple(resolved))
         weights = resolved[0]
-    else:
+    elif args.mix_controller is None:  # a controller's prior is resolved from its own text below, once
         weights = resolve_weights(spec, shards, registry)
     controller, prior = None, None
     if args.mix_controller is not None:

@@ -18,6 +18,7 @@ from midtrain.distributed import get_logger
 from midtrain.progress import StepProgress
 from midtrain.train.budget import Budget
 from midtrain.train.lr_schedule import LRSchedule
+from midtrain.train.mix_control import render_decision
 from midtrain.train.preemption import StopReason, StopRequest
 from midtrain.train.validation import validate
 
@@ -162,8 +163,6 @@ class Trainer:
             self.take_decision(step, val_losses)
 
     def take_decision(self, step: int, val_losses: dict[str, float] | None) -> None:
-        from midtrain.train.mix_control import render_decision
-
         decision = self.control.decide(step, val_losses)
         self.metrics.log_dict(self.control.metrics(decision), step=step)
         self.progress.write(render_decision(decision, self.control.signal))

@@ -47,17 +47,20 @@ class MixControl:
         self.sums.index_add_(0, domains[kept], per_sample[kept])
         self.counts.index_add_(0, domains[kept], torch.ones_like(per_sample[kept]))
 
+    def _global_sums(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The interval's per-domain loss sums and sample counts over every rank."""
+        return (self.fabric.all_reduce(self.sums.clone(), reduce_op="sum"),
+                self.fabric.all_reduce(self.counts.clone(), reduce_op="sum"))
+
     def _train_losses(self) -> dict[str, float]:
-        sums = self.fabric.all_reduce(self.sums.clone(), reduce_op="sum")
-        counts = self.fabric.all_reduce(self.counts.clone(), reduce_op="sum")
+        sums, counts = self._global_sums()
         return {d: (sums[k] / counts[k]).item() if counts[k] > 0 else 0.0
                 for k, d in enumerate(self.controller.moved)}
 
     def before_save(self) -> None:
         """The interval's sums so far (all ranks) into the controller's state, so a resume continues them."""
         if self.signal == "train_loss":
-            sums = self.fabric.all_reduce(self.sums.clone(), reduce_op="sum")
-            counts = self.fabric.all_reduce(self.counts.clone(), reduce_op="sum")
+            sums, counts = self._global_sums()
             self.controller.signal_window = {"sums": sums.tolist(), "counts": counts.tolist()}
 
     # -- decisions --------------------------------------------------------------------------------------------

@@ -67,8 +67,7 @@ def describe_controller(setup) -> list[str]:
     c = mixture.controller
     moved = moved_domains(c, mixture.prior)
     every = c.every_steps
-    last = max([state["start_step"], *(d["step"] for d in state["decisions"])])
-    first = (last // every + 1) * every
+    first = state["next_due"]
     reference = c.reference if isinstance(c.reference, str) else "the given losses"
     lines = ["", f"Mixture controller (--data.mix_controller): the plan reads the mixture in effect at step "
              f"{setup.start_step:,}; the later phases are decided during the run, every {every:,} steps from step "

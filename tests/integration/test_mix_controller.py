@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import math
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import yaml
 
 from midtrain.cli import main
 from tests.helpers import write_documents_shard
@@ -100,7 +103,7 @@ def test_a_stop_before_on_or_after_a_decision_resumes_to_the_same_decisions(trai
         stop_at_step(patch, stop, signal.SIGUSR1)
         assert main(["pretrain", "--config", str(path)]) == 75
     assert [p.name for p in out.glob("step-*")] == [f"step-{stop:08d}"]
-    saved = __import__("torch").load(out / f"step-{stop:08d}" / "lit_model.pth", weights_only=False)
+    saved = torch.load(out / f"step-{stop:08d}" / "lit_model.pth", weights_only=False)
     assert len(saved["train_dataloader"]["controller"]["decisions"]) == (1 if stop >= 4 else 0)
     assert main(["pretrain", "--config", str(path)]) == 0
     assert read_json(out / "final" / "ledger.json") == read_json(reference_run / "final" / "ledger.json")
@@ -140,10 +143,10 @@ def test_replay_reads_the_identical_stream(train_root, tmp_path, reference_run, 
     assert main(["mix", "--replay", str(reference_run / "final"), "--out", str(replayed_config)]) == 0
     printed = capsys.readouterr().out
     assert "2 decision(s)" in printed and "mix_schedule:" in printed and "start_step: 8" in printed
-    config = __import__("yaml").safe_load(replayed_config.read_text())
+    config = yaml.safe_load(replayed_config.read_text())
     assert "mix_controller" not in config["data"]["init_args"] and config["out_dir"].endswith("-replay")
     assert main(["pretrain", "--config", str(replayed_config)]) == 0
-    replay = __import__("pathlib").Path(config["out_dir"])
+    replay = Path(config["out_dir"])
     ours, theirs = (read_json(o / "final" / "ledger.json") for o in (replay, reference_run))
     assert ours["shards"] == theirs["shards"]
     assert [(s["start_step"], s["shares"], s["tokens"]) for s in ours["stretches"]] == [
