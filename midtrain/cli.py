@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from midtrain.commands.dispatch import COMMANDS, run_command
-from midtrain.errors import Interrupted, MidtrainError
+from midtrain.errors import Interrupted, MidtrainError, is_disk_full
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+EXIT_RETRY = 75
+"""EX_TEMPFAIL, as a preempted run exits (``midtrain.train.preemption``): a full disk or quota, to be retried."""
 
 
 def top_level_help() -> str:
@@ -27,9 +31,35 @@ def top_level_help() -> str:
             f"commands:\n{rows}\n\n'midtrain COMMAND --help' lists a command's keys. Docs: README.md and docs/.")
 
 
+STATUS_DIR_VARIABLE = "MIDTRAIN_STATUS_DIR"
+"""Set by ``pretrain.sbatch``: every process of a run writes its exit status there (a file named by its rank), so
+the script can tell a run whose ranks stopped to be requeued from one that failed, even when ``srun`` reports the
+status of a rank that was killed."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["pretrain"]:  # before the imports that take seconds: a stop signal then is a stop request
+        from midtrain.train.preemption import catch_stop_signals_early
+
+        catch_stop_signals_early()
+    status = _main(argv)
+    if argv[:1] == ["pretrain"] and os.environ.get(STATUS_DIR_VARIABLE):
+        _record_status(Path(os.environ[STATUS_DIR_VARIABLE]), status)
+    return status
+
+
+def _record_status(folder: Path, status: int) -> None:
+    name = f"rank-{os.environ['SLURM_PROCID']}" if "SLURM_PROCID" in os.environ else f"pid-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(f"{status}\n")
+    except OSError as exc:  # the status stands as the exit code; the file only helps the script explain it
+        print(f"midtrain: could not record the exit status in {folder} ({exc.strerror}).", file=sys.stderr)
+
+
+def _main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if not argv or argv[0] in ("-h", "--help"):
             print(top_level_help())
@@ -49,6 +79,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nInterrupted.", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        # any file a command writes (a run's records and metrics, a table, a shard): what was published before stands
+        print(f"midtrain: writing {exc.filename or 'a file'} failed ({exc.strerror}). What was finished before is "
+              "intact (published checkpoints and shards, earlier rows): free space or raise the quota, then rerun "
+              f"(a run continues with --resume=auto). Exiting with status {EXIT_RETRY}, so a requeue retries.",
+              file=sys.stderr)
+        return EXIT_RETRY
     except ModuleNotFoundError as exc:
         if exc.name != "litdata":
             raise

@@ -42,3 +42,11 @@ class Interrupted(BaseException):
     def __init__(self, signum: int, what: str) -> None:
         super().__init__(what)
         self.signum = signum
+
+
+DISK_FULL_ERRNOS = (28, 122)
+"""ENOSPC and EDQUOT (Linux): a full disk or a quota. Not bad input: the command exits 75 to be retried."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS

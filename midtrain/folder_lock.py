@@ -18,7 +18,7 @@ import socket
 import weakref
 from pathlib import Path
 
-from midtrain.errors import ConfigError
+from midtrain.errors import ConfigError, is_disk_full
 
 _HELD: weakref.WeakSet = weakref.WeakSet()
 
@@ -46,6 +46,8 @@ class FolderLock:
             self.lock_file.parent.mkdir(parents=True, exist_ok=True)
             return self._acquire()
         except OSError as exc:  # a read-only or foreign folder: say which
+            if is_disk_full(exc):
+                raise  # not the folder's fault: the command exits 75 (midtrain.cli), to be retried
             raise ConfigError(
                 f"{self.flag}={str(self.folder)!r} cannot be locked for this {self.what} ({exc.strerror or exc} "
                 f"at {self.lock_file}). Choose a folder you can write, or fix its permissions."

@@ -65,3 +65,16 @@ def tiny_demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "out"
     assert main(["demo", "--out_dir", str(out), "--size", "tiny", "--num_workers", "1"]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_trunk(train_root, tmp_path_factory):
+    """A 12-step trunk of a tiny model on main data, checkpoints every 4 steps (``tiny_config``'s defaults). Shared by
+    every test that needs a parent: copy what you change."""
+    from midtrain.cli import main
+    from tests.integration.train_helpers import tiny_config, write_config
+
+    out = tmp_path_factory.mktemp("tiny_trunk") / "trunk"
+    config = write_config(out.parent / "trunk.yaml", tiny_config(train_root, out))
+    assert main(["pretrain", "--config", str(config)]) == 0
+    return out

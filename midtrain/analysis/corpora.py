@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,28 +36,47 @@ class CorpusSpec:
         return Path(self.path).suffix in TEXT_SUFFIXES
 
 
-def parse_corpora(values: list) -> list[CorpusSpec]:
-    specs = []
-    for value in values:
-        if isinstance(value, CorpusSpec):
-            specs.append(value)
-        elif isinstance(value, dict):
-            specs.append(CorpusSpec(value.get("name", ""), Path(value.get("path", "")), value.get("domain")))
-        elif isinstance(value, str) and "=" in value:
-            name, path = value.split("=", 1)
-            specs.append(CorpusSpec(name.strip(), Path(path.strip())))
-        else:
-            raise ConfigError(f"--corpora entry {value!r} is not 'name=path' or {{name: ..., path: ...}}.")
-    names = [s.name for s in specs]
-    if len(specs) < 2:
-        raise ConfigError(f"--corpora names {len(specs)} corpus; similarity needs at least two.")
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates or not all(names):
-        raise ConfigError(f"--corpora: every corpus needs its own non-empty name (repeated: {duplicates}).")
-    missing = [f"{s.name}={s.path}" for s in specs if not Path(s.path).exists()]
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def parse_corpus(value, flag: str) -> CorpusSpec:
+    """One corpus from ``name=path``, a mapping or a ``CorpusSpec``; its name checked (it becomes a column, a file
+    name and a domain name in a suggested mixture)."""
+    if isinstance(value, CorpusSpec):
+        spec = value
+    elif isinstance(value, dict):
+        spec = CorpusSpec(value.get("name", ""), Path(value.get("path", "")), value.get("domain"))
+    elif isinstance(value, str) and "=" in value:
+        name, path = value.split("=", 1)
+        spec = CorpusSpec(name.strip(), Path(path.strip()))
+    else:
+        raise ConfigError(f"{flag} entry {value!r} is not 'name=path' or {{name: ..., path: ...}}.")
+    if not _NAME.match(spec.name or ""):
+        raise ConfigError(f"{flag} entry {value if isinstance(value, str) else spec.name!r}: the name "
+                          f"{spec.name!r} {'is empty' if not spec.name else 'is not letters, digits, _ . -'}. Name it "
+                          "like a domain, e.g. code=/data/val/c1 (it names columns, files and mixture domains).")
+    return spec
+
+
+def parse_corpora(values: list, flag: str = "--corpora", at_least: int = 2) -> list[CorpusSpec]:
+    """The corpora of one flag, or (``values`` as ``(flag, value)`` pairs, ``flag`` None) of several: names unique
+    across all of them, every path existing."""
+    pairs = list(values) if flag is None else [(flag, v) for v in values]
+    specs = [parse_corpus(value, given) for given, value in pairs]
+    if len(specs) < at_least:
+        raise ConfigError(f"{flag or 'the corpora'} names {len(specs)} corpus; this needs at least {at_least}.")
+    seen: dict[str, str] = {}
+    for (given, _), spec in zip(pairs, specs, strict=True):
+        if spec.name in seen:
+            where = "twice" if seen[spec.name] == given else f"in {seen[spec.name]} and in {given}"
+            raise ConfigError(f"the corpus name {spec.name!r} is given {where}: every corpus needs its own name. "
+                              "Rename one.")
+        seen[spec.name] = given
+    missing = [(given, f"{s.name}={s.path}") for (given, _), s in zip(pairs, specs, strict=True)
+               if not Path(s.path).exists()]
     if missing:
-        raise DataError(f"--corpora: {', '.join(missing)} does not exist. Point each at a shard folder or a "
-                        ".json/.jsonl file.")
+        raise DataError(f"{missing[0][0]}: {', '.join(m for _, m in missing)} does not exist. Point each at a shard "
+                        "folder or a .json/.jsonl file.")
     return specs
 
 

@@ -121,6 +121,54 @@ def match_controls(branches: Sequence[Branch]) -> tuple[dict[str, Branch | None]
     return matched, notes
 
 
+ROW_KEY = ("run", "step", "kind", "name", "metric", "base_run", "base_step", "seed", "sft_task")
+"""What one measurement is: a second row with this key is the same row again, or a conflict."""
+
+
+def unique_rows(tables: Sequence[tuple[str, Sequence[Mapping]]]) -> tuple[list[Mapping], list[str]]:
+    """The rows of several tables (``(source, rows)``), each measurement once, and notes. A row repeated as it is
+    (the same table given twice, tables that overlap) is dropped and counted; two rows of one measurement with other
+    values (or settings, or checkpoints) are a conflict, and a loss that is not finite no measure; both are refused
+    naming the run, step and set, since averaging them or taking them for seeds would make up a result."""
+    from midtrain.errors import DataError
+
+    seen: dict[tuple, tuple[Mapping, str]] = {}
+    out, repeated = [], 0
+    for source, rows in tables:
+        for row in rows:
+            what = (f"run {row['run']!r} step {row['step']} {row['kind']} {row['name']!r} {row['metric']}"
+                    + (f" (fine-tuned from {row['base_run']!r} step {row['base_step']}, seed {row['seed']})"
+                       if row.get("base_run") else ""))
+            value = row.get("value")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise DataError(f"--tables {source}: {what} is {value}: no effect can be measured from it (a Δ "
+                                "would be nan or inf). Evaluate that checkpoint again, or remove its rows.")
+            key = tuple(row.get(c) for c in ROW_KEY)
+            if key in seen:
+                first, where = seen[key]
+                if dict(first) == dict(row):
+                    repeated += 1
+                    continue
+                differ = [c for c in row if first.get(c) != row.get(c)]
+                folders = {str(r.get("checkpoint") or "").rpartition("/")[0] for r in (first, row)}
+                if not row.get("base_run") and len(folders) == 2:
+                    raise DataError(two_folders_error(row["run"], *sorted(folders)))
+                raise DataError(f"--tables: {what} is given twice, differently ({', '.join(differ)}: "
+                                f"{', '.join(f'{first.get(c)!r} in {where}' for c in differ)}; "
+                                f"{', '.join(f'{row.get(c)!r} in {source}' for c in differ)}). Averaging them, or "
+                                "taking them for seeds, would make up a result: keep one table's rows.")
+            seen[key] = (row, source)
+            out.append(row)
+    notes = [f"{repeated:,} row(s) repeated as they were (the same table given twice, or tables that overlap) were "
+             "read once."] if repeated else []
+    return out, notes
+
+
+def two_folders_error(run: str, first: str, second: str) -> str:
+    return (f"--tables: the run name {run!r} stands for two run folders, {first} and {second}: their branches cannot "
+            "both be matched by it. Give the runs distinct folder names and evaluate them again.")
+
+
 def rows_by_run(rows: Sequence[Mapping]) -> dict[tuple[str, str], list[Mapping]]:
     """Loss rows grouped by (scored name, run), a fine-tuned row under the run it was tuned from: each branch's curves
     are then read from its own rows, not from the whole grid's table once per branch and measure."""

@@ -27,9 +27,17 @@ class Measured:
 
 
 def check_sizes(**values: int) -> None:
+    """Each size at least 1, and ``sample_tokens`` at least one sequence (below it, every corpus's sample is one
+    short sequence and every similarity a near-constant)."""
     for flag, value in values.items():
         if value < 1:
             raise ConfigError(f"--{flag}={value} must be at least 1.")
+    sample, sequence = values.get("sample_tokens"), values.get("seq_length")
+    if sample is not None and sequence is not None and sample < sequence:
+        raise ConfigError(f"--sample_tokens={sample:,} is below one sequence (--seq_length={sequence:,}): no corpus "
+                          "could be sampled as a whole sequence, and every measure would compare scraps. Raise "
+                          f"--sample_tokens to at least {sequence:,} (tens of thousands for a stable measure), or "
+                          "lower --seq_length.")
 
 
 def measure(specs: list[CorpusSpec], tokenizer, loaded, registry: DomainRegistry, sample_tokens: int,

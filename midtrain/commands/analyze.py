@@ -9,8 +9,12 @@ import io
 import json
 from pathlib import Path
 
+from midtrain.data.domains import did_you_mean
 from midtrain.errors import ConfigError, DataError
-from midtrain.publish import write_text_atomic
+from midtrain.publish import check_output_dir, write_text_atomic
+
+OUTPUTS = ("report.md", "analysis.json", "branches.csv", "fit.csv", "bridge.csv", "timing_share.png",
+           "bridge_gain.png")
 
 
 def analyze(
@@ -37,7 +41,7 @@ def analyze(
         resamples: Bootstrap resamples of the correlations' intervals.
         seed: Seed of the bootstrap.
     """
-    from midtrain.analysis.grid import match_controls
+    from midtrain.analysis.grid import match_controls, unique_rows
     from midtrain.eval.results import read_rows
 
     paths = [tables] if isinstance(tables, (str, Path)) else list(tables)
@@ -45,10 +49,13 @@ def analyze(
         raise ConfigError("--tables names no eval table. Give a 'midtrain eval' eval.csv (several: repeat the flag).")
     if resamples < 1:
         raise ConfigError(f"--resamples={resamples} must be at least 1.")
-    rows = [row for path in paths for row in read_rows(Path(path))]
+    out_dir = check_output_dir(Path(out_dir), "--out_dir", OUTPUTS)
+    rows, notes = unique_rows([(str(path), read_rows(Path(path), "--tables")) for path in paths])
     branches = _branches(rows, paths)
     sft_for = {d: [v] if isinstance(v, str) else list(v) for d, v in (sft_for or {}).items()}
-    controls, notes = match_controls(list(branches.values()))
+    _check_sft_for(sft_for, rows, branches)
+    controls, matched_notes = match_controls(list(branches.values()))
+    notes += matched_notes
     if not any(b.is_control for b in branches.values()):
         listed = ", ".join(f"{b.name} ({', '.join(b.targets) or 'no change'} at step {b.step:,})"
                            for b in branches.values() if b.step is not None) or "no branches"
@@ -59,7 +66,6 @@ def analyze(
     result["notes"] += notes
     result["tables"] = [str(p) for p in paths]
     figures = _figures(result)
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, figure in figures.items():
         figure.savefig(out_dir / name, dpi=110)
@@ -84,13 +90,15 @@ def analyze(
 
 def _branches(rows: list[dict], paths: list) -> dict:
     """Every run of the tables with its place in the grid, from its folder (the parent of its checkpoints)."""
-    from midtrain.analysis.grid import branch_of
+    from midtrain.analysis.grid import branch_of, two_folders_error
     from midtrain.train import checkpoint_files as files
 
     folders: dict[str, Path] = {}
     for row in rows:
         if row.get("base_run") is None and row.get("checkpoint"):
-            folders.setdefault(row["run"], Path(row["checkpoint"]).parent)
+            folder = folders.setdefault(row["run"], Path(row["checkpoint"]).parent)
+            if folder != Path(row["checkpoint"]).parent:
+                raise DataError(two_folders_error(row["run"], str(folder), str(Path(row["checkpoint"]).parent)))
     if not folders:
         raise DataError(f"--tables {', '.join(map(str, paths))}: no rows of a run's own checkpoints, so no run's "
                         "lineage can be read.")
@@ -112,6 +120,21 @@ def _branches(rows: list[dict], paths: list) -> dict:
                             "so its pretraining data and its control cannot be told. Restore the parent's folder.")
         branches[name] = branch
     return branches
+
+
+def _check_sft_for(sft_for: dict[str, list[str]], rows: list[dict], branches: dict) -> None:
+    """Every domain ``--sft_for`` names is one a branch reads or the tables score, every set one the tables score."""
+    sets = sorted({r["name"] for r in rows if r["kind"] == "set"})
+    domains = sorted({r["name"] for r in rows if r["kind"] == "heldout"}
+                     | {d for b in branches.values() for d in (*b.shares, *b.parent_shares)})
+    for domain, names in sft_for.items():
+        if domain not in domains:
+            raise ConfigError(f"--sft_for names domain {domain!r}, which no run of the tables reads or is scored on "
+                              f"(domains: {', '.join(domains) or 'none'}).{did_you_mean(domain, domains)}")
+        for name in names:
+            if name not in sets:
+                raise ConfigError(f"--sft_for.{domain} names set {name!r}, which the tables do not score (sets: "
+                                  f"{', '.join(sets) or 'none: evaluate with --sets'}).{did_you_mean(name, sets)}")
 
 
 def _bridges(path: Path) -> dict[tuple[str, str], float]:

@@ -22,13 +22,16 @@ import yaml
 
 from midtrain.config_files import (
     DATA_MODULE_ALIASES,
+    check_no_credentials,
     expand_placeholders,
     load_config,
     missing_placeholders_error,
     parse_yaml,
+    refused_placeholders_error,
     resolve_config,
     yaml_mapping,
 )
+from midtrain.errors import ConfigError
 
 OPTIMIZER = "optimizer"
 
@@ -53,9 +56,13 @@ def _split(argv: list[str]) -> list[tuple[str, str | None]]:
 
 def _expand(flag: str, value: str) -> str:
     missing: set[str] = set()
-    expanded = expand_placeholders(value, missing)
+    refused: set[str] = set()
+    expanded = expand_placeholders(value, missing, refused)
+    if refused:
+        raise refused_placeholders_error(flag, refused)
     if missing:
         raise missing_placeholders_error(f"{flag}={value!r}", missing)
+    check_no_credentials(expanded, flag)
     return expanded
 
 
@@ -67,8 +74,20 @@ def _is_file(value: str) -> bool:
 
 
 def _config_mapping(value: str) -> dict:
+    """A ``--config`` value: a file's path, or YAML text. A value that is neither (one line, no ``key:``) is a path
+    that does not exist, the most common typo: said as such, not as YAML holding a string."""
     if _is_file(value):
         return load_config(value)
+    if "\n" not in value and not value.lstrip().startswith("{"):
+        try:
+            is_folder = Path(value).is_dir()
+        except (OSError, ValueError):
+            is_folder = False
+        if is_folder:
+            raise ConfigError(f"--config={value!r} is a folder, not a config file. Name the YAML file.")
+        if ": " not in value and not value.rstrip().endswith(":"):
+            raise ConfigError(f"--config={value!r} does not exist. Fix the path (relative paths start at "
+                              f"{Path.cwd()}).")
     return resolve_config(yaml_mapping(value, "--config"), "--config")
 
 

@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from midtrain.commands.invocation import record
 from midtrain.commands.parsing import call_with_args
 
 # Each command is imported only when it runs, so that `midtrain --help`, `mix` and `sweep` start without loading
@@ -67,6 +68,7 @@ def load_command(name: str) -> Callable:
 def run_command(argv: list[str]) -> int:
     """Run ``midtrain <argv>``; returns the command's status (0 when it returns none). Raises ``ConfigError`` for
     arguments it cannot parse, and whatever the command raises."""
+    record(argv)
     mix_of_pretrain = pretrain_config_of_mix(argv)
     if mix_of_pretrain is not None:
         from midtrain.commands.mix import mix_pretrain_config

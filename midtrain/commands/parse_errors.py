@@ -84,8 +84,8 @@ def explain(message: str, command: str, function: Callable, argv: list[str] | No
         given = _given(argv, group)
         return (f"--{group}={given if given is not None else '?'} is not one of {', '.join(map(str, choices))}. "
                 f"See 'midtrain {command} --help'.")
-    unknown = []
-    for pattern in _UNKNOWN_PATTERNS:
+    unknown = [f"{g}.{k}" for g, k in re.findall(r"Group '([\w.]+)' does not accept nested key '([\w.]+)'", message)]
+    for pattern in _UNKNOWN_PATTERNS if not unknown else ():
         for key in pattern.findall(message):
             unknown.append(key if "." in key or not group else f"{group}.{key}")
     unknown += [f.lstrip("-") for f in re.findall(r"(--[\w.]+)", message.split("Unrecognized arguments:", 1)[1])] \
@@ -106,6 +106,10 @@ def explain(message: str, command: str, function: Callable, argv: list[str] | No
         lines.append(f"--{key} is not a key of 'midtrain {command}'{' (' + prefix + ')' if prefix else ''}.{hint}")
     if lines:
         return " ".join(lines) + f" See 'midtrain {command} --help'."
+    nested = re.findall(r'Parser key "([\w.]+)"', message)
+    if group == "data" and len(nested) > 1:  # a bad init arg of the data module: name it, not the whole --data
+        inner = message.rindex(f'Parser key "{nested[-1]}"')
+        return _bad_value(message[inner:], f"data.{nested[-1]}", command)
     return _bad_value(message, group, command)
 
 

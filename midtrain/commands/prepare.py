@@ -22,6 +22,7 @@ from midtrain.data.prepare import (
     TokenizeUnit,
     check_output,
     default_val_output,
+    describe_skipped,
     file_units,
     publish_splits,
     remove_stale_temporaries,
@@ -153,6 +154,6 @@ def prepare(
             for lock in locks:
                 lock.release()
     for (split, target, _), record in zip(targets, records, strict=True):
-        log.info("Wrote %s split: %s documents, %s tokens -> %s", split, f"{record['documents']:,}",
-                 f"{record['tokens']:,}", target)
+        log.info("Wrote %s split: %s documents, %s tokens -> %s%s", split, f"{record['documents']:,}",
+                 f"{record['tokens']:,}", target, describe_skipped(record))
     return records

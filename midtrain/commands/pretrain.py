@@ -27,6 +27,8 @@ def pretrain(dry_run: bool = False, **arguments: Any) -> int:
 
     # stop signals are watched from the start: one during start-up ends the run before its first step
     with StopRequest() as stop_request:
+        from midtrain.commands.invocation import invoked_argv
+        from midtrain.train.launch import launch_ranks, launched_here
         from midtrain.train.report import describe
         from midtrain.train.restore import StartKind
         from midtrain.train.run import execute
@@ -45,10 +47,15 @@ def pretrain(dry_run: bool = False, **arguments: Any) -> int:
                      "max_additional_steps again and replaced final/)." if setup.dialect == "fork" else
                      " (--train.max_steps or --train.max_tokens)."))
             return 0
-        if stop_request.signal_name is not None:
+        launching = launched_here(setup.devices.world_size)
+        if stop_request.signal_name is not None and (setup.devices.world_size == 1 or launching):
+            # alone (or before starting the ranks), stop here; ranks started together agree at the first step (one
+            # stopping alone before they meet would leave the others waiting for it), and stop there before training
             print(f"Stopped by {stop_request.signal_name} during start-up, before any step; nothing was changed. "
                   f"Exiting with status {EXIT_PREEMPTED}: rerun to start.")
             return EXIT_PREEMPTED
+        if launching:
+            return launch_ranks(invoked_argv(), setup.devices.devices, setup.devices.num_nodes, stop_request)
         return execute(setup, stop_request)
 
 

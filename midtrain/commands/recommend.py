@@ -12,7 +12,9 @@ from typing import Literal
 from midtrain.analysis.corpora import CorpusSpec, parse_corpora
 from midtrain.data.domains import DomainRegistry
 from midtrain.errors import ConfigError
-from midtrain.publish import write_text_atomic
+from midtrain.publish import check_output_dir, write_text_atomic
+
+OUTPUTS = ("recommend.json", "recommend.csv", "recommend.png")
 
 
 def recommend(
@@ -65,13 +67,15 @@ def recommend(
     if len(candidates) < 2:
         raise ConfigError(f"--candidates names {len(candidates)} corpus; a ranking needs at least two. Give them as "
                           "a list, e.g. '[code=/data/code/val, math=/data/math/val]'.")
-    specs = parse_corpora([pretrain, *targets, *candidates])
+    specs = parse_corpora([("--pretrain", pretrain), *(("--target", t) for t in targets),
+                           *(("--candidates", c) for c in candidates)], flag=None)
     names = [s.name for s in specs]
     pretrain_name, target_names, candidate_names = names[0], names[1:1 + len(targets)], names[1 + len(targets):]
     if bridge_measure == "model" and checkpoint is None:
         raise ConfigError("--bridge_measure=model needs --checkpoint (the model whose hidden states are compared).")
     measure_name = bridge_measure if bridge_measure != "auto" else ("model" if checkpoint is not None else "token")
     check_sizes(sample_tokens=sample_tokens, seq_length=seq_length, micro_batch_size=micro_batch_size, ngram=ngram)
+    out_dir = check_output_dir(Path(out_dir), "--out_dir", OUTPUTS)  # before minutes of measuring
     registry = DomainRegistry.with_extra(domain_prefixes)
     kinds = {s.name: _kind(s, registry) for s in specs[1 + len(targets):]}
     loaded, tokenizer = load_for_measures(checkpoint, tokenizer_dir, accelerator, seq_length)
@@ -94,7 +98,6 @@ def recommend(
         "suggested": {t: suggest_mixture(r[0]["candidate"], r[0]["kind"]) for t, r in rankings.items()},
     }
     figure = _figure(rankings, measure_name, report["measures"][measure_name])
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "recommend.json", json.dumps(report, indent=2) + "\n")
     write_text_atomic(out_dir / "recommend.csv", _csv(rankings, report["suggested"], list(measured.matrices)))

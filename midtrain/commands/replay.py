@@ -12,7 +12,7 @@ import yaml
 from midtrain.data.mix_controller import MixController
 from midtrain.data.mixture import SINGLE_MIXTURE_KEYS
 from midtrain.errors import ConfigError
-from midtrain.publish import write_text_atomic
+from midtrain.publish import check_output_file, write_text_atomic
 
 FLAG = "--replay"
 MIXTURE_KEYS = (*SINGLE_MIXTURE_KEYS, "mix_controller")
@@ -25,11 +25,14 @@ def mix_replay(replay: Path, out: Path | None = None) -> dict:
     Args:
         replay: A checkpoint folder of a run with ``data.mix_controller`` (``RUN/step-XXXXXXXX`` or ``RUN/final``).
         out: Also write the run's whole config with the block in place of its mixture and controller (and
-            ``out_dir`` set to the run's plus ``-replay``), ready for ``midtrain pretrain --config``.
+            ``out_dir`` set to the run's plus ``-replay-step<N>``, N the step replayed to), ready for ``midtrain
+            pretrain --config``. A new file: an existing one is refused.
     """
     from midtrain.train import checkpoint_files as files
     from midtrain.train.restore import load_checkpoint_payload
 
+    if out is not None:
+        out = check_output_file(Path(out), "--out")
     checkpoint = files.checkpoint_folder(replay, FLAG)
     state = load_checkpoint_payload(checkpoint.model_file, FLAG).get("train_dataloader")
     saved = state.get("controller") if isinstance(state, dict) else None
@@ -47,16 +50,14 @@ def mix_replay(replay: Path, out: Path | None = None) -> dict:
           "as --data.mix_schedule:\n# put it in data.init_args in place of mix_controller and the prior's mixture key; "
           "a run with it and no controller reads the identical stream.")
     print(block, end="")
-    if out is not None and Path(out).exists():
-        raise ConfigError(f"--out={str(out)!r} exists; replay writes a new config and overwrites nothing. Name a new "
-                          "file, or remove it.")
     if out is not None:
         replayed = copy.deepcopy(config)
         for key in MIXTURE_KEYS:
             init_args.pop(key, None)
         replayed["data"]["init_args"] = {**init_args, "mix_schedule": schedule}
         if replayed.get("out_dir"):
-            replayed["out_dir"] = f"{str(replayed['out_dir']).rstrip('/')}-replay"
+            # named after the step replayed to: replays to two steps are two runs, never one folder's
+            replayed["out_dir"] = f"{str(replayed['out_dir']).rstrip('/')}-replay-step{checkpoint.step}"
         write_text_atomic(Path(out), yaml.safe_dump(replayed, sort_keys=False))
         print(f"# the run's config with this schedule: {out}")
     return {"mix_schedule": schedule}

@@ -11,6 +11,7 @@ from midtrain.analysis.corpora import CorpusSpec, parse_corpora
 from midtrain.analysis.measures import LABELS
 from midtrain.data.domains import DomainRegistry
 from midtrain.errors import ConfigError
+from midtrain.publish import check_output_dir
 
 
 def similarity(
@@ -73,11 +74,12 @@ def similarity(
     names = [s.name for s in specs]
     _check_bridge_args(names, pretrain, mixes, sft, bridge_measure, checkpoint, eval_table, control)
     check_sizes(sample_tokens=sample_tokens, seq_length=seq_length, micro_batch_size=micro_batch_size)
+    check_output_dir(Path(out_dir), "--out_dir")
     rows = None
     if eval_table is not None:
         from midtrain.eval.results import read_rows
 
-        rows = read_rows(Path(eval_table))
+        rows = read_rows(Path(eval_table), "--eval_table")
         _check_table_runs(rows, eval_table, control, [(mix_runs or {}).get(m, m) for m in mixes or []])
     loaded, tokenizer = load_for_measures(checkpoint, tokenizer_dir, accelerator, seq_length)
     measured = measure(specs, tokenizer, loaded, DomainRegistry.with_extra(domain_prefixes), sample_tokens,

@@ -15,6 +15,42 @@ from midtrain.commands.dispatch import run_command
 from midtrain.errors import ConfigError, MidtrainError
 from midtrain.sweeps import expand, load_spec
 
+# axes the sweep itself reads, and keys whose values are free-form mappings (any key below them is the user's)
+_SWEEP_AXES = ("branch_step", "share")
+_FREE_FORM = ("optimizer", "model_config", "data.mix_controller", "data.mix_schedule", "data.domain_prefixes")
+
+
+def _check_axes(axes) -> None:
+    """Every axis a key of ``midtrain pretrain`` (its group's, for a dotted one), before any config is written."""
+    if not isinstance(axes, dict):
+        return  # expand() says what 'axes' must be
+    from difflib import get_close_matches
+
+    from midtrain.commands.parse_errors import known_keys
+    from midtrain.commands.pretrain import pretrain
+
+    keys = known_keys(pretrain)
+    for axis in axes:
+        if not isinstance(axis, str) or axis in _SWEEP_AXES or axis.startswith(_FREE_FORM):
+            continue
+        head, _, rest = axis.partition(".")
+        if head == "data" and rest.startswith("init_args."):
+            rest = rest[len("init_args."):]
+        group = head if rest else ""
+        name = rest.split(".")[0] if rest else head
+        if group and group not in keys:
+            candidates, name = keys[""], head
+        else:
+            candidates = keys.get(group, [])
+        if name not in candidates:
+            close = get_close_matches(name, candidates, n=1, cutoff=0.6)
+            prefix = f"{group}." if group and name != head else ""
+            hint = f" Did you mean {prefix + close[0]!r}?" if close else ""
+            where = f" ({group})" if prefix else ""
+            raise ConfigError(f"sweep axis {axis!r} is not a key of 'midtrain pretrain'{where}.{hint} Nothing was "
+                              "written.")
+
+
 # package data (training_scripts/pretrain.sbatch links to it), so that an installed wheel prints a script that exists
 SBATCH_SCRIPT = Path(str(resources.files("midtrain") / "slurm" / "pretrain.sbatch"))
 
@@ -31,7 +67,9 @@ def sweep(spec: Path, out_dir: Path, validate: bool = True, submit: bool = False
         submit: Call ``sbatch``; otherwise print the command.
         sbatch_args: Extra ``sbatch`` options, e.g. ``"--partition=gpu --gpus-per-node=8 --ntasks-per-node=8"``.
     """
-    points = expand(load_spec(spec), Path(spec).resolve().parent)
+    loaded = load_spec(spec)
+    _check_axes(loaded.get("axes"))
+    points = expand(loaded, Path(spec).resolve().parent)
     out_dir = Path(out_dir)
     if "\n" in str(out_dir.resolve()):
         raise ConfigError(

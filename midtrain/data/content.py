@@ -52,7 +52,8 @@ def shard_identity(shard: Shard) -> dict:
     raw = _manifest_bytes(shard)
     return {"fingerprint": shard.fingerprint,
             "manifest_sha256": None if raw is None else hashlib.sha256(raw).hexdigest(),
-            "mtime_ns": array.array("q", shard.chunk_mtimes_ns).tobytes()}
+            "mtime_ns": array.array("q", shard.chunk_mtimes_ns).tobytes(),
+            "ctime_ns": array.array("q", shard.chunk_ctimes_ns).tobytes()}
 
 
 def _when(ns: int) -> str:
@@ -68,17 +69,21 @@ def what_changed(shard: Shard, record: Mapping) -> str | None:
     if now != record.get("manifest_sha256"):
         return ("its manifest changed (the shard was prepared again)" if now and record.get("manifest_sha256")
                 else f"its {MANIFEST_FILE} was {'added' if now else 'removed'}")
-    saved = array.array("q")
+    saved, saved_ctimes = array.array("q"), array.array("q")
     saved.frombytes(record.get("mtime_ns") or b"")
+    saved_ctimes.frombytes(record.get("ctime_ns") or b"")  # absent in checkpoints written before it was recorded
     touched = [k for k, (old, new) in enumerate(zip(saved, shard.chunk_mtimes_ns, strict=False)) if old != new]
-    if not touched:
-        return None
     hashes = {}
     if raw is not None:
         try:
             hashes = json.loads(raw).get(CHUNK_HASHES_KEY) or {}
         except (ValueError, AttributeError):
             hashes = {}
+    if hashes:  # a write since the checkpoint, whatever the modification time says: verified against the manifest
+        touched += [k for k, (old, new) in enumerate(zip(saved_ctimes, shard.chunk_ctimes_ns, strict=False))
+                    if old != new and k not in touched]
+    if not touched:
+        return None
     for k in touched:
         name = shard.chunk_files[k]
         if name not in hashes:

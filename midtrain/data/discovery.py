@@ -41,6 +41,9 @@ class Shard:
     """Of the layout that decides which tokens sit at which sample index (file names, dims, items, format)."""
     chunk_mtimes_ns: tuple[int, ...] = ()
     """Each chunk file's modification time when discovered: a resume re-hashes only chunks whose time changed."""
+    chunk_ctimes_ns: tuple[int, ...] = ()
+    """Each chunk file's status-change time when discovered: any write sets it, and no copy tool restores it (a chunk
+    rewritten in place with its modification time put back, ``cp -p``/``rsync -a``/``touch -r``, still shows)."""
 
     @property
     def tokens(self) -> int:
@@ -97,7 +100,7 @@ def read_shard(path: Path, shard_id: str, domain: str) -> Shard:
     if sum(dims) == 0:
         raise DataError(f"shard {shard_id!r} at {path} holds no tokens. Re-create it or remove the folder.")
     folder = str(path)
-    sizes, mtimes, missing = [], [], []
+    sizes, mtimes, ctimes, missing = [], [], [], []
     for name in files:  # one stat per chunk (no pathlib): discovery of 10,000 shards stays within seconds
         try:
             status = os.stat(os.path.join(folder, name))
@@ -106,6 +109,7 @@ def read_shard(path: Path, shard_id: str, domain: str) -> Shard:
             continue
         sizes.append(status.st_size)
         mtimes.append(status.st_mtime_ns)
+        ctimes.append(status.st_ctime_ns)
     if missing:
         raise DataError(
             f"shard {shard_id!r} at {path} lists {len(missing)} chunk file(s) that do not exist "
@@ -119,7 +123,8 @@ def read_shard(path: Path, shard_id: str, domain: str) -> Shard:
     # The fingerprint covers what decides which tokens sit at which sample index, not timestamps.
     identity = json.dumps([files, dims, items, data_format], separators=(",", ":"))
     fingerprint = hashlib.sha256(identity.encode()).hexdigest()[:16]
-    return Shard(shard_id, domain, path, files, dims, items, data_format[0], fingerprint, tuple(mtimes))
+    return Shard(shard_id, domain, path, files, dims, items, data_format[0], fingerprint, tuple(mtimes),
+                 tuple(ctimes))
 
 
 def check_chunk_sizes(files: tuple[str, ...], sizes: list[int], dims: tuple[int, ...], items: tuple[int, ...],

@@ -173,9 +173,10 @@ def _byte_lines(path: Path, part: FilePart) -> Iterator[bytes]:
                 position += len(line)
 
 
-def read_documents(path: Path, text_key: str, part: FilePart = WHOLE_FILE) -> Iterator[tuple[int, str]]:
+def read_documents(path: Path, text_key: str, part: FilePart = WHOLE_FILE) -> Iterator[tuple[int, str | None]]:
     """``(position, text)`` for the documents of one input file (or ``part`` of it), in file order; a ``DataError``
-    naming the file (and line) for anything that is not what its name says.
+    naming the file (and line) for anything that is not what its name says. A record whose text is null (JSON
+    ``null``, a Parquet null) comes as ``None``: the caller skips it and says how many there were.
 
     ``position`` is the document's place in its file: its 0-based line number (JSONL), row number (Parquet) or 0
     (``.txt``). It keys the held-out split, so the split is the same however the file is cut into parts."""
@@ -205,7 +206,7 @@ def read_documents(path: Path, text_key: str, part: FilePart = WHOLE_FILE) -> It
                 f"{path}:{line_number} has no key {text_key!r} (has: {keys}). Set --text_key to the key that holds the "
                 "text."
             )
-        if not isinstance(record[text_key], str):
+        if record[text_key] is not None and not isinstance(record[text_key], str):
             raise DataError(
                 f"{path}:{line_number}: {text_key!r} is {type(record[text_key]).__name__}, not text. Fix or "
                 "remove that line."
@@ -233,7 +234,7 @@ def _numbered_lines(path: Path, fmt: str | None, part: FilePart) -> Iterator[tup
             ) from None
 
 
-def _parquet_documents(path: Path, text_key: str, part: FilePart) -> Iterator[tuple[int, str]]:
+def _parquet_documents(path: Path, text_key: str, part: FilePart) -> Iterator[tuple[int, str | None]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -256,8 +257,7 @@ def _parquet_documents(path: Path, text_key: str, part: FilePart) -> Iterator[tu
                 f"{path}: column {text_key!r} holds {type(bad).__name__}, not text. Set --text_key to a text column."
             )
         for text in texts:
-            if text is not None:
-                yield row, text
+            yield row, text
             row += 1
 
 

@@ -5,6 +5,7 @@ noticed by the child, which ends its group too. Nothing is left running for a ``
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import signal
@@ -42,6 +43,10 @@ def _optimize_in_child(arguments: dict, error_file: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent(os.getppid())
+    # litdata's notes (its cache size) are not ours to print; the resource tracker's "leaked semaphore" warning at
+    # our os._exit is about litdata's queues, freed with the process
+    logging.getLogger("litdata").setLevel(logging.WARNING)
+    sys.warnoptions.append("ignore::UserWarning:multiprocessing.resource_tracker")
     try:
         from litdata import TokensLoader, optimize
 

@@ -179,9 +179,10 @@ class Decision:
 
     index: int
     step: int
-    signal: dict[str, float]
+    signal: dict[str, float | None]
+    """Per moved domain; None: no signal (``train_loss``: no sample of it in the interval), its weight kept."""
     reference: dict[str, float]
-    score: dict[str, float]
+    score: dict[str, float | None]
     before: dict[str, float]
     after: dict[str, float]
     capped: tuple[str, ...] = ()
@@ -200,34 +201,42 @@ class Decision:
 
 
 def update(settings: ControllerSettings, prior: Mapping[str, float], current: Mapping[str, float],
-           signal: Mapping[str, float], reference: Mapping[str, float] | None,
+           signal: Mapping[str, float | None], reference: Mapping[str, float] | None,
            capacity: Mapping[str, float] | None = None) -> tuple[dict, dict, tuple, tuple]:
     """(new weights over every prior domain, score per moved domain, capped, clamped): the update rule of the
-    module docstring. ``capacity``: per moved domain the largest share ``max_passes`` allows from now."""
+    module docstring. ``capacity``: per moved domain the largest share ``max_passes`` allows from now.
+
+    A domain whose signal is None (``train_loss``: it drew no sample in the interval) has no evidence either way: it
+    keeps its weight (lowered only if ``max_passes`` requires), its score is None, and the others share the rest."""
     moved = moved_domains(settings, prior)
-    mass = sum(current[d] for d in moved)
-    raw = {d: max(0.0, signal[d] - (reference or {}).get(d, 0.0)) for d in moved}
-    top = max(raw.values())
-    score = {d: (raw[d] / top if top > 0 else 0.0) for d in moved}
-    logits = {d: math.log(current[d]) + settings.eta * score[d] for d in moved}
-    peak = max(logits.values())
-    exp = {d: math.exp(v - peak) for d, v in logits.items()}
-    total = sum(exp.values())
-    w = {d: mass * exp[d] / total for d in moved}
-    prior_mass = sum(prior[d] for d in moved)
-    s = settings.smoothing
-    w = {d: (1 - s) * w[d] + s * prior[d] * mass / prior_mass for d in moved}
+    silent = [d for d in moved if signal.get(d) is None]
+    active = [d for d in moved if d not in silent] if len(silent) < len(moved) else moved
     high = {d: settings.max_weight for d in moved}
     for d in moved:
         if capacity is not None and capacity.get(d) is not None and capacity[d] < high[d]:
             high[d] = max(0.0, capacity[d])
-    low = {d: min(settings.min_weight, high[d]) for d in moved}
-    w, bound = _clamp(w, low, high, mass)
-    capped = tuple(d for d in moved if d in bound and high[d] < settings.max_weight and w[d] >= high[d] - 1e-12)
-    clamped = tuple(d for d in moved if d in bound and d not in capped)
-    w = _round(w, mass, bound, set(capped))
-    after = {d: (w[d] if d in w else current[d]) for d in current}
-    return after, score, capped, clamped
+    kept = {d: min(current[d], high[d]) for d in moved if d not in active}
+    mass = sum(current[d] for d in moved) - sum(kept.values())
+    raw = {d: max(0.0, (signal.get(d) or 0.0) - (reference or {}).get(d, 0.0)) for d in active}
+    top = max(raw.values())
+    score: dict[str, float | None] = {d: (raw[d] / top if top > 0 else 0.0) for d in active}
+    logits = {d: math.log(current[d]) + settings.eta * score[d] for d in active}
+    peak = max(logits.values())
+    exp = {d: math.exp(v - peak) for d, v in logits.items()}
+    total = sum(exp.values())
+    w = {d: mass * exp[d] / total for d in active}
+    prior_mass = sum(prior[d] for d in active)
+    s = settings.smoothing
+    w = {d: (1 - s) * w[d] + s * prior[d] * mass / prior_mass for d in active}
+    low = {d: min(settings.min_weight, high[d]) for d in active}
+    w, bound = _clamp(w, low, {d: high[d] for d in active}, mass)
+    capped = tuple(d for d in moved if (d in bound and high[d] < settings.max_weight and w[d] >= high[d] - 1e-12)
+                   or (d in kept and kept[d] < current[d]))
+    clamped = tuple(d for d in active if d in bound and d not in capped)
+    w = _round(w, mass, bound, {d for d in capped if d in w})
+    score.update({d: None for d in kept} if len(silent) < len(moved) else {d: None for d in moved})
+    after = {d: (w[d] if d in w else kept.get(d, current[d])) for d in current}
+    return after, {d: score[d] for d in moved}, capped, clamped
 
 
 def _clamp(w: dict[str, float], low: dict[str, float], high: dict[str, float], mass: float):
@@ -326,7 +335,8 @@ class MixController:
         before = self.weights
         after, score, capped, clamped = update(self.settings, self.prior, before, signal, self.reference, capacity)
         moved = self.moved
-        decision = Decision(len(self.decisions) + 1, step, {d: float(signal[d]) for d in moved},
+        decision = Decision(len(self.decisions) + 1, step,
+                            {d: None if signal.get(d) is None else float(signal[d]) for d in moved},
                             {d: (self.reference or {}).get(d, 0.0) for d in moved}, score, before, after, capped,
                             clamped)
         self.decisions.append(decision)

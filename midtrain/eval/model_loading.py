@@ -12,6 +12,7 @@ import torch
 from midtrain.errors import ConfigError
 from midtrain.tokenizer import load_tokenizer
 from midtrain.train.checkpoint_files import MODEL_FILE
+from midtrain.train.safe_load import load_checkpoint_file
 
 DTYPES = {"32-true": torch.float32, "bf16-true": torch.bfloat16, "16-true": torch.float16}
 
@@ -60,10 +61,7 @@ def load_model(checkpoint: Path, device: torch.device, dtype: torch.dtype, token
         )
         raise ConfigError(f"{checkpoint} holds no {MODEL_FILE}.{hint}")
     config = Config.from_file(checkpoint / "model_config.yaml")
-    try:
-        payload = torch.load(checkpoint / MODEL_FILE, map_location="cpu", mmap=True, weights_only=False)
-    except Exception as exc:
-        raise ConfigError(f"{checkpoint / MODEL_FILE} cannot be read ({type(exc).__name__}: {exc}).") from None
+    payload = load_checkpoint_file(checkpoint / MODEL_FILE, "checkpoint")
     state = payload.get("model", payload) if isinstance(payload, dict) else None
     if not isinstance(state, dict):
         raise ConfigError(f"{checkpoint / MODEL_FILE} holds no model state dict.")

@@ -30,41 +30,51 @@ _NUMERIC = {"branch_step": int, "step": int, "tokens_seen": int, "value": float,
             "seed": int}
 
 
-def _parse(row: dict) -> dict:
+def _parse(row: dict, where: str, line: int) -> dict:
     parsed = {}
     for column in COLUMNS:
         value = row.get(column, "")
-        parsed[column] = (
-            _NUMERIC[column](float(value))
-            if column in _NUMERIC and value not in ("", None)
-            else (value if value != "" else None)
-        )
+        if column in _NUMERIC and value not in ("", None):
+            try:
+                parsed[column] = _NUMERIC[column](float(value))
+            except (ValueError, OverflowError):  # int(float("inf")) overflows
+                raise ConfigError(f"{where}: line {line}, column {column!r}: {value!r} is not a number. Fix or remove "
+                                  "that row ('midtrain eval' writes numbers there).") from None
+        else:
+            parsed[column] = value if value != "" else None
     return parsed
 
 
-def read_rows(path: Path) -> list[dict]:
+def read_rows(path: Path, flag: str | None = None) -> list[dict]:
     """Rows of an ``eval.csv`` (numbers parsed, empty cells as None). A torn last row (a job killed mid-write, a
-    full disk) and rows with the wrong number of cells are left out with a warning."""
+    full disk) and rows with the wrong number of cells are left out with a warning. ``flag``: the option that named
+    the table (``--tables``), for the messages; None for ``midtrain eval``'s own table in its ``--out_dir``."""
+    where = f"{flag}={str(path)!r}" if flag else str(path)
     if not path.is_file():
-        raise ConfigError(f"{path} does not exist. Run 'midtrain eval' first, or point at its eval.csv.")
+        raise ConfigError(f"{where} does not exist. Run 'midtrain eval' first, or point at its eval.csv.")
     with path.open(newline="") as file:
         text = file.read()
+    if not text.strip():
+        if flag is None:
+            return []  # created, nothing written yet
+        raise ConfigError(f"{where} is empty: no evaluation was written to it. Run 'midtrain eval' into it first, "
+                          "or point at another eval.csv.")
     if text and not text.endswith("\n"):
         log.warning("%s ends in a torn row (%d characters without a line end): left out.", path,
                     len(text) - text.rfind("\n") - 1)
         text = text[: text.rfind("\n") + 1]
     reader = csv.DictReader(io.StringIO(text, newline=""))
     if tuple(reader.fieldnames or ()) != COLUMNS:
-        raise ConfigError(
-            f"{path} is not a midtrain eval table (columns {reader.fieldnames}, expected {list(COLUMNS)}). "
-            "Choose another --out_dir, or move the old file away."
-        )
+        advice = (f"Point {flag} at an eval.csv that 'midtrain eval' wrote." if flag else
+                  "Choose another --out_dir, or move the old file away.")
+        raise ConfigError(f"{where} is not a midtrain eval table (columns {reader.fieldnames}, expected "
+                          f"{list(COLUMNS)}). {advice}")
     rows, bad = [], 0
     for row in reader:
         if None in row or any(row.get(c) is None for c in COLUMNS):  # more or fewer cells than columns
             bad += 1
             continue
-        rows.append(_parse(row))
+        rows.append(_parse(row, where, reader.line_num))
     if bad:
         log.warning("%s: %d row(s) with the wrong number of cells left out (rows glued together by an earlier "
                     "interrupted write).", path, bad)

@@ -17,9 +17,12 @@ from pathlib import Path
 
 import yaml
 
+from midtrain.distributed import get_logger
 from midtrain.errors import ConfigError
 from midtrain.train.checkpoint_files import FINAL, INFO_FILE, MODEL_FILE, step_of
 from midtrain.train.run_dir import RUN_FILE
+
+log = get_logger(__name__)
 
 FINETUNE_FILE = "finetune.json"
 
@@ -134,8 +137,10 @@ def find_targets(patterns: list[str], steps: list[int] | None = None, flag: str 
         _check_one_model(run_dir, [c for r, c, _ in found if r == run_dir], flag)
     targets: list[EvalTarget] = []
     seen: dict[tuple[Path, int | None], Path] = {}
+    held: dict[Path, set] = {}
     for run_dir, checkpoint, info in found:
         step = _step_of(checkpoint, info)
+        held.setdefault(run_dir, set()).add(step)
         if steps is not None and step not in steps:
             continue
         if step is not None and (run_dir, step) in seen:
@@ -163,6 +168,12 @@ def find_targets(patterns: list[str], steps: list[int] | None = None, flag: str 
     if not targets:
         raise ConfigError(f"--steps={steps} selects none of the checkpoints found under {', '.join(patterns)}. "
                           "Leave --steps unset to score every checkpoint.")
+    for run_dir, present in held.items():
+        absent = [s for s in steps or () if s not in present]
+        if absent:
+            has = ", ".join(f"{s:,}" for s in sorted(s for s in present if s is not None))
+            log.warning("--steps: %s has no checkpoint at step %s (it has %s): not scored there.", names[run_dir],
+                        ", ".join(f"{s:,}" for s in absent), has or "none with a step")
     return targets
 
 

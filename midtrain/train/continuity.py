@@ -25,16 +25,21 @@ class OptimizerChange:
     config: Any
 
 
-def optimizer_changes(saved_group: dict, configured_group: dict,
-                      same_class: bool = False) -> tuple[list[OptimizerChange], bool]:
-    """(the hyperparameters the config changes, whether the two are different optimizer classes). Without a recorded
-    class (``same_class`` False), different hyperparameter names mean another class (SGD's momentum against AdamW's
-    betas); with it, only the names both have are compared (a newer torch may add one)."""
+def optimizer_changes(saved_group: dict, configured_group: dict, same_class: bool = False,
+                      class_defaults: dict | None = None) -> tuple[list[OptimizerChange], bool, list[str]]:
+    """(the hyperparameters the config changes, whether the two are different optimizer classes, the keys the
+    checkpoint lacks that count as their default). Compared field by field: a key only the configured group has,
+    set to the class's default (``class_defaults``), is one a newer torch added (AdamW's ``decoupled_weight_decay``,
+    absent from torch 2.3.1's checkpoints, the paper's), and equal to what the older torch did. Without a recorded
+    class (``same_class`` False), other differing names mean another class (SGD's momentum against AdamW's betas);
+    with it, only the names both have are compared."""
     saved, configured = hyperparameters(saved_group), hyperparameters(configured_group)
-    if set(saved) != set(configured) and not same_class:
-        return [], True
+    defaults = hyperparameters(class_defaults or {})
+    added = sorted(k for k in configured if k not in saved and k in defaults and configured[k] == defaults[k])
+    if set(saved) != set(configured) - set(added) and not same_class:
+        return [], True, []
     return [OptimizerChange(k, saved[k], configured[k]) for k in configured
-            if k in saved and saved[k] != configured[k]], False
+            if k in saved and saved[k] != configured[k]], False, added
 
 
 def render_optimizer_changes(changes: list[OptimizerChange]) -> str:

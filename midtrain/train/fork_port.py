@@ -46,11 +46,19 @@ def native_config(source: dict, train_dict: dict, fork_scheduler: str, resolved:
         it0_note,
     ]
     if offset:
-        changes.append(f"train.lr_iter_offset {offset:,}: the checkpoint's micro-iteration {it0:,} is no multiple of "
-                       f"{accumulation}, so the fork's steps ended {offset:+,} micro-iterations from step × "
-                       f"{accumulation}; the LR of every step is the fork's, but the first step reads a whole step of "
-                       f"data where the fork's read {accumulation - it0 % accumulation} micro-batches (the fork "
-                       "dialect reproduces that too)")
+        if it0 % accumulation:
+            why = f"the checkpoint's micro-iteration {it0:,} is no multiple of {accumulation}"
+        else:
+            per_step = f"{it0 // step0:,} micro-iterations per step there" if step0 and it0 % step0 == 0 else (
+                "another count per step there")
+            why = (f"the checkpoint's micro-iteration {it0:,} is step {step0:,} at {per_step} (its device count), "
+                   f"and this run takes {accumulation} per step on {world_size} device(s), so the fork counts "
+                   f"{it0 // accumulation:,} steps where the checkpoint says {step0:,}")
+        changes.append(f"train.lr_iter_offset {offset:,}: {why}; the fork's steps ended {offset:+,} "
+                       f"micro-iterations from step × {accumulation}. The LR of every step is the fork's"
+                       + (f", but the first step reads a whole step of data where the fork's read "
+                          f"{accumulation - it0 % accumulation} micro-batches (the fork dialect reproduces that too)"
+                          if it0 % accumulation else ""))
     if schedule.name != "cosine":
         changes.append(
             f"train.lr_scheduler constant: the fork's {fork_scheduler} as it ran "
@@ -98,14 +106,14 @@ def start_iteration(branch_from: str | None, step0: int, accumulation: int) -> t
         iteration = int(info["iter_num"])
     except (OSError, ValueError, KeyError, TypeError):
         if (folder / "lit_model.pth").is_file():
-            import torch
+            from midtrain.train.safe_load import load_checkpoint_file
 
+            payload = load_checkpoint_file(folder / "lit_model.pth", f"--branch_from={branch_from!r}")
             try:
-                payload = torch.load(folder / "lit_model.pth", map_location="cpu", mmap=True, weights_only=False)
                 iteration = int(payload["iter_num"])
-            except Exception as exc:  # a damaged or foreign file: say so
-                raise ConfigError(f"--branch_from={branch_from!r}: {folder / 'lit_model.pth'} cannot be read for its "
-                                  f"iter_num ({type(exc).__name__}: {exc}). Name an intact checkpoint.") from None
+            except (KeyError, TypeError, ValueError):  # a foreign file: say so
+                raise ConfigError(f"--branch_from={branch_from!r}: {folder / 'lit_model.pth'} records no iter_num. "
+                                  "Name a checkpoint of a pretraining run.") from None
     if iteration is None:
         return step0 * accumulation, (f"starts at micro-iteration {step0 * accumulation:,} (step {step0:,} × "
                                       f"{accumulation}), assumed: {folder} could not be read; port again once it "

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 from pathlib import Path
 from typing import Any
 
 from lightning.fabric.loggers import Logger, TensorBoardLogger
 
 from midtrain.errors import ConfigError
+from midtrain.publish import write_text_atomic
 
 LOGGER_NAMES = ("tensorboard", "csv", "wandb")
 
@@ -27,17 +29,22 @@ class TidyCSVLogger(Logger):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is not None and self.path.exists():
             with self.path.open(newline="") as file:
-                rows = [r for r in csv.DictReader(file) if int(r["step"]) <= resume_step]
-            self._write(rows, "w")
+                rows = [r for r in csv.DictReader(file) if _step(r) is not None and _step(r) <= resume_step]
+            self._rewrite(rows)
         elif not self.path.exists() or resume_step is None:
-            self._write([], "w")
+            self._rewrite([])
 
-    def _write(self, rows: list[dict], mode: str) -> None:
-        with self.path.open(mode, newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=["step", "metric", "value"])
-            if mode == "w":
-                writer.writeheader()
-            writer.writerows(rows)
+    def _rewrite(self, rows: list[dict]) -> None:
+        """The whole file, replaced atomically: a failed write (a full disk) keeps the earlier curve."""
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=["step", "metric", "value"])
+        writer.writeheader()
+        writer.writerows({k: r[k] for k in ("step", "metric", "value")} for r in rows)
+        write_text_atomic(self.path, buffer.getvalue())
+
+    def _append(self, rows: list[dict]) -> None:
+        with self.path.open("a", newline="") as file:
+            csv.DictWriter(file, fieldnames=["step", "metric", "value"]).writerows(rows)
 
     @property
     def name(self) -> str:
@@ -48,10 +55,18 @@ class TidyCSVLogger(Logger):
         return 0
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self._write([{"step": step, "metric": k, "value": float(v)} for k, v in metrics.items()], "a")
+        self._append([{"step": step, "metric": k, "value": float(v)} for k, v in metrics.items()])
 
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
         pass  # the resolved config is saved as out_dir/config.yaml
+
+
+def _step(row: dict) -> int | None:
+    """A row's step; None for a row torn by an interrupted append (a full disk), which a resume drops."""
+    try:
+        return int(row["step"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def check_logger(name: str) -> None:

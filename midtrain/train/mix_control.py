@@ -52,9 +52,11 @@ class MixControl:
         return (self.fabric.all_reduce(self.sums.clone(), reduce_op="sum"),
                 self.fabric.all_reduce(self.counts.clone(), reduce_op="sum"))
 
-    def _train_losses(self) -> dict[str, float]:
+    def _train_losses(self) -> dict[str, float | None]:
+        """Each moved domain's mean training loss over the interval; None for one that drew no sample (no signal,
+        not a loss of 0)."""
         sums, counts = self._global_sums()
-        return {d: (sums[k] / counts[k]).item() if counts[k] > 0 else 0.0
+        return {d: (sums[k] / counts[k]).item() if counts[k] > 0 else None
                 for k, d in enumerate(self.controller.moved)}
 
     def before_save(self) -> None:
@@ -104,8 +106,9 @@ class MixControl:
         out = {}
         for d in self.controller.moved:
             out[f"mix/{d}/weight"] = decision.after[d]
-            out[f"mix/{d}/signal"] = decision.signal[d]
-            out[f"mix/{d}/score"] = decision.score[d]
+            if decision.signal[d] is not None:  # a domain without samples has no signal to log (not 0)
+                out[f"mix/{d}/signal"] = decision.signal[d]
+                out[f"mix/{d}/score"] = decision.score[d]
         return out
 
 
@@ -126,9 +129,12 @@ def render_decision(decision: Decision, signal: str) -> str:
     rows = []
     for d, before in decision.before.items():
         moved = d in decision.signal
-        note = "capped by max_passes" if d in decision.capped else "at a bound" if d in decision.clamped else ""
-        rows.append([d, f"{decision.signal[d]:.4f}" if moved else "-",
-                     f"{decision.reference[d]:.4f}" if moved else "-", f"{decision.score[d]:.3f}" if moved else "-",
+        heard = moved and decision.signal[d] is not None
+        notes = ["no samples in the interval: weight kept" if moved and not heard else "",
+                 "capped by max_passes" if d in decision.capped else "at a bound" if d in decision.clamped else ""]
+        note = "; ".join(n for n in notes if n)
+        rows.append([d, f"{decision.signal[d]:.4f}" if heard else "no samples" if moved else "-",
+                     f"{decision.reference[d]:.4f}" if moved else "-", f"{decision.score[d]:.3f}" if heard else "-",
                      f"{before:.4f}", f"{decision.after[d]:.4f}", note if moved else "not moved"])
     table = format_table(["domain", signal, "reference", "score", "weight before", "weight after", "note"], rows,
                          [False, True, True, True, True, True, False])

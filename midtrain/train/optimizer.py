@@ -80,12 +80,15 @@ def peak_lr(optimizer: str | dict, max_lr: float | None) -> float:
     return float(peak)
 
 
-def configured_group(optimizer: str | dict, lr: float) -> dict:
-    """The optimizer's param group as configured: its init args over the class defaults (built on one tensor)."""
+def configured_group(optimizer: str | dict, lr: float, defaults_only: bool = False) -> dict:
+    """The optimizer's param group as configured: its init args over the class defaults (built on one tensor); with
+    ``defaults_only``, the class's defaults alone."""
     import torch
     from litgpt.utils import instantiate_torch_optimizer
 
     spec = optimizer_spec(optimizer)
+    if defaults_only:
+        spec = {**spec, "init_args": {}}
     try:
         instance = instantiate_torch_optimizer(spec, [torch.nn.Parameter(torch.zeros(1))], lr=lr)
     except (TypeError, ValueError) as exc:
@@ -138,12 +141,17 @@ def against_checkpoint(setup: OptimizerSetup, saved_state: Any, info: dict, rese
     class refused unless the optimizer is reset (at a branch only)."""
     import dataclasses
 
-    changes, other_class = _compare(saved_state, setup.settings, setup.class_path, info)
+    changes, other_class, added = _compare(saved_state, setup.settings, setup.spec, info)
     reset = reset_requested and branch
     notices = []
+    if added and not reset:
+        notices.append(f"the checkpoint's optimizer state has no {', '.join(added)} (written by an older torch, as the "
+                       f"paper's torch 2.3.1 checkpoints are): taken as {setup.class_path}'s default "
+                       f"({', '.join(f'{k}={setup.settings[k]!r}' for k in added)}), what that torch did.")
     if reset:
-        notices.append("--train.reset_optimizer=true: the optimizer starts fresh (no moments restored from the "
-                       "checkpoint); weights, step, LR position and data cursors continue.")
+        notices.append("--train.reset_optimizer=true: the optimizer's state (its moments and step counts) is not "
+                       "restored: it begins empty at this branch. The weights, the step counter, the LR schedule's "
+                       "position (no new warmup) and the data cursors are the checkpoint's.")
     elif reset_requested:
         notices.append("--train.reset_optimizer=true applies where a branch starts; resuming this run's own "
                        "checkpoint restores its optimizer as saved.")
@@ -155,19 +163,22 @@ def against_checkpoint(setup: OptimizerSetup, saved_state: Any, info: dict, rese
     return dataclasses.replace(setup, changes=() if reset else tuple(changes), reset=reset, notices=tuple(notices))
 
 
-def _compare(saved_state: Any, settings: dict, class_path: str, info: dict) -> tuple[list[OptimizerChange], str | None]:
-    """(hyperparameter changes, the checkpoint's optimizer class when it is another one)."""
+def _compare(saved_state: Any, settings: dict, spec: dict,
+             info: dict) -> tuple[list[OptimizerChange], str | None, list[str]]:
+    """(hyperparameter changes, the checkpoint's optimizer class when it is another one, the keys the checkpoint
+    lacks that count as the class's default)."""
     try:
         saved_group = saved_state["param_groups"][0]
     except (KeyError, IndexError, TypeError):
-        return [], None
+        return [], None, []
     recorded = (info.get("optimizer") or {}).get("class_path")
-    if recorded and recorded != class_path:
-        return [], recorded
-    changes, other = optimizer_changes(saved_group, settings, same_class=bool(recorded))
+    if recorded and recorded != spec["class_path"]:
+        return [], recorded, []
+    changes, other, added = optimizer_changes(saved_group, settings, same_class=bool(recorded),
+                                              class_defaults=configured_group(spec, 1.0, defaults_only=True))
     if other:
-        return [], "a class with the hyperparameters " + ", ".join(sorted(hyperparameters(saved_group)))
-    return changes, None
+        return [], "a class with the hyperparameters " + ", ".join(sorted(hyperparameters(saved_group))), []
+    return changes, None, added
 
 
 def build_optimizer(fabric, model, setup: OptimizerSetup):

@@ -35,8 +35,25 @@ class StopReason(enum.Enum):
         return self in (StopReason.MAX_TIME, StopReason.SIGNAL, StopReason.SIGNAL_ON_ANOTHER_RANK)
 
 
+_EARLY_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+_early: list[int] = []
+
+
+def _remember(signum: int, frame: FrameType | None) -> None:
+    _early.append(signum)
+
+
+def catch_stop_signals_early() -> None:
+    """Remember SIGUSR1/SIGTERM from the process's first line on (``midtrain.cli`` calls this before importing
+    anything heavy), until ``StopRequest`` takes over and reads them: SLURM's ``--signal`` reaches every rank, and
+    a rank still importing torch would otherwise die of it (exit 137 for the job, not 75, and no requeue)."""
+    for sig in _EARLY_SIGNALS:
+        signal.signal(sig, _remember)
+
+
 class StopRequest:
-    """Installs handlers for the stop signals while active; ``signal_name`` is set once one arrives."""
+    """Installs handlers for the stop signals while active; ``signal_name`` is set once one arrives (or if one
+    arrived before, while ``catch_stop_signals_early``'s handlers were in place)."""
 
     def __init__(self, signals: tuple[signal.Signals, ...] = STOP_SIGNALS) -> None:
         self.signals = signals
@@ -53,6 +70,9 @@ class StopRequest:
     def __enter__(self) -> StopRequest:
         for sig in self.signals:
             self._previous[sig] = signal.signal(sig, self._handle)
+        if _early:
+            self.signal_name = signal.Signals(_early[0]).name
+            _early.clear()
         return self
 
     def __exit__(self, *exc) -> None:

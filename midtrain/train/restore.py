@@ -17,6 +17,7 @@ from litgpt.config import Config
 from midtrain.errors import ConfigError, Problems
 from midtrain.train import checkpoint_files as files
 from midtrain.train.run_dir import load_run
+from midtrain.train.safe_load import load_checkpoint_file
 from midtrain.train.settings import RunSettings
 
 
@@ -121,11 +122,17 @@ def find_start(settings: RunSettings, total_steps: int | None) -> StartPoint:
             "paper's scripts did); to start fresh when there is nothing to resume, use --resume=auto; or point "
             "--resume "
             "at a checkpoint.")
+    elif own is not None and own_run is None and own.path.is_symlink():
+        raise ConfigError(
+            f"--out_dir={str(out_dir)!r} holds {own.path.name}, a link to {own.path.resolve()} (as the paper's scripts "
+            f"linked a parent in), and --resume={resume}. Two experiments fit, choose one: --resume=auto branches "
+            f"from that checkpoint at step {own.step:,} (its weights, optimizer, LR position and data continue); to "
+            "train from scratch, as the paper's fork did with resume: false (it ignored the link), remove the link "
+            "or choose a new --out_dir.")
     elif own is not None:
         raise ConfigError(
             f"--out_dir={str(out_dir)!r} already holds checkpoints (latest {own.path.name}). Set --resume=auto to "
-            "continue "
-            "that run, or choose a new --out_dir."
+            "continue that run, or choose a new --out_dir."
         )
     else:
         weights = None
@@ -201,12 +208,7 @@ def check_branch_lineage(out_dir: Path, own: files.CheckpointInfo | None, own_ru
 
 
 def load_checkpoint_payload(model_file: Path, flag: str) -> dict:
-    try:
-        payload = torch.load(model_file, map_location="cpu", mmap=True, weights_only=False)
-    except Exception as exc:  # a truncated or foreign file: say which and why
-        raise ConfigError(
-            f"{flag}: {model_file} cannot be read as a checkpoint ({type(exc).__name__}: {exc})."
-        ) from None
+    payload = load_checkpoint_file(model_file, flag)
     if not isinstance(payload, dict):
         raise ConfigError(f"{flag}: {model_file} is not a litgpt checkpoint (no state mapping).")
     return payload

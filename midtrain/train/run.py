@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import sys
 import warnings
 from collections.abc import Callable
 
@@ -42,9 +43,38 @@ def execute(setup: RunSetup, stop_request: StopRequest) -> int:
     lock = _lock_out_dir(fabric, setup.settings.out_dir)
     try:
         return _train(fabric, strategy, setup, stop_request)
+    except Exception as exc:
+        if fabric.world_size == 1 or not lost_peer(exc):
+            raise
+        print(f"Stopped on rank {fabric.global_rank}: another rank is gone ({_first_line(exc)}). The checkpoints "
+              "published before are intact: rerun with --resume=auto (a requeue does) to continue exactly. Exiting "
+              f"with status {EXIT_PREEMPTED}.", file=sys.stderr, flush=True)
+        return EXIT_PREEMPTED
     finally:
         if lock is not None:
             lock.release()
+
+
+_LOST_PEER_SIGNS = ("connection reset by peer", "connection closed by peer", "broken pipe", "socket closed",
+                    "remote process exited", "communicator was aborted", "connection refused", "no route to host")
+
+
+def lost_peer(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective failing because another rank is gone (killed, its node lost): gloo's and
+    NCCL's errors, through torch's distributed error types or their messages."""
+    import torch.distributed as dist
+
+    if isinstance(exc, (getattr(dist, "DistNetworkError", ()), getattr(dist, "DistBackendError", ()))):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(sign in text for sign in _LOST_PEER_SIGNS)
+
+
+def _first_line(exc: BaseException) -> str:
+    """What the collective said, in a few words (gloo's messages run to paragraphs)."""
+    text = str(exc).lower()
+    sign = next((s for s in _LOST_PEER_SIGNS if s in text), None)
+    return f"{type(exc).__name__}: {sign}" if sign else type(exc).__name__
 
 
 def _lock_out_dir(fabric, out_dir) -> FolderLock | None:
@@ -187,11 +217,11 @@ def _restore(fabric, strategy, setup: RunSetup, model, optimizer, loader) -> Cou
     if sharded(strategy):
         if start.checkpoint is not None:
             objects = {"model": model, **({"optimizer": optimizer} if with_optimizer else {})}
-            fabric.load(start.checkpoint.model_file, objects, strict=False)
+            fabric.load(start.checkpoint.model_file, objects, strict=False, weights_only=True)
         elif record.nested:
-            fabric.load(start.initial_weights, {"model": model}, strict=False)
+            fabric.load(start.initial_weights, {"model": model}, strict=False, weights_only=True)
         else:
-            fabric.load_raw(start.initial_weights, model)
+            fabric.load_raw(start.initial_weights, model, weights_only=True)
     else:
         model.load_state_dict(record.model_state)
         if with_optimizer:

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from midtrain.errors import ConfigError
+from midtrain.errors import ConfigError, is_disk_full
 from midtrain.publish import write_text_atomic
 
 RUN_FILE = "run.json"
@@ -70,7 +70,8 @@ def branch_record(
     """One lineage entry: which run and checkpoint this run continued from, with the mixtures on either side."""
     return {
         "parent_run_id": parent_info.get("run_id"),
-        "parent_out_dir": parent_info.get("out_dir", str(checkpoint.parent.resolve())),
+        # the real folder: a parent's step folder linked into this run's out_dir (the paper's way) is not this run
+        "parent_out_dir": parent_info.get("out_dir", str(checkpoint.resolve().parent)),
         "checkpoint": str(checkpoint.resolve()),
         "step": step,
         "mixture_before": mixture_before,
@@ -90,7 +91,7 @@ def load_config(out_dir: Path) -> dict | None:
 def save_run_files(out_dir: Path, run: dict, config: dict, plan: dict | None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / RUN_FILE, run)
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    write_text_atomic(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     if plan is not None:
         write_json_atomic(out_dir / "plan.json", plan)
 
@@ -99,6 +100,9 @@ def check_out_dir(out_dir: Path, flag: str = "--out_dir") -> None:
     """Refuse, before anything is written, an ``out_dir`` that cannot be created and written: a name longer than the
     file system allows, an existing file, or a folder (or its nearest existing parent) that refuses a new file."""
     path = Path(os.path.abspath(out_dir))
+    if os.path.islink(path) and not os.path.exists(path):  # (os.path's answer False to a name too long, said below)
+        raise ConfigError(f"{flag}={str(out_dir)!r} is a link to {os.readlink(path)}, which does not exist. Create "
+                          f"the folder it points to, or point {flag} at a real folder.")
     existing = path
     while not _exists(existing) and existing != existing.parent:
         existing = existing.parent
@@ -122,6 +126,8 @@ def check_out_dir(out_dir: Path, flag: str = "--out_dir") -> None:
         os.close(handle)
         os.unlink(probe)
     except OSError as exc:
+        if is_disk_full(exc):
+            raise  # a full disk, not a bad folder: the command exits 75 (midtrain.cli), to be retried
         what = "cannot be written" if existing == path else f"cannot be created: {existing} cannot be written"
         raise ConfigError(f"{flag}={str(out_dir)!r} {what} ({exc.strerror or exc}). Choose a folder you can write, or "
                           "fix its permissions.") from None

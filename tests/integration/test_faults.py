@@ -12,7 +12,7 @@ import pytest
 from midtrain.cli import main
 from midtrain.folder_lock import FolderLock
 from midtrain.train.loop import Trainer
-from tests.integration.train_helpers import losses, read_json, tiny_config, write_config
+from tests.integration.train_helpers import losses, read_json, run_cli, tiny_config, write_config
 
 
 def test_keep_last_checkpoints_below_one_is_refused(train_root, tmp_path, capsys):
@@ -194,3 +194,160 @@ def test_an_unknown_key_in_a_config_file_is_named(train_root, tmp_path, capsys):
     assert main(["pretrain", "--config", str(write_config(tmp_path / "u.yaml", config)), "--dry_run=true"]) == 2
     assert "--data.num_workerz is not a key of 'midtrain pretrain' (data). Did you mean --data.num_workers?" in \
         capsys.readouterr().err
+    config = tiny_config(train_root, tmp_path / "u", max_steps=2)
+    config["train"]["max_lrr"] = 0.1  # in the file, jsonargparse names the group apart from the key
+    assert main(["pretrain", "--config", str(write_config(tmp_path / "t.yaml", config)), "--dry_run=true"]) == 2
+    assert "--train.max_lrr is not a key of 'midtrain pretrain' (train). Did you mean --train.max_lr?" in \
+        capsys.readouterr().err
+    config = tiny_config(train_root, tmp_path / "u", max_steps=2)
+    config["data"]["init_args"]["mix_controller"] = [1, 2]
+    assert main(["pretrain", "--config", str(write_config(tmp_path / "c.yaml", config)), "--dry_run=true"]) == 2
+    assert "--data.mix_controller=[1, 2] is not valid" in capsys.readouterr().err
+
+
+def test_an_out_dir_that_is_a_dangling_link_is_named_as_such(train_root, tmp_path, capsys):
+    (tmp_path / "run").symlink_to(tmp_path / "nowhere" / "run")
+    path = write_config(tmp_path / "d.yaml", tiny_config(train_root, tmp_path / "run", max_steps=2))
+    for flags in (["--dry_run=true"], []):
+        assert main(["pretrain", "--config", str(path), *flags]) == 2
+        err = capsys.readouterr().err
+        assert f"is a link to {tmp_path / 'nowhere' / 'run'}, which does not exist" in err and "lock" not in err
+
+
+def _rank_process(parent: int, local_rank: str, timeout: float = 120) -> int:
+    """The pid of the process started for ``local_rank`` under ``parent`` (its LOCAL_RANK in its environment)."""
+    import time
+    from pathlib import Path
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                    if f"LOCAL_RANK={local_rank}".encode() in (entry / "environ").read_bytes().split(b"\0"):
+                        return int(entry.name)
+            except (OSError, IndexError, ValueError):
+                continue
+        time.sleep(0.05)
+    raise AssertionError(f"no process of local rank {local_rank} under {parent}")
+
+
+@pytest.mark.slow
+def test_a_stop_signal_to_one_rank_during_its_start_up_stops_every_rank_with_75(train_root, tmp_path):
+    """SLURM's --signal reaches every process; a rank still importing torch died of SIGUSR1 (the job ended 137, and
+    was not requeued). Now the signal is remembered from the rank's first line, and the ranks agree to stop before
+    their first step; the rerun trains the whole run."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.integration.train_helpers import REPO
+
+    out = tmp_path / "ddp"
+    config = tiny_config(train_root, out, max_steps=4)
+    config["devices"] = 2
+    path = write_config(tmp_path / "ddp.yaml", config)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "LITDATA_DISABLE_VERSION_CHECK": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "midtrain", "pretrain", "--config", str(path)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    rank1 = _rank_process(process.pid, "1")
+    time.sleep(0.5)  # inside its start-up: importing, reading the config, before the process group
+    os.kill(rank1, signal.SIGUSR1)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 75, stderr[-3000:]
+    assert "signal on another rank" in stdout and "Exiting with status 75" in stdout
+    assert not list(out.glob("step-*")) and not (out / "final").exists()
+    assert run_cli(path).returncode == 0 and (out / "final").is_dir()
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A real file system with no space left: a 1 MB tmpfs filled up (needs root, as on these machines)."""
+    import subprocess
+
+    mount = tmp_path / "full"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root): the full-disk case needs a real full file system")
+    try:
+        handle = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(handle, b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+        finally:
+            os.close(handle)
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_when_the_run_writes_its_records_at_start_up_exits_75_in_one_line(train_root, full_disk, tmp_path,
+                                                                                      capsys):
+    out = full_disk / "run"
+    path = write_config(tmp_path / "f.yaml", tiny_config(train_root, out, max_steps=2))
+    assert main(["pretrain", "--config", str(path)]) == 75
+    err = capsys.readouterr().err
+    assert err.startswith("midtrain: writing ") and len(err.strip().splitlines()) == 1
+    assert "failed (No space left on device)" in err and "Exiting with status 75" in err
+    assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []  # no temporary left behind
+
+
+def test_a_full_disk_while_logging_mid_run_exits_75_and_the_resume_keeps_the_curve(train_root, tmp_path, monkeypatch,
+                                                                                  capsys):
+    from midtrain.train.loggers import TidyCSVLogger
+
+    out = tmp_path / "run"
+    path = write_config(tmp_path / "r.yaml", tiny_config(train_root, out, max_steps=8))
+    real = TidyCSVLogger._append
+
+    def append(self, rows):
+        if any(r["step"] == 6 for r in rows):
+            with self.path.open("a") as file:
+                file.write("6,train/lo")  # a torn row, as a write cut short by the full disk leaves
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+        return real(self, rows)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TidyCSVLogger, "_append", append)
+        assert main(["pretrain", "--config", str(path)]) == 75
+    err = capsys.readouterr().err
+    assert f"midtrain: writing {out / 'logs' / 'metrics.csv'} failed (No space left on device)" in err
+    assert main(["pretrain", "--config", str(path)]) == 0  # resumed from step 4, the torn row dropped
+    assert sorted(losses(out)) == list(range(1, 9))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_a_rank_killed_mid_training_stops_the_run_with_75_in_one_line_and_the_resume_finishes(train_root, tmp_path,
+                                                                                             strategy):
+    """kill -9 of one of two ranks (the OOM killer's way): rank 0 used to die of gloo's raw 'Connection reset by
+    peer' (exit 1), or be killed by Fabric's launcher (137): not requeued. Now the run exits 75 (requeued) with one
+    line naming the lost rank, and the resume from the last checkpoint trains to the end."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.integration.train_helpers import REPO
+
+    out = tmp_path / strategy
+    config = tiny_config(train_root, out, max_steps=60, save_interval=4)
+    config.update(devices=2, strategy=strategy)
+    path = write_config(tmp_path / "k.yaml", config)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "LITDATA_DISABLE_VERSION_CHECK": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "midtrain", "pretrain", "--config", str(path)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    rank1 = _rank_process(process.pid, "1")
+    deadline = time.monotonic() + 240
+    while not (out / "step-00000004").is_dir() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    os.kill(rank1, signal.SIGKILL)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 75, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert "Stopped: rank 1 was ended by SIGKILL" in stderr and "Exiting with status 75" in stderr
+    assert not (out / "final").exists()
+    resumed = run_cli(path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (out / "final").is_dir() and sorted(losses(out)) == list(range(1, 61))

@@ -226,9 +226,9 @@ def test_val_data_path_may_name_one_dataset(train_root):
 
 def test_config_equals_form_expands_placeholders(train_root, tmp_path, monkeypatch):
     config = fork_config(train_root, tmp_path / "out")
-    config["data"]["init_args"]["data_path"] = "${FORK_TEST_DATA}/train"
+    config["data"]["init_args"]["data_path"] = "${MIDTRAIN_FORK_TEST_DATA}/train"
     path = write_config(tmp_path / "p.yaml", config)
-    monkeypatch.setenv("FORK_TEST_DATA", str(train_root))
+    monkeypatch.setenv("MIDTRAIN_FORK_TEST_DATA", str(train_root))
     assert main(["pretrain", f"--config={path}", "--dry_run=true"]) == 0
 
 
@@ -323,11 +323,14 @@ def test_a_branch_whose_parent_iteration_is_off_its_step_grid_keeps_the_forks_st
 
 
 def fork_written_checkpoint(source, folder):
-    """A checkpoint in the layout the paper's fork wrote: lit_model.pth holding model, optimizer, iter_num,
+    """A checkpoint in the layout the paper's fork wrote under its pinned torch 2.3.1: lit_model.pth holding model,
+    optimizer (AdamW's param groups without ``decoupled_weight_decay``, which torch added later), iter_num,
     step_count and litdata's loader state; litgpt's model_config.yaml and hyperparameters.yaml; no checkpoint.json."""
     import torch
 
-    payload = torch.load(source / "lit_model.pth", weights_only=False)
+    payload = torch.load(source / "lit_model.pth", weights_only=True)
+    for group in payload["optimizer"]["param_groups"]:
+        group.pop("decoupled_weight_decay", None)
     folder.mkdir(parents=True)
     litdata_state = {"dataset": {"0": {"num_samples_yielded": 32, "num_workers": 8, "batch_size": 16,
                                        "current_epoch": 1, "input_dir_path": "/work/hdd/c4/1", "shuffle": True}},
@@ -352,10 +355,20 @@ def test_a_checkpoint_written_by_the_fork_is_a_parent_whose_shards_start_at_zero
     assert "holds another data loader's state (litdata's" in printed and "every shard starts at its first" in printed
     lineage = read_json(out / "run.json")["lineage"][-1]
     assert lineage["data_cursors"].startswith("not restored") and lineage["step"] == 4
+    # its parent is the folder the link points into, not the branch's own folder the link sits in
+    assert lineage["parent_out_dir"] == str(parent.parent.resolve()) == lineage["checkpoint"].rpartition("/")[0]
     ledger = read_json(out / "final" / "ledger.json")
     assert ledger["domains"]["main"]["tokens"] + ledger["domains"]["code"]["tokens"] == 4 * 4 * SEQ_LENGTH
     warmup = math.ceil(0.5 * (8 + 4 * ACCUM))
     assert logged_lr_at_step(out, 5) == pytest.approx(fork_lr(8 + ACCUM - 1, warmup), rel=1e-9)  # its iter_num 8
+    # torch 2.3.1's AdamW state (no decoupled_weight_decay, no class on record) is the same optimizer: its moments
+    # continue (Adam's step count goes on from the parent's 4), said at start-up
+    import torch
+
+    saved = torch.load(out / "final" / "lit_model.pth", weights_only=True)["optimizer"]
+    assert {float(s["step"]) for s in saved["state"].values()} == {8.0}
+    assert saved["param_groups"][0]["decoupled_weight_decay"] is True
+    assert "has no decoupled_weight_decay (written by an older torch" in printed
 
 
 def test_a_mistyped_key_in_a_fork_config_is_matched_against_the_forks_keys(train_root, tmp_path, capsys):
@@ -364,3 +377,17 @@ def test_a_mistyped_key_in_a_fork_config_is_matched_against_the_forks_keys(train
     assert main(["pretrain", "--config", str(write_config(tmp_path / "t.yaml", config)), "--dry_run=true"]) == 2
     assert "--data.mix_weight is not a key of 'midtrain pretrain' (data). Did you mean --data.mix_weights_str?" in \
         capsys.readouterr().err
+
+
+def test_resume_false_over_a_linked_parent_names_both_experiments(fork_trunk, train_root, tmp_path, capsys):
+    """The paper's 70m knowledgeqa config: resume: false with the parent linked in. The fork ignored the link and
+    trained from scratch; --resume auto would branch from step 4. The refusal says which experiment each runs."""
+    out = tmp_path / "kqa"
+    link_trunk_checkpoint(fork_trunk, out)
+    config = fork_config(train_root, out, resume=False, max_additional_steps=4)
+    assert main(["pretrain", "--config", str(write_config(tmp_path / "k.yaml", config)), "--dry_run=true"]) == 2
+    err = capsys.readouterr().err
+    assert f"holds step-00000004, a link to {(fork_trunk / 'step-00000004').resolve()}" in err
+    assert "--resume=auto branches from that checkpoint at step 4" in err
+    assert ("to train from scratch, as the paper's fork did with resume: false (it ignored the link), remove the "
+            "link") in err

@@ -4,6 +4,7 @@ GPU. ``pytest -m gpu`` on a GPU machine; skipped without CUDA (the same paths on
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -96,5 +97,8 @@ def test_a_mixture_controller_decides_on_the_gpu_as_it_replays(train_root, tmp_p
     assert metric(out, "mix/code/weight") and all(math.isfinite(v) for v in metric(out, "mix/code/signal").values())
     assert main(["mix", "--replay", str(out / "final"), "--out", str(tmp_path / "replay.yaml")]) == 0
     train(tmp_path / "replay.yaml")
-    replayed = read_json(tmp_path / "controlled-replay" / "final" / "ledger.json")
+    import yaml
+
+    replayed_out = Path(yaml.safe_load((tmp_path / "replay.yaml").read_text())["out_dir"])
+    replayed = read_json(replayed_out / "final" / "ledger.json")
     assert [s["tokens"] for s in replayed["stretches"]] == [s["tokens"] for s in stretches]

@@ -95,8 +95,8 @@ def test_peak_lrs_that_cannot_work_are_refused_before_training(train_root, tmp_p
     config["optimizer"]["init_args"]["lr"] = "abc"
     assert pretrain(config, tmp_path, "--dry_run=true") == 2
     assert "--optimizer.init_args.lr='abc' is not a number" in capsys.readouterr().err
-    monkeypatch.setenv("MT_LR", "0.001 # the peak")
-    config["optimizer"]["init_args"]["lr"] = "${MT_LR}"
+    monkeypatch.setenv("MIDTRAIN_TEST_LR", "0.001 # the peak")
+    config["optimizer"]["init_args"]["lr"] = "${MIDTRAIN_TEST_LR}"
     assert pretrain(config, tmp_path, "--dry_run=true") == 2
     assert "--optimizer.init_args.lr='0.001 # the peak' is not a number" in capsys.readouterr().err
     assert not (tmp_path / "lr").exists()
@@ -171,7 +171,11 @@ def test_a_copied_root_resumes_and_a_chunk_rewritten_in_place_is_named(prepared_
     moved = {**config, "data": {**config["data"], "init_args": {**config["data"]["init_args"],
                                                                 "data_path": str(copied)}}}
     assert pretrain(moved, tmp_path, "--dry_run=true") == 0  # equal contents: the hashes agree
-    rewrite_in_place(sorted((copied / "train" / "c1").glob("chunk-*.bin"))[0])
+    chunk = sorted((copied / "train" / "c1").glob("chunk-*.bin"))[0]
+    times = chunk.stat()
+    rewrite_in_place(chunk)
+    os.utime(chunk, ns=(times.st_atime_ns, times.st_mtime_ns))  # its time put back, as cp -p and rsync -a do
+    assert chunk.stat().st_mtime_ns == times.st_mtime_ns
     assert pretrain(moved, tmp_path, "--dry_run=true") == 2
     assert "holds other bytes than its manifest records (rewritten in place)" in capsys.readouterr().err
 
@@ -350,12 +354,13 @@ def test_optimizer_flags_override_a_config_that_gives_a_mapping(train_root, tmp_
 def test_a_sweep_submitted_without_sbatch_and_its_list_file(train_root, tmp_path, capsys, monkeypatch):
     write_config(tmp_path / "base.yaml", tiny_config(train_root, tmp_path / "unused", max_steps=4))
     spec = tmp_path / "s.yaml"
-    spec.write_text(json.dumps({"base": "base.yaml", "out_root": "${MT_RUNS}",
+    spec.write_text(json.dumps({"base": "base.yaml", "out_root": "${MIDTRAIN_TEST_RUNS2}",
                                 "axes": {"log.run": ["one\ntwo", "x" * 300]}}))
-    monkeypatch.setenv("MT_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setenv("MT_SWEEP", str(tmp_path / "sweep"))
+    monkeypatch.setenv("MIDTRAIN_TEST_RUNS2", str(tmp_path / "runs"))
+    monkeypatch.setenv("MIDTRAIN_TEST_SWEEP", str(tmp_path / "sweep"))
     monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))
-    assert main(["sweep", "--spec", str(spec), "--out_dir", "${MT_SWEEP}", "--validate=false", "--submit=true"]) == 2
+    assert main(["sweep", "--spec", str(spec), "--out_dir", "${MIDTRAIN_TEST_SWEEP}", "--validate=false",
+                 "--submit=true"]) == 2
     assert "--submit=true, but sbatch is not on PATH here" in capsys.readouterr().err
     listed = (tmp_path / "sweep" / "configs.txt").read_text().splitlines()
     assert len(listed) == 2 and all(pathlib.Path(p).is_file() and len(pathlib.Path(p).name) <= 69 for p in listed)

@@ -121,6 +121,24 @@ def test_two_loader_workers_take_the_same_decisions(train_root, tmp_path, refere
     assert losses(tmp_path / "workers") == losses(reference_run)
 
 
+def test_a_small_domain_without_samples_in_an_interval_keeps_its_share(cycle_root, tmp_path, capsys):
+    """math (random tokens: the highest loss) at 3 %: an interval of 2 steps reads 8 samples, none of them math's. It
+    used to score as loss 0 and fall to min_weight; no samples is no signal: it keeps its share, said in the table."""
+    config = controlled(cycle_root, tmp_path / "small", mix="main:0.87,code:0.1,math:0.03", signal="train_loss",
+                        every_steps=2, eta=0.5)
+    assert run(config, tmp_path / "s.yaml") == 0
+    printed = capsys.readouterr().out
+    stretches = read_json(tmp_path / "small" / "final" / "ledger.json")["stretches"]
+    decisions = [s["decision"] for s in stretches[1:]]
+    assert len(decisions) == 5 and all(d["after"]["math"] == 0.03 for d in decisions)
+    assert all(d["signal"]["math"] is None and d["score"]["math"] is None for d in decisions)
+    assert all(d["signal"]["code"] is not None for d in decisions)  # code is heard and moves
+    assert decisions[-1]["after"]["code"] != 0.1
+    assert "no samples in the interval: weight kept" in printed
+    assert metric(tmp_path / "small", "mix/math/signal") == {}  # no 0.0 logged for a loss never measured
+    assert list(metric(tmp_path / "small", "mix/math/weight").values()) == [0.03] * 5
+
+
 def test_the_train_loss_signal_resumes_mid_interval(train_root, tmp_path, monkeypatch):
     reference = tmp_path / "reference"
     assert run(controlled(train_root, reference, signal="train_loss", every_steps=3), tmp_path / "r.yaml") == 0
@@ -144,7 +162,7 @@ def test_replay_reads_the_identical_stream(train_root, tmp_path, reference_run, 
     printed = capsys.readouterr().out
     assert "2 decision(s)" in printed and "mix_schedule:" in printed and "start_step: 8" in printed
     config = yaml.safe_load(replayed_config.read_text())
-    assert "mix_controller" not in config["data"]["init_args"] and config["out_dir"].endswith("-replay")
+    assert "mix_controller" not in config["data"]["init_args"] and config["out_dir"].endswith("-replay-step12")
     assert main(["pretrain", "--config", str(replayed_config)]) == 0
     replay = Path(config["out_dir"])
     ours, theirs = (read_json(o / "final" / "ledger.json") for o in (replay, reference_run))
@@ -156,6 +174,23 @@ def test_replay_reads_the_identical_stream(train_root, tmp_path, reference_run, 
     assert "--replay='" in capsys.readouterr().err
     assert main(["mix", "--replay", str(reference_run / "final"), "--out", str(replayed_config)]) == 2
     assert "overwrites nothing" in capsys.readouterr().err
+    # replays of one run to two steps are two runs, each in its own folder: the second used to find the first's
+    # finished folder ("already finished")
+    stopped = tmp_path / "stopped"
+    path = write_config(tmp_path / "s.yaml", controlled(train_root, stopped))
+    assert main(["pretrain", "--config", str(path), "--train.max_additional_steps=8"]) == 0
+    assert main(["pretrain", "--config", str(path)]) == 0
+    folders = []
+    for step, name in ((8, "step-00000008"), (12, "final")):
+        out = tmp_path / "later" / f"replay{step}.yaml"  # a folder that does not exist yet: created
+        assert main(["mix", "--replay", str(stopped / name), "--out", str(out)]) == 0
+        folders.append(yaml.safe_load(out.read_text())["out_dir"])
+    assert folders == [f"{stopped}-replay-step8", f"{stopped}-replay-step12"]
+    for bad, message in ((tmp_path, "is a folder"), (tmp_path / "r.yaml" / "x.yaml", "cannot be created")):
+        if bad != tmp_path:
+            (tmp_path / "r.yaml").write_text("a file where a folder is needed")
+        assert main(["mix", "--replay", str(reference_run / "final"), "--out", str(bad)]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_a_changed_controller_on_resume_is_refused_unless_reset(train_root, tmp_path, capsys):

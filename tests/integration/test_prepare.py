@@ -360,3 +360,124 @@ def test_a_large_file_is_shared_by_the_workers_with_the_same_documents_and_held_
         results.append([(r["documents"], r["tokens"], r["max_token_id"]) for r in records])
     assert results[0] == results[1]
     assert results[0][1][0] > 0  # some documents were held out
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def _good_shard(tmp_path, tokenizer_dir, root):
+    (tmp_path / "good.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in DOCS))
+    assert main(["prepare", "--inputs", str(tmp_path / "good.jsonl"), "--tokenizer_dir", str(tokenizer_dir),
+                 "--output_dir", str(root / "train" / "1"), "--val_fraction", "0.1"]) == 0
+    return {split: (root / split / "1" / MANIFEST_FILE).read_bytes() for split in ("train", "val")}
+
+
+@pytest.mark.slow
+def test_a_tokenizer_worker_killed_by_sigkill_fails_prepare_and_keeps_the_previous_shard(tmp_path, tokenizer_dir):
+    """The OOM killer's way: one litdata worker gets SIGKILL. litdata returns as if all were done; prepare must not
+    publish the three quarters the other worker wrote (it did: exit 0, 60,000 of 80,000 documents)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "data"
+    before = _good_shard(tmp_path, tokenizer_dir, root)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for k in range(4):
+        (raw / f"{k}.jsonl").write_text("".join(json.dumps({"text": DOCS[i % 60] * 20}) + "\n" for i in range(6000)))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "LITDATA_DISABLE_VERSION_CHECK": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "midtrain", "prepare", "--inputs", str(raw), "--tokenizer_dir",
+                                str(tokenizer_dir), "--output_dir", str(root / "train" / "1"), "--val_fraction", "0.1",
+                                "--num_workers", "2", "--batch_size", "8", "--overwrite", "true"], env=env,
+                               stderr=subprocess.PIPE, text=True)
+    deadline, workers = time.monotonic() + 120, []
+    while not workers and time.monotonic() < deadline and process.poll() is None:
+        workers = [pid for pid in _descendants(process.pid)
+                   if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        time.sleep(0.05)
+    assert workers, "no litdata worker was seen"
+    while len(list((root / "train").glob(".1.stats-*/*.progress"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)  # both workers are encoding (the items of a worker killed before it takes one are not lost)
+    os.kill(workers[0], signal.SIGKILL)
+    _, err = process.communicate(timeout=180)
+    assert process.returncode == 2, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("midtrain.DataError: a tokenizer worker died") and ".jsonl" in last, last
+    assert "Nothing was published" in last and "Traceback" not in err
+    assert {split: (root / split / "1" / MANIFEST_FILE).read_bytes() for split in ("train", "val")} == before
+    assert sorted(p.name for p in (root / "train").iterdir()) == ["1"]  # no temporary left
+
+
+@pytest.mark.slow
+def test_a_worker_that_runs_out_of_memory_on_one_huge_document_names_it(tmp_path, tokenizer_dir):
+    """A 12 MB line under a 3 GB address-space limit: the tokenizer aborts inside Rust, the worker dies; prepare
+    names the line, exits 2, and the shard it was to overwrite stays as it was (it published 50 documents, 0 tokens)."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    root = tmp_path / "data"
+    before = _good_shard(tmp_path, tokenizer_dir, root)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a.jsonl").write_text("".join(json.dumps({"text": f"small document {i}"}) + "\n" for i in range(50)))
+    huge = " ".join(f"w{i % 997}" for i in range(2_500_000))
+    (raw / "b.jsonl").write_text(json.dumps({"text": huge}) + "\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "LITDATA_DISABLE_VERSION_CHECK": "1"}
+
+    def limit_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+    result = subprocess.run([sys.executable, "-m", "midtrain", "prepare", "--inputs", str(raw), "--tokenizer_dir",
+                             str(tokenizer_dir), "--output_dir", str(root / "train" / "1"), "--val_fraction", "0.1",
+                             "--num_workers", "2", "--overwrite", "true"], env=env, capture_output=True, text=True,
+                            preexec_fn=limit_memory, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"died while encoding line 1 of {raw / 'b.jsonl'} (a {len(huge) / 1e6:.1f} MB document)" in last, last
+    assert {split: (root / split / "1" / MANIFEST_FILE).read_bytes() for split in ("train", "val")} == before
+
+
+def test_null_texts_are_skipped_and_counted_in_every_format_and_lone_surrogates_replaced(tmp_path, tokenizer_dir,
+                                                                                         caplog):
+    import logging
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a.jsonl").write_text('{"text": "first"}\n{"text": null}\n{"text": "bad \\ud800 here"}\n')
+    pq.write_table(pa.table({"text": ["x", None, "y", None]}), raw / "b.parquet")
+    out = tmp_path / "data" / "train" / "c1"
+    with caplog.at_level(logging.INFO):
+        records = prepare_shard(out, tokenizer_dir, [str(raw)])
+    record = records[0]
+    assert record["documents"] == 4 and record["skipped_null_texts"] == 3
+    assert record["first_null_text"] == f"line 2 of {raw / 'a.jsonl'}"
+    assert record["replaced_lone_surrogates_documents"] == 1
+    assert record["first_lone_surrogate"] == f"line 3 of {raw / 'a.jsonl'}"
+    assert "skipped 3 record(s) whose text is null" in caplog.text and "U+FFFD in 1 document(s)" in caplog.text
+    from litgpt.tokenizer import Tokenizer
+
+    tokens = Tokenizer(tokenizer_dir)
+    expected = sum(len(tokens.encode(t, eos=True)) for t in ("first", "bad \ufffd here", "x", "y"))
+    assert record["tokens"] == expected == read_shard(out, "c1", "code").tokens

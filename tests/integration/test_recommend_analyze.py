@@ -207,7 +207,7 @@ def test_analyze_refuses_a_table_without_a_control_and_a_missing_parent(grid, ca
     assert main(["analyze", f"--tables={grid / 'eval' / 'eval.csv'}", f"--out_dir={out}"]) == 2
     assert "its parent run" in capsys.readouterr().err and not out.exists()
     assert main(["analyze", f"--tables={grid / 'missing.csv'}", f"--out_dir={out}"]) == 2
-    assert "missing.csv does not exist" in capsys.readouterr().err and not out.exists()
+    assert "missing.csv' does not exist" in capsys.readouterr().err and not out.exists()
 
 
 def test_analyze_reads_several_tables_as_one_grid(grid, capsys):
@@ -222,3 +222,88 @@ def test_analyze_reads_several_tables_as_one_grid(grid, capsys):
     result = json.loads((out / "analysis.json").read_text())
     assert {e["control"] for e in result["effects"] if e["step"] == 200} == {"control200"}
     assert len(result["tables"]) == 2 and result["fits"][0]["points"] == 6
+
+
+def test_analyze_reads_a_repeated_table_once_and_refuses_what_would_make_up_a_result(grid, capsys):
+    """The same table twice used to count every row as two seeds (every interval ±0.0000); a row given twice with
+    another value was averaged (Δ −0.0086 became +0.4914); nan gave +nan and a false order; an unknown --sft_for name
+    was ignored."""
+    from midtrain.eval.results import ResultsTable, read_rows
+
+    table = grid / "eval" / "eval.csv"
+    out = grid / "analysis"
+    assert main(["analyze", f"--tables={table}", f"--out_dir={grid / 'once'}"]) == 0
+    assert main(["analyze", "--tables", str(table), "--tables", str(table), f"--out_dir={out}"]) == 0
+    once, twice = (json.loads((o / "analysis.json").read_text()) for o in (grid / "once", out))
+    assert twice["effects"] == once["effects"] and twice["fits"] == once["fits"]
+    assert any("repeated as they were" in n for n in twice["notes"])
+    capsys.readouterr()
+    rows = read_rows(table)
+    changed = next(r for r in rows if r["run"] == "code200-30" and r["step"] == END and r["name"] == "code")
+    ResultsTable(grid / "other").append([{**changed, "value": changed["value"] + 0.5}])
+    assert main(["analyze", "--tables", str(table), "--tables", str(grid / "other" / "eval.csv"),
+                 f"--out_dir={grid / 'conflict'}"]) == 2
+    err = capsys.readouterr().err
+    assert f"run 'code200-30' step {END} heldout 'code' loss is given twice, differently (value:" in err
+    assert not (grid / "conflict").exists()
+    ResultsTable(grid / "nan").append([{**r, "value": float("nan")} if r is changed else r for r in rows])
+    assert main(["analyze", f"--tables={grid / 'nan' / 'eval.csv'}", f"--out_dir={grid / 'n'}"]) == 2
+    assert f"run 'code200-30' step {END} heldout 'code' loss is nan" in capsys.readouterr().err
+    for sft_for, message in (('{cod: [code_sft]}', "--sft_for names domain 'cod', which no run of the tables reads "
+                                                    "or is scored on (domains: code, main). Did you mean 'code'?"),
+                             ('{code: [code_stf]}', "--sft_for.code names set 'code_stf', which the tables do not "
+                                                    "score (sets: code_sft). Did you mean 'code_sft'?")):
+        assert main(["analyze", f"--tables={table}", f"--sft_for={sft_for}", f"--out_dir={grid / 's'}"]) == 2
+        assert message in capsys.readouterr().err
+    assert not (grid / "s").exists() and not (grid / "n").exists()
+
+
+def test_analyze_names_a_bad_cell_an_empty_table_two_folders_under_one_name_and_bad_outputs(grid, capsys):
+    table = grid / "eval" / "eval.csv"
+    lines = table.read_text().splitlines(keepends=True)
+    header = lines[0].split(",")
+    cells = lines[3].split(",")
+    cells[header.index("value")] = "abc"
+    (grid / "bad.csv").write_text(lines[0] + lines[1] + lines[2] + ",".join(cells))
+    assert main(["analyze", f"--tables={grid / 'bad.csv'}", f"--out_dir={grid / 'a'}"]) == 2
+    assert f"--tables='{grid / 'bad.csv'}': line 4, column 'value': 'abc' is not a number" in capsys.readouterr().err
+    (grid / "empty.csv").write_text("")
+    assert main(["analyze", f"--tables={grid / 'empty.csv'}", f"--out_dir={grid / 'a'}"]) == 2
+    err = capsys.readouterr().err
+    assert "is empty: no evaluation was written to it" in err and "--out_dir" not in err
+    moved = lines[0] + "".join(line.replace(str(grid / "runs" / "control100"), str(grid / "elsewhere" / "control100"))
+                               for line in lines[1:] if ",control100," in f",{line}" and "step-00000100" in line)
+    (grid / "two.csv").write_text(lines[0] + "".join(lines[1:]) + moved[len(lines[0]):])
+    assert main(["analyze", f"--tables={grid / 'two.csv'}", f"--out_dir={grid / 'a'}"]) == 2
+    assert "the run name 'control100' stands for two run folders" in capsys.readouterr().err
+    (grid / "file").write_text("")
+    (grid / "blocked" / "report.md").mkdir(parents=True)
+    for out, message in ((grid / "file", "is a file, not a folder"), (grid / "file" / "out", "cannot be created"),
+                         (grid / "blocked", "holds a folder named 'report.md'")):
+        assert main(["analyze", f"--tables={table}", f"--out_dir={out}"]) == 2
+        assert message in capsys.readouterr().err
+    assert not (grid / "a").exists()
+
+
+def test_recommend_names_the_flag_of_a_bad_name_and_refuses_a_sample_below_one_sequence(corpora, tmp_path, capsys):
+    c1, m1 = corpora / "cands" / "c1", corpora / "cands" / "m1"
+    out = tmp_path / "rec"
+    common = [f"--pretrain=main={corpora / 'pretrain' / '1'}", f"--target=T={corpora / 't' / '1'}",
+              f"--out_dir={out}", "--seq_length=16"]
+    for candidates, message in (
+        (f"[code={c1}, code={m1}]", "the corpus name 'code' is given twice"),
+        (f"[code={c1}, main={m1}]", "the corpus name 'main' is given in --pretrain and in --candidates"),
+        (f"[code={c1}, T={m1}]", "the corpus name 'T' is given in --target and in --candidates"),
+        (f"[code={c1}, ' ={m1}']", "--candidates entry"),
+        (f"[code={c1}, 🚀={m1}]", "the name '🚀' is not letters, digits, _ . -"),
+    ):
+        assert main(["recommend", *common, f"--candidates={candidates}"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "--corpora" not in err, err
+    assert main(["recommend", *common, f"--candidates=[code={c1}, math={m1}]", "--sample_tokens=8"]) == 2
+    assert "--sample_tokens=8 is below one sequence (--seq_length=16)" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert main(["recommend", *common[:2], f"--candidates=[code={c1}, math={m1}]",
+                 f"--out_dir={tmp_path / 'file'}"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err  # before anything is measured
+    assert not out.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import numpy as np
@@ -63,7 +64,7 @@ def make_checkpoint(folder, step=None, tokens=None, lineage=None):
         (folder / "checkpoint.json").write_text(json.dumps({"step": step, "tokens": tokens, "lineage": lineage or []}))
 
 
-def test_targets_cover_runs_and_checkpoints_with_lineage(tmp_path):
+def test_targets_cover_runs_and_checkpoints_with_lineage(tmp_path, caplog):
     lineage = [{"parent_out_dir": str(tmp_path / "runs" / "trunk"), "step": 4}]
     make_checkpoint(tmp_path / "runs" / "trunk" / "step-00000004", 4, 100)
     make_checkpoint(tmp_path / "runs" / "code" / "step-00000008", 8, 200, lineage)
@@ -74,6 +75,10 @@ def test_targets_cover_runs_and_checkpoints_with_lineage(tmp_path):
     assert [(t.run, t.step, t.tokens_seen, t.lineage.label) for t in targets] == [
         ("code", 8, 200, "trunk@4"), ("trunk", 4, 100, ""), ("ft", 10, None, "")]
     assert [t.step for t in find_targets([str(tmp_path / "runs" / "*")], steps=[4])] == [4]
+    with caplog.at_level(logging.WARNING):  # a step a run lacks is said, not silently skipped
+        assert [t.step for t in find_targets([str(tmp_path / "runs" / "*")], steps=[4, 99])] == [4]
+    assert "--steps: trunk has no checkpoint at step 99 (it has 4): not scored there." in caplog.text
+    assert "code has no checkpoint at step 4, 99 (it has 8)" in caplog.text
 
 
 def test_target_errors_name_the_flag(tmp_path):
@@ -177,7 +182,7 @@ def test_unreadable_or_empty_corpora_are_errors_never_placeholders(tmp_path):
         read_text_sample(CorpusSpec("odd", tmp_path / "odd.json"), CharTokenizer(), 100, 8, 0)
     with pytest.raises(DataError, match="does not exist"):
         parse_corpora(["a=" + str(tmp_path / "missing"), "b=" + str(tmp_path / "odd.json")])
-    with pytest.raises(ConfigError, match="at least two"):
+    with pytest.raises(ConfigError, match="--corpora names 1 corpus; this needs at least 2"):
         parse_corpora(["a=" + str(tmp_path / "odd.json")])
 
 

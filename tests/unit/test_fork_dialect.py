@@ -198,3 +198,24 @@ def test_the_device_count_the_fork_schedule_depends_on_is_said_with_both_lr_rang
     assert "on the 8 GPUs the paper ran on (8 per step) it went" in note and "(80 -> 54 % of peak)" in note
     assert device_count_note(branch, resolve_fork_schedule(branch, 8, ForkStart(40_000, 320_000), None).schedule,
                              ForkStart(40_000, 320_000), 16, 1024, 8, None) is None
+
+
+def test_port_says_what_differs_when_the_offset_comes_from_another_device_count():
+    """A parent at step 5,000 trained on 8 GPUs (64 micro-iterations per step: iteration 320,000) ported for 4 GPUs
+    (128 per step): 320,000 is a multiple of 128, so "no multiple" was wrong; what differs is the steps per
+    iteration."""
+    from midtrain.train.fork_port import native_config
+
+    start = ForkStart(step=5_000, iteration=320_000)
+    resolved = resolve_fork_schedule(fork_train(max_additional_steps=100), 128, start, None)
+    source = {"train": {}, "optimizer": "AdamW"}
+    native, changes = native_config(source, {}, "cosine", resolved, 128, 4, 1, 5_000, 320_000, "note", None)
+    assert native["train"]["lr_iter_offset"] == (320_000 // 128 - 5_000) * 128
+    text = next(c for c in changes if c.startswith("train.lr_iter_offset"))
+    assert "no multiple" not in text
+    assert ("micro-iteration 320,000 is step 5,000 at 64 micro-iterations per step there (its device count), and "
+            "this run takes 128 per step on 4 device(s), so the fork counts 2,500 steps where the checkpoint says "
+            "5,000") in text
+    resolved = resolve_fork_schedule(fork_train(max_additional_steps=100), 3, ForkStart(step=4, iteration=8), None)
+    _, changes = native_config(source, {}, "cosine", resolved, 3, 1, 1, 4, 8, "note", None)
+    assert "micro-iteration 8 is no multiple of 3" in next(c for c in changes if "lr_iter_offset" in c)

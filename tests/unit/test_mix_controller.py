@@ -90,6 +90,32 @@ def test_smoothing_bounds_and_unmoved_domains():
     assert after["code"] + after["math"] == pytest.approx(0.2, abs=1e-12)
 
 
+def test_a_domain_without_samples_has_no_signal_and_keeps_its_weight():
+    """train_loss: a 3 % domain that drew no sample in an interval used to be scored as loss 0 and pushed to
+    min_weight; no samples is no evidence: its weight stays, the others share the rest by the rule."""
+    prior = {"main": 0.87, "code": 0.1, "math": 0.03}
+    s = parse_settings({"eta": 1.0, "min_weight": 0.001, "max_weight": 0.999, "signal": "train_loss"}, prior)
+    after, score, capped, clamped = update(s, prior, prior, {"main": 2.0, "code": 4.0, "math": None}, None)
+    assert after["math"] == 0.03 and score["math"] is None and (capped, clamped) == ((), ())
+    logits = {"main": math.log(0.87) + 0.5, "code": math.log(0.1) + 1.0}
+    total = sum(math.exp(v) for v in logits.values())
+    assert after["code"] == round(0.97 * math.exp(logits["code"]) / total, 4)
+    assert sum(after.values()) == pytest.approx(1.0, abs=1e-9) and score == {"main": 0.5, "code": 1.0, "math": None}
+    # nothing heard from anyone: nothing moves
+    after, score, _, _ = update(s, prior, prior, {"main": None, "code": None, "math": None}, None)
+    assert after == prior and set(score.values()) == {None}
+    # the passes cap still holds a silent domain back, and says so
+    after, _, capped, _ = update(s, prior, prior, {"main": 2.0, "code": 4.0, "math": None}, None, {"math": 0.01})
+    assert after["math"] == 0.01 and capped == ("math",)
+    controller = MixController(s, prior, 0, resolve=lambda text: {})
+    decision = controller.decide(1000, {"main": 2.0, "code": 4.0, "math": None})
+    assert decision.signal["math"] is None and decision.after["math"] == 0.03
+    from midtrain.train.mix_control import render_decision
+
+    row = next(line for line in render_decision(decision, "train_loss").splitlines() if line.startswith("math"))
+    assert "no samples" in row and "0.0000" not in row.split("no samples")[0]
+
+
 def test_the_passes_cap_holds_a_domain_back_and_says_so():
     # code has one shard of 100 samples, 149 read; max_passes 2 leaves 51 (one held back: 50) of the 1,000 to come
     capacity = passes_capacity({"code": [(1.0, 149, 100)], "main": [(0.5, 0, 10_000), (0.5, 0, 10_000)]}, 1000, 2.0)

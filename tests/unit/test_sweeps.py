@@ -89,3 +89,21 @@ def test_point_names_are_short_safe_and_distinct_whatever_the_values(spec_dir):
     assert names[0].startswith("literal_weights_strc1-0.025-c2-0.025")
     assert points[1].config["log"]["run"] == "slash/and space"  # the value itself stays in the config
     assert point_name("", {"branch_step": 20000, "share": 0.2}) == "branch_step20000_share0.2"  # readable ones stay
+
+
+def test_an_axis_that_is_no_key_of_pretrain_is_refused_with_its_group_before_anything_is_written(tmp_path, capsys):
+    from midtrain.cli import main
+
+    (tmp_path / "base.yaml").write_text("out_dir: x\ntrain: {max_steps: 4}\n")
+    for axis, message in (("train.max_lrr", "sweep axis 'train.max_lrr' is not a key of 'midtrain pretrain' (train). "
+                                            "Did you mean 'train.max_lr'?"),
+                          ("seeed", "sweep axis 'seeed' is not a key of 'midtrain pretrain'. Did you mean 'seed'?"),
+                          ("data.mix_weigths_str", "Did you mean 'data.mix_weights_str'?")):
+        (tmp_path / "spec.yaml").write_text(f"base: base.yaml\nout_root: runs\naxes:\n  {axis}: [1, 2]\n")
+        assert main(["sweep", "--spec", str(tmp_path / "spec.yaml"), "--out_dir", str(tmp_path / "sweep")]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "sweep").exists()
+    (tmp_path / "spec.yaml").write_text("base: base.yaml\nout_root: runs\naxes:\n  data.init_args.seed: [1, 2]\n"
+                                        "  optimizer.init_args.lr: [0.1, 0.2]\n")
+    assert main(["sweep", "--spec", str(tmp_path / "spec.yaml"), "--out_dir", str(tmp_path / "sweep"),
+                 "--validate=false"]) == 0
