@@ -48,12 +48,11 @@ def main() -> None:
     mixed = {**{i: 0.8 * w for i, w in main_weight.items()}, **{s.id: 0.02 for s in code_shards}}
     steps_per_segment = 4
     ramp = args.segments * steps_per_segment
-    source = MixSchedule(tuple(parse_phases([{"start_step": 0, "mix_weights_str": "main:1"},
-                                                {"start_step": 8, "mix_weights_str": "main:0.8,code:0.2",
-                                                 "ramp_steps": ramp}])),
-                            (main_weight, mixed))
+    source = MixSchedule(parse_phases([{"start_step": 0, "mix_weights_str": "main:1"},
+                                       {"start_step": 8, "mix_weights_str": "main:0.8,code:0.2", "ramp_steps": ramp}]),
+                         (main_weight, mixed))
     tracker = StreamTracker(members, [main_weight.get(s.id, 0.0) for s in members], 2049, 42, "exact",
-                            schedule=source, start_step=0, samples_per_step=args.samples_per_step)
+                            timeline=source, start_step=0, samples_per_step=args.samples_per_step)
     tracker.advance((8 + ramp + 4) * args.samples_per_step)
     log_s, _ = timed(tracker.domain_tokens)
     ledger_s, ledger = timed(tracker.ledger)

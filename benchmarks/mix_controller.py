@@ -56,15 +56,13 @@ def read_static(root: Path, workers: int, steps: int) -> float:
 
 def read_controlled(root: Path, workers: int, decisions: int, every: int) -> float:
     stream = loader(root, workers, {"signal": "train_loss", "every_steps": every, "eta": 0.5})
-    controller = stream.tracker.clock.controller
     started = time.perf_counter()
     for k in range(1, decisions + 1):
         batches = iter(stream)
         for _ in range(every):
             next(batches)
         # a decision from made-up losses: the mixture moves, as it would in a run
-        controller.decide(k * every, {"main": 2.0, "code": 3.0 + k % 2, "math": 3.5 - k % 2})
-        stream.tracker.take_decision()
+        stream.decide(k * every, {"main": 2.0, "code": 3.0 + k % 2, "math": 3.5 - k % 2}, 10**9)
     return time.perf_counter() - started
 
 

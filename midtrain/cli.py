@@ -39,12 +39,17 @@ status of a rank that was killed."""
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["pretrain"]:  # before the imports that take seconds: a stop signal then is a stop request
-        from midtrain.train.preemption import catch_stop_signals_early
+    if argv[:1] != ["pretrain"]:
+        return _main(argv)
+    # before the imports that take seconds: a stop signal then is a stop request
+    from midtrain.train.preemption import catch_stop_signals_early, release_stop_signals
 
-        catch_stop_signals_early()
-    status = _main(argv)
-    if argv[:1] == ["pretrain"] and os.environ.get(STATUS_DIR_VARIABLE):
+    previous = catch_stop_signals_early()
+    try:
+        status = _main(argv)
+    finally:
+        release_stop_signals(previous)
+    if os.environ.get(STATUS_DIR_VARIABLE):
         _record_status(Path(os.environ[STATUS_DIR_VARIABLE]), status)
     return status
 

@@ -10,8 +10,7 @@ from typing import Any, Literal
 import yaml
 
 from midtrain.config_files import load_config, read_yaml_mapping
-from midtrain.data.args import MixtureArgs
-from midtrain.data.mixture import resolve_mixture
+from midtrain.data.mixture import MixtureArgs, resolve_mixture
 from midtrain.data.plan import render_plan
 from midtrain.errors import ConfigError
 
@@ -48,10 +47,9 @@ def mix(
     if isinstance(seq_length, bool) or not isinstance(seq_length, int) or seq_length < 1:
         raise ConfigError(f"--seq_length={seq_length!r} must be a positive integer (the model's context length).")
     mixture = resolve_mixture(data)
-    if mixture.schedule is not None or mixture.controller is not None:
-        key = "--data.mix_schedule" if mixture.schedule is not None else "--data.mix_controller"
-        raise ConfigError(f"{key} changes the mixture at optimizer steps, so its plan needs the run's batch size and "
-                          "length: give the run's config, 'midtrain mix --config run.yaml'.")
+    if mixture.changes_key is not None:
+        raise ConfigError(f"{mixture.changes_key} changes the mixture at optimizer steps, so its plan needs the run's "
+                          "batch size and length: give the run's config, 'midtrain mix --config run.yaml'.")
     return _show(mixture, mixture.plan(seq_length, max_tokens, data.max_passes), format, header=_plan_notes(data))
 
 
@@ -83,9 +81,7 @@ def _show(mixture, plan, format: str, extra: dict | None = None, header: list[st
     if format == "json":
         print(json.dumps(payload, indent=2))
     else:
-        described = (f"{len(mixture.schedule.phases)} phases (--data.mix_schedule)" if mixture.schedule is not None
-                     else f"{mixture.spec.describe()} ({mixture.spec.flag})")
-        print(f"Training shards: {mixture.train_root}   mixture: {described}")
+        print(f"Training shards: {mixture.train_root}   mixture: {mixture.describe()}")
         print("\n".join([*(header or []), render_plan(plan)]))
         held_out = ", ".join(f"{d} {t:,} tokens" for d, t in validation.items()) or "none"
         print(f"\nValidation data ({mixture.val_root or 'no validation root'}): {held_out}")

@@ -24,7 +24,7 @@ def known_keys(function: Callable, fork: bool = False) -> dict[str, list[str]]:
         if dataclasses.is_dataclass(default) and not isinstance(default, type):
             keys[name] = [f.name for f in dataclasses.fields(default) if f.init]
     if "data" in keys[""]:
-        from midtrain.data.args import MixtureArgs
+        from midtrain.data.mixture import MixtureArgs
         from midtrain.data.module import ShardedMixedDataset
 
         keys["data"] = [f.name for f in dataclasses.fields(ShardedMixedDataset) if f.init] or [
@@ -115,7 +115,9 @@ def explain(message: str, command: str, function: Callable, argv: list[str] | No
 
 def _bad_value(message: str, key: str, command: str) -> str:
     """The value's problem, in the fewest of jsonargparse's lines: the expectations and the value given."""
-    expected = [m.strip() for m in re.findall(r"Expected a <class '(\w+)'>", message) if m != "NoneType"]
+    expected = [m.rpartition(".")[2] for m in re.findall(r"Expected a <class '([\w.]+)'>", message) if m != "NoneType"]
+    expected += [f"a mapping of {m.rpartition('.')[2]}'s keys" for m in
+                 re.findall(r"Type <class '([\w.]+)'> expects a dict", message)]
     given = re.search(r"(?:Got value|Given value): (.*)", message)
     value = given.group(1).strip() if given else "?"
     nested = re.search(r"NestedArg\(key='[\w.]+', val=(.*)\)", value)

@@ -10,13 +10,12 @@ from pathlib import Path
 import yaml
 
 from midtrain.data.mix_controller import MixController
-from midtrain.data.mixture import SINGLE_MIXTURE_KEYS
+from midtrain.data.mix_schedule import Phase
+from midtrain.data.spec import MIXTURE_KEYS
 from midtrain.errors import ConfigError
 from midtrain.publish import check_output_file, write_text_atomic
 
 FLAG = "--replay"
-MIXTURE_KEYS = (*SINGLE_MIXTURE_KEYS, "mix_controller")
-"""What the replayed schedule replaces in the run's data init args."""
 
 
 def mix_replay(replay: Path, out: Path | None = None) -> dict:
@@ -43,7 +42,7 @@ def mix_replay(replay: Path, out: Path | None = None) -> dict:
     config = _run_config(checkpoint.path)
     init_args = dict(((config.get("data") or {}).get("init_args")) or {})
     split = init_args.get("domain_split", "equal")
-    schedule = [{"start_step": step, "mix_weights_str": text, **({"domain_split": split} if split != "equal" else {})}
+    schedule = [Phase(start_step=step, mix_weights_str=text, domain_split=split).record()
                 for step, text in MixController.replay_phases(saved)]
     block = yaml.safe_dump({"mix_schedule": schedule}, sort_keys=False)
     print(f"# {len(schedule) - 1} decision(s) of the run in {checkpoint.path.parent}, up to step {checkpoint.step:,}, "
@@ -52,7 +51,7 @@ def mix_replay(replay: Path, out: Path | None = None) -> dict:
     print(block, end="")
     if out is not None:
         replayed = copy.deepcopy(config)
-        for key in MIXTURE_KEYS:
+        for key in (*MIXTURE_KEYS, "mix_controller"):  # the schedule replaces the prior's mixture and its controller
             init_args.pop(key, None)
         replayed["data"]["init_args"] = {**init_args, "mix_schedule": schedule}
         if replayed.get("out_dir"):

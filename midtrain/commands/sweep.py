@@ -17,7 +17,7 @@ from midtrain.sweeps import expand, load_spec
 
 # axes the sweep itself reads, and keys whose values are free-form mappings (any key below them is the user's)
 _SWEEP_AXES = ("branch_step", "share")
-_FREE_FORM = ("optimizer", "model_config", "data.mix_controller", "data.mix_schedule", "data.domain_prefixes")
+_FREE_FORM = ("optimizer", "model_config", "data.domain_prefixes")
 
 
 def _check_axes(axes) -> None:

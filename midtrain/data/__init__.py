@@ -3,7 +3,7 @@
 ``ShardedMixedDataset`` is imported lazily so that pure planning (``midtrain mix``) does not load torch.
 """
 
-from midtrain.data.args import MixtureArgs
+from midtrain.data.mixture import MixtureArgs
 
 __all__ = ["MixtureArgs", "ShardedMixedDataset"]
 

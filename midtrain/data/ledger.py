@@ -41,7 +41,7 @@ def ledger(state: dict) -> dict:
             entry["start_step"] = record["start_step"]
         if "segment" in record or "schedule" in record:
             entry["segment"] = record.get("segment", record.get("schedule"))
-        if "decision" in record:  # a mix_controller's: step, signal, score, weights before -> after, capped
+        if "decision" in record:  # a decided segment's: step, signal, score, weights before -> after, capped
             entry["decision"] = record["decision"]
         entry["shares"] = record.get("shares") or [[share, [i]] for i, share in mixture.items()]
         open_stretch = (entry, {i: cursors.get(i, 0) for i in mixture})

@@ -17,34 +17,51 @@ A decision's mixture is a ``mix_weights_str`` text; the stream reads every contr
 through the same resolution as a schedule's phase, which is what makes ``midtrain mix --replay`` exact.
 """
 
-from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Literal
 
 from midtrain.data.domains import did_you_mean
-from midtrain.data.mix_schedule import Segment
+from midtrain.data.mix_schedule import MixTimeline, Segment
 from midtrain.errors import ConfigError, Problems
+from midtrain.field_docs import document_fields
 
 FLAG = "--data.mix_controller"
 DECIMALS = 4
-SIGNALS = ("val_loss", "train_loss")
 STATE_FORMAT = "midtrain.mix_controller/1"
 
 
-@dataclass(frozen=True)
+@document_fields
+@dataclass
 class ControllerSettings:
-    signal: str = "val_loss"
+    """An online mixture: the mixture the data module gives is the prior (the first phase); every ``every_steps``
+    steps the controller moves the domains' shares by their losses and starts a new phase, exact, logged and
+    resumable (docs/data.md). Needs ``midtrain pretrain``; not with ``mix_schedule``."""
+
+    signal: Literal["val_loss", "train_loss"] = "val_loss"
+    """``val_loss``: each domain's held-out loss at the decision step; ``train_loss``: its mean training loss over
+    the interval (a domain that drew no sample has no signal and keeps its weight)."""
     every_steps: int = 1000
+    """Optimizer steps between decisions, on the run's step grid (a branch from 20,000 deciding every 1,000 decides
+    first at 21,000)."""
     eta: float = 0.5
-    reference: str | dict[str, float] = "none"
+    """Step size of the update ``log w += eta * score`` (scores lie in [0, 1])."""
+    reference: Literal["none", "start"] | dict[str, float] = "none"
+    """What a loss is scored against: ``none`` (the loss itself), ``start`` (this run's first evaluation) or a
+    mapping domain -> loss."""
     smoothing: float = 0.0
+    """Pull towards the prior after each update, between 0 and 1: ``w = (1 - s) w + s prior``."""
     min_weight: float = 0.01
+    """Smallest share a moved domain keeps (above 0: a controlled domain is never dropped)."""
     max_weight: float = 0.95
-    domains: tuple[str, ...] | None = None
+    """Largest share a moved domain takes (lower where its shards would pass ``max_passes``)."""
+    domains: list[str] | None = None
+    """The domains it moves (default all of the prior's); the others keep their share."""
     reset: bool = False
+    """On a resume whose controller settings changed: keep the decisions so far and start new controller state
+    (recorded in run.json), instead of refusing the change."""
 
     def record(self) -> dict:
         """What a resume compares (everything but ``reset``)."""
@@ -55,106 +72,106 @@ class ControllerSettings:
 
 
 KEYS = tuple(f.name for f in fields(ControllerSettings))
+SIGNALS = ("val_loss", "train_loss")
 
 
-def _number(raw: Mapping, key: str, problems: Problems, low: float, high: float, *, integer: bool = False,
-            open_low: bool = False, hint: str = "") -> Any:
-    default = getattr(ControllerSettings, key)
-    value = raw.get(key, default)
-    try:  # YAML reads 1e-2 as a string, as in the paper's configs
+def _number(value, key: str, problems: Problems, low: float, high: float, hint: str, *, integer: bool = False,
+            open_low: bool = False):
+    try:  # YAML reads 1e-2 as a string, as in the paper's configs (jsonargparse converts it; a script may not)
         number = float(value) if isinstance(value, str) else value
     except ValueError:
         number = value
     bad = isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number)
-    if not bad and integer and (not float(number).is_integer()):
-        bad = True
-    if not bad and (number < low or number > high or (open_low and number == low)):
-        bad = True
+    bad = bad or (integer and not float(number).is_integer()) or number < low or number > high or (
+        open_low and number == low)
     if bad:
         problems.add(f"{FLAG}.{key}={value!r} must be {hint}.")
-        return default
+        return getattr(ControllerSettings, key)
     return int(number) if integer else float(number)
 
 
-def parse_settings(raw: Any, prior: Mapping[str, float]) -> ControllerSettings:
-    """The validated ``data.mix_controller`` against the prior's domain shares; every problem at once."""
-    if not isinstance(raw, Mapping):
+def parse_settings(raw: ControllerSettings | Mapping, prior: Mapping[str, float]) -> ControllerSettings:
+    """``data.mix_controller`` checked against the prior's domain shares (its types are jsonargparse's; a mapping,
+    as a script writes it, is read the same way); every problem at once."""
+    problems = Problems()
+    if isinstance(raw, Mapping):
+        for key in raw:
+            if key not in KEYS:
+                problems.add(f"{FLAG} has the unknown key {key!r}.{did_you_mean(str(key), KEYS)} It takes "
+                             f"{', '.join(KEYS)}.")
+        problems.raise_if_any(ConfigError)
+        raw = ControllerSettings(**raw)
+    if not isinstance(raw, ControllerSettings):
         raise ConfigError(f"{FLAG} must be a mapping, e.g. {{signal: val_loss, every_steps: 1000, eta: 0.5}}; got "
                           f"{raw!r}.")
-    problems = Problems()
-    for key in raw:
-        if key not in KEYS:
-            problems.add(f"{FLAG} has the unknown key {key!r}.{did_you_mean(str(key), KEYS)} It takes "
-                         f"{', '.join(KEYS)}.")
-    signal = raw.get("signal", "val_loss")
-    if signal not in SIGNALS:
-        problems.add(f"{FLAG}.signal={signal!r} is not one of {', '.join(SIGNALS)}: val_loss (per-domain held-out loss "
-                     "at the decision step) or train_loss (per-domain training loss over the interval).")
-    every = _number(raw, "every_steps", problems, 1, math.inf, integer=True,
-                    hint="a positive number of optimizer steps between decisions")
-    eta = _number(raw, "eta", problems, 0, math.inf, open_low=True, hint="a positive step size (e.g. 0.5)")
-    smoothing = _number(raw, "smoothing", problems, 0, 1, hint="between 0 and 1 (the pull towards the prior)")
-    low = _number(raw, "min_weight", problems, 0, 1, open_low=True,
-                  hint="a share above 0 and at most 1 (a controlled domain is never dropped: log w stays finite)")
-    high = _number(raw, "max_weight", problems, 0, 1, open_low=True, hint="a share above 0 and at most 1")
-    reset = raw.get("reset", False)
-    if not isinstance(reset, bool):
-        problems.add(f"{FLAG}.reset={reset!r} must be true or false.")
-        reset = False
+    if raw.signal not in SIGNALS:
+        problems.add(f"{FLAG}.signal={raw.signal!r} is not one of {', '.join(SIGNALS)}: val_loss (per-domain held-out "
+                     "loss at the decision step) or train_loss (per-domain training loss over the interval).")
+    every = _number(raw.every_steps, "every_steps", problems, 1, math.inf,
+                    "a positive number of optimizer steps between decisions", integer=True)
+    eta = _number(raw.eta, "eta", problems, 0, math.inf, "a positive step size (e.g. 0.5)", open_low=True)
+    smoothing = _number(raw.smoothing, "smoothing", problems, 0, 1, "between 0 and 1 (the pull towards the prior)")
+    low = _number(raw.min_weight, "min_weight", problems, 0, 1,
+                  "a share above 0 and at most 1 (a controlled domain is never dropped: log w stays finite)",
+                  open_low=True)
+    high = _number(raw.max_weight, "max_weight", problems, 0, 1, "a share above 0 and at most 1", open_low=True)
+    if not isinstance(raw.reset, bool):
+        problems.add(f"{FLAG}.reset={raw.reset!r} must be true or false.")
     in_prior = [d for d, w in prior.items() if w > 0]
-    domains = raw.get("domains")
-    if domains is not None:
-        if isinstance(domains, str):
-            domains = [d.strip() for d in domains.split(",") if d.strip()]
-        if not isinstance(domains, Sequence) or not domains:
-            problems.add(f"{FLAG}.domains={raw.get('domains')!r} must be a list of domains of the prior, e.g. "
-                         f"[{', '.join(in_prior[:2])}], or left unset (all of them).")
-            domains = None
-        else:
-            for d in domains:
-                if d not in in_prior:
-                    problems.add(f"{FLAG}.domains names {d!r}, which has no weight in the prior mixture "
-                                 f"({', '.join(in_prior)}).{did_you_mean(str(d), in_prior)} The controller moves "
-                                 "domains the prior reads; give it a weight there first.")
-            domains = tuple(str(d) for d in domains)
-    moved = list(domains) if domains is not None else in_prior
+    domains = raw.domains
+    if isinstance(domains, str):
+        domains = [d.strip() for d in domains.split(",") if d.strip()]
+    if domains is not None and (not isinstance(domains, Sequence) or not domains):
+        problems.add(f"{FLAG}.domains={raw.domains!r} must be a list of domains of the prior, e.g. "
+                     f"[{', '.join(in_prior[:2])}], or left unset (all of them).")
+        domains = None
+    for d in domains or ():
+        if d not in in_prior:
+            problems.add(f"{FLAG}.domains names {d!r}, which has no weight in the prior mixture "
+                         f"({', '.join(in_prior)}).{did_you_mean(str(d), in_prior)} The controller moves domains the "
+                         "prior reads; give it a weight there first.")
+    moved = [str(d) for d in domains] if domains is not None else in_prior
     if len(moved) < 2:
         problems.add(f"{FLAG} would move {len(moved)} domain(s) ({', '.join(moved) or 'none'}); it moves shares "
                      "between domains, so it needs at least two: give the prior more domains or list them in "
                      f"{FLAG}.domains.")
-    reference = raw.get("reference", "none")
+    reference = raw.reference
     if isinstance(reference, Mapping):
-        parsed = {}
+        reference = dict(reference)
         for d in moved:
+            value = reference.get(d)
             if d not in reference:
                 problems.add(f"{FLAG}.reference gives no loss for {d!r}; a mapping needs every moved domain "
                              f"({', '.join(moved)}).")
-                continue
-            try:
-                parsed[d] = float(reference[d])
-            except (TypeError, ValueError):
-                parsed[d] = math.nan
-            if not math.isfinite(parsed[d]):
-                problems.add(f"{FLAG}.reference.{d}={reference[d]!r} must be a finite loss.")
+            elif isinstance(value, bool) or not _finite_text(value):
+                problems.add(f"{FLAG}.reference.{d}={value!r} must be a finite loss.")
+            else:
+                reference[d] = float(value)
         for d in reference:
             if d not in moved:
                 problems.add(f"{FLAG}.reference names {d!r}, which the controller does not move ({', '.join(moved)}).")
-        reference = parsed
     elif reference not in ("none", "start"):
         problems.add(f"{FLAG}.reference={reference!r} must be none, start (this run's first evaluation) or a mapping "
                      "domain -> loss.")
-    elif reference == "start" and signal == "train_loss":
+    elif reference == "start" and raw.signal == "train_loss":
         problems.add(f"{FLAG}.reference=start scores held-out losses against this run's first evaluation, but "
                      f"{FLAG}.signal=train_loss scores training losses. Use signal: val_loss, or reference: none or a "
                      "mapping domain -> loss.")
     problems.raise_if_any(ConfigError)
     mass = sum(prior[d] for d in moved)
     if low * len(moved) > mass + 1e-12 or high * len(moved) < mass - 1e-12 or low > high:
-        problems.add(f"{FLAG}.min_weight={low:g} and max_weight={high:g} cannot hold: the {len(moved)} moved domains "
-                     f"share {mass:.4g} of the mixture, so they need min_weight <= {mass / len(moved):.4g} <= "
-                     "max_weight.")
-    problems.raise_if_any(ConfigError)
-    return ControllerSettings(signal, every, eta, reference, smoothing, low, high, domains, reset)
+        raise ConfigError(f"{FLAG}.min_weight={low:g} and max_weight={high:g} cannot hold: the {len(moved)} moved "
+                          f"domains share {mass:.4g} of the mixture, so they need min_weight <= "
+                          f"{mass / len(moved):.4g} <= max_weight.")
+    return ControllerSettings(raw.signal, every, eta, reference, smoothing, low, high,
+                              None if domains is None else moved, raw.reset)
+
+
+def _finite_text(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def next_decision_step(last_step: int, every_steps: int) -> int:
@@ -195,7 +212,7 @@ class Decision:
         return out
 
     @classmethod
-    def from_json(cls, record: Mapping) -> Decision:
+    def from_json(cls, record: Mapping) -> "Decision":
         return cls(**{**record, "capped": tuple(record.get("capped", ())),
                       "clamped": tuple(record.get("clamped", ()))})
 
@@ -283,9 +300,12 @@ def passes_capacity(shard_splits: Mapping[str, Sequence[tuple[float, int, int]]]
 
 
 @dataclass
-class MixController:
-    """The controller's state over a run. ``start_step``: where this controller's segments begin (the run's start,
-    or the step of a ``reset``); ``resolve``: a ``mix_weights_str`` text -> per-shard weights (the data module's)."""
+class MixController(MixTimeline):
+    """The controller's state over a run, and its timeline: one segment per decision, the last ending where the next
+    is due. ``start_step``: where this controller's segments begin (the run's start, or the step of a ``reset``);
+    ``resolve``: a ``mix_weights_str`` text -> per-shard weights (the data module's)."""
+
+    takes_decisions = True
 
     settings: ControllerSettings
     prior: dict[str, float]
@@ -315,6 +335,20 @@ class MixController:
     @property
     def moved(self) -> list[str]:
         return moved_domains(self.settings, self.prior)
+
+    def capacity(self, read: Sequence[tuple], remaining_samples: int, max_passes: float) -> dict[str, float]:
+        """Per moved domain, the largest share ``max_passes`` allows for the rest of the run; ``read``: each shard of
+        the stream with its samples read and samples per pass. A domain's share splits over its shards as the
+        prior's does, whatever the share."""
+        prior = self.resolve(mixture_text(self.prior))
+        totals: dict[str, float] = {}
+        for shard, _, _ in read:
+            totals[shard.domain] = totals.get(shard.domain, 0.0) + prior.get(shard.id, 0.0)
+        splits: dict[str, list] = {d: [] for d in self.moved}
+        for shard, consumed, per_pass in read:
+            if shard.domain in splits and totals[shard.domain] > 0:
+                splits[shard.domain].append((prior.get(shard.id, 0.0) / totals[shard.domain], consumed, per_pass))
+        return passes_capacity(splits, remaining_samples, max_passes)
 
     @property
     def weights(self) -> dict[str, float]:
@@ -359,6 +393,15 @@ class MixController:
                 in enumerate(zip(starts, ends, mixtures, labels, details, strict=True))]
 
     # -- checkpoints ----------------------------------------------------------------------------------------
+    def restore(self, stretches: Sequence[Mapping], saved: Mapping, step: int) -> None:
+        """A resume continues the saved controller's decisions; a branch starts a fresh one (its parent's, if any,
+        is history in the parent's ledger)."""
+        if self.resuming:
+            self.continue_from(saved.get("controller"), step)
+
+    def state(self) -> dict:
+        return {"controller": self.state_dict()}
+
     def state_dict(self) -> dict:
         return {"format": STATE_FORMAT, "settings": self.settings.record(), "prior": dict(self.prior),
                 "origin_step": self.origin_step, "start_step": self.start_step,

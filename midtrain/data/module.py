@@ -12,10 +12,9 @@ from litgpt.data import DataModule
 from litgpt.tokenizer import Tokenizer
 from torch.utils.data import DataLoader
 
-from midtrain.data.args import MixtureArgs
 from midtrain.data.content import compare, set_fingerprint
-from midtrain.data.mix_controller import MixController, mixture_text
-from midtrain.data.mixture import ResolvedMixture, resolve_mixture
+from midtrain.data.mix_controller import mixture_text
+from midtrain.data.mixture import MixtureArgs, ResolvedMixture, resolve_mixture
 from midtrain.data.plan import MixSchedulePlan, MixturePlan, make_mix_schedule_plan, make_plan
 from midtrain.data.stream import MixedStreamLoader, build_train_loader
 from midtrain.data.stream_io import Transition, decode_mixture, is_stream_state, stretches_of
@@ -38,12 +37,20 @@ class DataStart:
     restored: bool = True
     """False where the checkpoint's loader state is another data module's: every shard starts at 0."""
     notices: tuple[str, ...] = ()
-    controller: dict | None = None
-    """The mixture controller's state as the run starts (its decisions so far, a reset), if it has one."""
+    decisions: dict | None = None
+    """An online mixture's state as the run starts (its decisions so far, a reset), if the run has one."""
 
     @property
     def mixture_changed(self) -> bool:
         return bool(self.transitions) and self.mixture_before != self.mixture_after
+
+    def record(self) -> dict:
+        """What ``run.json`` records of this start beyond the lineage: an online mixture's decisions so far and its
+        resets."""
+        if self.decisions is None:
+            return {}
+        return {"mix_controller": {"decisions_before": len(self.decisions["decisions"]),
+                                   "resets": self.decisions["resets"]}}
 
 
 @document_fields
@@ -66,11 +73,11 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
     def __post_init__(self) -> None:
         DataModule.__init__(self)  # the dataclass __init__ set the fields; this sets up LightningDataModule
         self._mixture: ResolvedMixture | None = None
-        self._controller_resumes = False  # set by ``continuation``: a resume continues the saved controller
+        self._resuming = False  # set by ``continuation``: a resume continues the saved decisions
         self._resolved_texts: dict[str, dict[str, float]] = {}
 
     def _resolve_text(self, text: str) -> dict[str, float]:
-        """A controller's mixture text -> per-shard weights, resolved once per text."""
+        """A decided mixture's text -> per-shard weights, resolved once per text."""
         if text not in self._resolved_texts:
             self._resolved_texts[text] = {i: w for i, w in self.mixture.resolve_text(text).items() if w > 0}
         return self._resolved_texts[text]
@@ -108,49 +115,49 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
     def train_dataloader(self, rank: int | None = None, world_size: int | None = None,
                          vocab_size: int | None = None, start_step: int = 0,
                          samples_per_step: int | None = None, num_workers: int | None = None,
-                         pin_memory: bool = False) -> MixedStreamLoader:
+                         pin_memory: bool = False, checked: bool = False) -> MixedStreamLoader:
         """Rank and world size default to the running process group's (or the launcher's environment); with
         ``vocab_size``, a token id at or above it stops the stream with an error naming the shard. ``start_step``
         and ``samples_per_step`` (this rank's samples per optimizer step) give the stream its clock: the steps of
         ``mix_schedule`` (required for it) and the start step recorded with each phase. ``num_workers`` overrides
-        ``self.num_workers`` (a loader built only to be planned with starts none)."""
+        ``self.num_workers`` (a loader built only to be planned with starts none). ``checked``: the caller has
+        compared the data with the checkpoint and shown the transitions already (``continuation``)."""
         mixture = self.mixture
+        tracker = self._tracker(rank, world_size, start_step, samples_per_step)
+        tracker.announce_transitions = not checked
         return build_train_loader(
-            self._tracker(rank, world_size, start_step, samples_per_step),
+            tracker,
             block_tokens=self.block_tokens,
             batch_size=self.batch_size,
             seed=self.seed,
             num_workers=self.num_workers if num_workers is None else num_workers,
             vocab_size=vocab_size,
             on_disk_ids=[s.id for s in mixture.shards],
-            data_check=lambda state: self.check_data_changes(state, same_run=True),
+            data_check=None if checked else lambda state: self.check_data_changes(state, same_run=True),
             pin_memory=pin_memory,
+            max_passes=self.max_passes,
         )
 
     def _tracker(self, rank: int | None, world_size: int | None, start_step: int,
                  samples_per_step: int | None) -> StreamTracker:
-        """The stream's position over the shards this mixture (or any phase of its schedule) may read."""
+        """The stream's position over the shards this mixture (or any phase of its timeline) may read."""
         mixture = self.mixture
         self.plan(None)  # every used shard holds at least one sample of this length
-        if (mixture.schedule is not None or mixture.controller is not None) and samples_per_step is None:
-            key = "--data.mix_schedule" if mixture.schedule is not None else "--data.mix_controller"
+        timeline = mixture.timeline(start_step, self._resuming, self._resolve_text)
+        if timeline.counts_steps and samples_per_step is None:
             raise ConfigError(
-                f"{key} counts in optimizer steps, which only 'midtrain pretrain' tells the data module (plain "
-                "'litgpt pretrain' does not). Run the config with midtrain pretrain, or give one mixture instead.")
-        controller = None
+                f"{mixture.changes_key} counts in optimizer steps, which only 'midtrain pretrain' tells the data "
+                "module (plain 'litgpt pretrain' does not). Run the config with midtrain pretrain, or give one mixture "
+                "instead.")
         if mixture.schedule is None:
             members = mixture.used_shards()
-            if mixture.controller is not None:
-                controller = MixController(mixture.controller, dict(mixture.prior), start_step, self._resolve_text,
-                                           resuming=self._controller_resumes)
         else:
             # every shard that holds a sample: a phase (or the checkpoint's mixture a ramp starts from) may read it
             members = [s for s in mixture.shards if s.samples(self.block_tokens) > 0]
         if rank is None or world_size is None:
             rank, world_size = rank_and_world_size()
         tracker = StreamTracker(members, [mixture.weights.get(s.id, 0.0) for s in members], self.block_tokens,
-                                self.seed, self.sampling, rank, world_size, mixture.schedule, start_step,
-                                samples_per_step, controller)
+                                self.seed, self.sampling, rank, world_size, timeline, start_step, samples_per_step)
         tracker.allow_data_change = self.allow_data_change
         return tracker
 
@@ -160,7 +167,7 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
         until ``total_steps``: the plan, the transition of every shard's cursor, the mixtures before and after, and
         what a user may not expect (data that changed, a foreign loader state). Raises where the data cannot
         continue the checkpoint (``same_run``: a resume of the same run, which may not add or remove shards)."""
-        self._controller_resumes = same_run
+        self._resuming = same_run
         tracker = self._tracker(0, world_size, start_step, global_batch_size // world_size)
         tracker.announce_transitions = False  # the caller prints the table
         notices: list[str] = []
@@ -177,35 +184,35 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
         elif saved_state is not None:
             try:  # what cannot continue is said with the checkpoint it came from (``where``)
                 notices += self.check_data_changes(saved_state, same_run)
-                if same_run and "controller" in saved_state and self.mixture.controller is None:
+                if same_run and "controller" in saved_state and tracker.clock.source.state() is None:
                     raise ConfigError(
-                        "the run's mixture was decided by --data.mix_controller, which this config no longer sets. A "
-                        "resume continues the same run: set it back, or replay its decisions in a new run ('midtrain "
-                        "mix --replay' writes them as --data.mix_schedule), or branch into a new --out_dir.")
+                        "the run's mixture was decided during the run (data.mix_controller), which this config no "
+                        "longer sets. A resume continues the same run: set it back, or replay its decisions in a new "
+                        "run ('midtrain mix --replay' writes them as --data.mix_schedule), or branch into a new "
+                        "--out_dir.")
                 transitions = tracker.load_state_dict(copy.deepcopy(saved_state))
             except MidtrainError as exc:
                 raise type(exc)(f"{where}: {exc}" if where else str(exc)) from None
             before = decode_mixture(stretches_of(saved_state)[-1])
             start_samples = {i: v["consumed"] for i, v in saved_state["shards"].items()}
         tracker.require_timeline()  # a schedule whose first phase ramps needs a checkpoint to ramp from
-        controller = tracker.clock.controller
+        decided = tracker.clock.source if tracker.clock.source.takes_decisions else None
         saved_resets = len(((saved_state or {}).get("controller") or {}).get("resets", []))
-        if controller is not None and len(controller.resets) > saved_resets and same_run:
-            reset = controller.resets[-1]
+        if decided is not None and len(decided.resets) > saved_resets and same_run:
+            reset = decided.resets[-1]
             notices.append(f"--data.mix_controller.reset=true: new controller state from step {reset['step']:,} "
-                           f"(changed: {', '.join(reset['changed'])}); the {len(controller.decisions)} decision(s) so "
+                           f"(changed: {', '.join(reset['changed'])}); the {len(decided.decisions)} decision(s) so "
                            "far are kept, the reference and the signal window start again (recorded in run.json).")
+        remaining = max(0, total_steps - start_step) * global_batch_size * self.seq_length
         if self.mixture.schedule is not None:
             plan = self.mix_schedule_plan(tracker.timeline, start_step, total_steps, global_batch_size, start_samples)
-        elif controller is not None:  # the mixture in effect now; later ones are decided during the run
-            remaining = max(0, total_steps - start_step) * global_batch_size * self.seq_length
-            plan = make_plan(self.mixture.shards, self._resolve_text(mixture_text(controller.weights)),
+        elif decided is not None:  # the mixture in effect now; later ones are decided during the run
+            plan = make_plan(self.mixture.shards, self._resolve_text(mixture_text(decided.weights)),
                              self.seq_length, remaining or None, self.max_passes, start_samples)
         else:
-            remaining = max(0, total_steps - start_step) * global_batch_size * self.seq_length
             plan = self.plan(remaining or None, start_samples)
         return DataStart(plan, tuple(transitions), before, tracker.mixture(), restored, tuple(notices),
-                         None if controller is None else controller.state_dict())
+                         None if decided is None else decided.state_dict())
 
     def val_identities(self, val_sets: dict[str, HeldOutBlocks]) -> dict[str, str]:
         """Per domain: the identity of its held-out shards and the number of samples validated on (recorded in
@@ -239,7 +246,7 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
                       samples_per_step: int, start_samples: dict[str, int] | None = None) -> MixSchedulePlan:
         """The plan of a ``mix_schedule`` run from ``start_step`` to ``total_steps`` (``samples_per_step`` over all
         ranks), per phase and in total."""
-        descriptions = {phase.index: phase.describe() for phase in self.mixture.schedule.phases}
+        descriptions = {index: phase.describe() for index, phase in enumerate(self.mixture.schedule.phases)}
         return make_mix_schedule_plan(self.mixture.shards, timeline, descriptions, self.seq_length, start_step,
                                   total_steps, samples_per_step, self.max_passes, start_samples)
 

@@ -9,12 +9,11 @@ Forms (exactly one of the first four, optionally with ``proportional_sampling``)
   ``proportional_sampling: true``                     by shard size; domain weights, if given, are multipliers
 """
 
-from __future__ import annotations
 
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
 
@@ -31,6 +30,37 @@ FLAG_SHARDS_STR = "--data.literal_weights_str"
 FLAG_JSON = "--data.mix_config_path"
 FLAG_PROPORTIONAL = "--data.proportional_sampling"
 _JSON_KEYS = {"weights", "literal_weights", "proportional_sampling"}
+
+
+@dataclass
+class Mixture:
+    """One mixture, in one of the forms (or none: all from ``main``). The data module's keys, a ``mix_schedule``
+    phase's and a replayed phase's are these fields."""
+
+    mix_weights_str: str | None = None
+    """Per-domain weights, e.g. ``"main:0.8,code:0.2"``; a domain's weight is split across its shards."""
+    mix_weights: dict[str, float] | None = None
+    """Per-domain weights as a mapping, e.g. ``{main: 0.8, code: 0.2}``."""
+    literal_weights_str: str | None = None
+    """Per-shard weights, e.g. ``"main/1:0.8,q1:0.1,q2:0.1"``."""
+    mix_config_path: Path | None = None
+    """JSON file ``{"weights": {"main": 0.88, "math": 0.12}}`` (the paper's format)."""
+    proportional_sampling: bool = False
+    """Weight each shard by its size in tokens; per-domain weights, if given, multiply these."""
+    domain_split: Literal["equal", "size"] = "equal"
+    """How a domain's weight is split across its shards: equally, or by their sizes in tokens."""
+
+    def given(self) -> bool:
+        """Whether a mixture is given (``domain_split`` alone gives none)."""
+        return any(getattr(self, k) not in (None, False) for k in MIXTURE_FORMS)
+
+    def spec(self) -> "MixtureSpec":
+        return build_spec(**{k: getattr(self, k) for k in MIXTURE_KEYS})
+
+
+MIXTURE_KEYS = tuple(f.name for f in fields(Mixture))
+"""The mixture's keys, wherever they are written (data args, a phase, a replay, a resume's comparison)."""
+MIXTURE_FORMS = MIXTURE_KEYS[:5]
 
 
 @dataclass(frozen=True)

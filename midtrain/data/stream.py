@@ -15,6 +15,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from midtrain.data.content import identity_record, shard_identity
+from midtrain.data.mix_schedule import MixTimeline
+from midtrain.data.plan import DEFAULT_MAX_PASSES
 from midtrain.data.shard_reader import ShardReader
 from midtrain.data.stream_io import Transition
 from midtrain.data.stream_state import StreamTracker
@@ -39,7 +41,7 @@ class MixedStream(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         tracker = self.tracker.at(self.start)  # this worker's own copy, run through every batch
         batch = 0
-        while not tracker.clock.paused():  # a mixture decision not taken yet ends this iteration (the loop resumes it)
+        while not tracker.clock.paused():  # a segment not known yet ends this iteration (the loop starts the next)
             mine = batch % workers == worker
             picks = tracker.advance(self.batch_size, positions=mine)
             if mine:
@@ -59,7 +61,8 @@ class MixedStreamLoader(DataLoader):
     state before it is loaded (it raises if the data changed; its notices are kept in ``data_notices``)."""
 
     def __init__(self, stream: MixedStream, num_workers: int, pin_memory: bool = False,
-                 on_disk_ids: Sequence[str] = (), data_check: Callable[[dict], list[str]] | None = None) -> None:
+                 on_disk_ids: Sequence[str] = (), data_check: Callable[[dict], list[str]] | None = None,
+                 max_passes: float | None = None) -> None:
         super().__init__(stream, batch_size=stream.batch_size, num_workers=num_workers, pin_memory=pin_memory,
                          persistent_workers=False)
         self.tracker = stream.tracker
@@ -67,19 +70,39 @@ class MixedStreamLoader(DataLoader):
         self.on_disk_ids = list(on_disk_ids) or list(self.tracker.ids)
         self.data_check = data_check
         self.data_notices: list[str] = []
+        self.max_passes = DEFAULT_MAX_PASSES if max_passes is None else max_passes
         self._members = {shard.id: shard for shard in self.tracker.members}
         self._identities: dict[str, dict] = {}  # each shard's manifest is read once per process
         self._carried_identities: dict[str, dict] = {}
-        self.record_members = False
-        """Keep the member index of each sample of the last batch handed out (``last_members``)."""
-        self.last_members: list[int] = []
+        self._last_members: list[int] = []
+
+    # -- what training asks of the stream ---------------------------------------------------------------------
+    @property
+    def decisions(self) -> MixTimeline | None:
+        """The timeline, when its next segments are decided during the run (an online mixture), else None."""
+        source = self.tracker.clock.source
+        return source if source.takes_decisions else None
+
+    def batch_domains(self) -> list[str]:
+        """The domain of each sample of the last batch handed out (recorded when the run decides its mixture)."""
+        return [self.tracker.members[m].domain for m in self._last_members]
+
+    def decide(self, step: int, signal: dict[str, float | None], remaining_samples: int):
+        """Take the decision due at ``step`` (the stream paused there) from ``signal``, with each domain held
+        within ``max_passes`` over the ``remaining_samples`` (all ranks) to the run's end; read on under it."""
+        tracker, source = self.tracker, self.tracker.clock.source
+        read = [(shard, tracker.consumed(i), tracker.samples_per_pass[i]) for i, shard in enumerate(tracker.members)]
+        decision = source.decide(step, signal, source.capacity(read, remaining_samples, self.max_passes))
+        tracker.extend()
+        return decision
 
     def __iter__(self):
-        """The batches up to the next mixture decision not yet taken (with ``mix_controller``), else endless."""
+        """The batches up to the next segment not known yet (a decision not taken), else endless."""
         # workers start from the batches actually handed out, not from what earlier workers prefetched
         self.dataset.start = self.tracker.snapshot()
+        record = self.decisions is not None
         for batch in super().__iter__():
-            self.last_members = self.tracker.advance(self.batch_size, members=self.record_members)
+            self._last_members = self.tracker.advance(self.batch_size, members=record)
             yield batch
 
     def __len__(self) -> int:
@@ -124,7 +147,8 @@ def build_train_loader(
     on_disk_ids: Sequence[str] = (),
     data_check: Callable[[dict], list[str]] | None = None,
     pin_memory: bool = False,
+    max_passes: float | None = None,
 ) -> MixedStreamLoader:
     readers = [ShardReader(shard, block_tokens, seed) for shard in tracker.members]
     return MixedStreamLoader(MixedStream(tracker, readers, batch_size, vocab_size), num_workers, pin_memory,
-                             on_disk_ids=on_disk_ids, data_check=data_check)
+                             on_disk_ids=on_disk_ids, data_check=data_check, max_passes=max_passes)

@@ -13,7 +13,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from midtrain.data.mix_schedule import mixture_before
 from midtrain.distributed import get_logger
 from midtrain.errors import ConfigError, DataError
 from midtrain.tables import format_table
@@ -106,7 +105,6 @@ def save_state(tracker) -> dict:
         }
     stretches = [dict(p) for p in tracker.stretches]
     stretches[-1]["samples_per_rank"] = cursors.position
-    controller = {} if tracker.clock.controller is None else {"controller": tracker.clock.controller.state_dict()}
     return {
         "format": STATE_FORMAT,
         "seed": tracker.seed,
@@ -118,7 +116,7 @@ def save_state(tracker) -> dict:
         "counts": [cursors.counts[i] for i in tracker.active],  # in the order of "mixture"; inactive shards are at 0
         "shards": shards,
         "stretches": stretches,
-        **controller,
+        **(tracker.clock.source.state() or {}),  # an online mixture's decisions and settings
     }
 
 
@@ -157,17 +155,12 @@ def load_state(tracker, state: dict) -> list[Transition]:
     saved, cursors, clock = state["shards"], tracker.cursors, tracker.clock
     stretches = [dict(p) for p in stretches_of(state)]
     cursors.carried = {i: dict(v) for i, v in saved.items() if i not in tracker.ids}
-    if clock.schedule is not None:  # the timeline as it stands from this state (a first ramp starts from its mixture)
-        decoded = [
-            {**{k: v for k, v in r.items() if k == "start_step"}, "mixture": decode_mixture(r)} for r in stretches
-        ]
-        clock.set_timeline(mixture_before(decoded, clock.schedule.phases[0].start_step))
-        tracker.set_weights(tracker.member_weights(clock.current.weights), stretch=len(stretches))
-    elif clock.controller is not None:  # the timeline of the decisions taken so far (a branch: a fresh controller)
-        if clock.controller.resuming:
-            clock.controller.continue_from(state.get("controller"), clock.start_step)
-        clock.set_timeline(None)
-        tracker.set_weights(tracker.member_weights(clock.current.weights), stretch=len(stretches))
+    # the timeline as it stands from this state: a ramp into a schedule's first phase starts from the mixture the
+    # state was reading; a resumed online mixture continues its decisions
+    decoded = [{**{k: v for k, v in r.items() if k == "start_step"}, "mixture": decode_mixture(r)} for r in stretches]
+    clock.source.restore(decoded, state, clock.start_step)
+    clock.set_timeline()
+    tracker.set_weights(tracker.member_weights(clock.current.weights), stretch=len(stretches))
     same_stretch = (state["mixture"] == tracker.mixture_key() and state["world_size"] == tracker.world_size
                     and state["sampling"] == tracker.sampling)
     consumed = [saved.get(i, {}).get("consumed", 0) for i in tracker.ids]

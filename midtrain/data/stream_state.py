@@ -15,8 +15,7 @@ import copy
 from collections.abc import Sequence
 
 from midtrain.data.discovery import Shard
-from midtrain.data.mix_controller import MixController
-from midtrain.data.mix_schedule import MixSchedule, Segment, segment_index_at
+from midtrain.data.mix_schedule import ConstantMixture, MixTimeline, Segment, segment_index_at
 from midtrain.data.sample_order import make_order, quantise
 from midtrain.data.stream_cursors import Cursors
 from midtrain.data.stream_io import encode_mixture, load_state, save_state
@@ -24,37 +23,33 @@ from midtrain.errors import ConfigError
 
 
 class MixClock:
-    """Where the stream is on a ``mix_schedule``'s timeline, counted in optimizer steps: ``samples_per_step`` of
-    this rank's samples make a step, and the stream is at step ``start_step`` when it starts (or is loaded)."""
+    """Where the stream is on its ``MixTimeline``, counted in optimizer steps: ``samples_per_step`` of this rank's
+    samples make a step, and the stream is at step ``start_step`` when it starts (or is loaded)."""
 
-    def __init__(self, schedule: MixSchedule | None, start_step: int, samples_per_step: int | None,
-                 controller: MixController | None = None) -> None:
-        self.schedule, self.start_step, self.samples_per_step = schedule, start_step, samples_per_step
-        self.controller = controller
-        """A ``mix_controller``'s decisions make the timeline instead of a schedule's phases."""
+    def __init__(self, source: MixTimeline, start_step: int, samples_per_step: int | None) -> None:
+        self.source, self.start_step, self.samples_per_step = source, start_step, samples_per_step
         self.rank_samples = 0
         """This rank's samples since ``start_step``."""
         self.timeline: list[Segment] | None = None
         self.segment = 0
-        # a ramp into the first phase starts from a checkpoint's mixture: known once a state is loaded
-        if controller is not None or (schedule is not None and not schedule.phases[0].ramp_steps):
-            self.set_timeline(None)
+        if source.ready():  # a ramp into a schedule's first phase needs the mixture a loaded state was reading
+            self.set_timeline()
 
-    def set_timeline(self, origin: dict | None) -> None:
-        """The timeline from ``origin`` (the mixture before the first phase), at the segment holding ``start_step``."""
-        self.timeline = self.controller.segments() if self.controller is not None else self.schedule.timeline(origin)
+    def set_timeline(self) -> None:
+        """The source's segments as they stand, at the segment holding ``start_step``."""
+        self.timeline = self.source.segments()
         self.segment, self.rank_samples = segment_index_at(self.timeline, self.start_step), 0
 
     def paused(self) -> bool:
-        """At the end of the last known segment, where a mixture decision not yet taken starts the next: the stream
-        may not run on (a controller's timeline grows one decision at a time)."""
+        """At the end of the last known segment, where a segment not known yet (a decision not taken) starts the
+        next: the stream may not run on."""
         return (self.timeline is not None and self.segment + 1 == len(self.timeline)
                 and self.timeline[-1].end_step is not None and self.rank_samples >= self.boundary())
 
     def require_timeline(self) -> None:
-        """A schedule whose first phase ramps needs the mixture before it: refuse a fresh start up front."""
-        if self.schedule is not None and self.timeline is None:
-            self.schedule.timeline(None)  # raises, naming the key and the fix
+        """A timeline that cannot be read yet (a first phase that ramps, in a fresh run): refused up front."""
+        if self.timeline is None:
+            self.source.segments()  # raises, naming the key and the fix
 
     @property
     def current(self) -> Segment | None:
@@ -85,11 +80,11 @@ class StreamTracker:
         sampling: str,
         rank: int = 0,
         world_size: int = 1,
-        schedule: MixSchedule | None = None,
+        timeline: MixTimeline | None = None,
         start_step: int = 0,
         samples_per_step: int | None = None,
-        controller: MixController | None = None,
     ) -> None:
+        """``timeline``: the mixture over the run's steps (default: ``weights`` throughout)."""
         if not members:
             raise ValueError("a mixed stream needs at least one shard with positive weight")
         self.members = list(members)
@@ -101,7 +96,9 @@ class StreamTracker:
         self.world_size = world_size
         self.samples_per_pass = [s.samples(block_tokens) for s in members]
         self.cursors = Cursors(self.ids, rank, world_size)
-        self.clock = MixClock(schedule, start_step, samples_per_step, controller)
+        if timeline is None:
+            timeline = ConstantMixture({s.id: w for s, w in zip(members, weights, strict=True)})
+        self.clock = MixClock(timeline, start_step, samples_per_step)
         if self.clock.current is not None:
             weights = self.member_weights(self.clock.current.weights)
         self.stretches: list[dict] = []
@@ -163,10 +160,11 @@ class StreamTracker:
         }
         if start_step is not None:
             record["start_step"] = start_step
-        if self.clock.current is not None:
-            record["segment"] = self.clock.current.label()
-            if self.clock.current.detail is not None:
-                record["decision"] = self.clock.current.detail
+        segment = self.clock.current
+        if segment is not None and segment.label():
+            record["segment"] = segment.label()
+            if segment.detail is not None:
+                record["decision"] = segment.detail
         return record
 
     def _enter_next_segment(self) -> None:
@@ -175,20 +173,19 @@ class StreamTracker:
         self.set_weights(self.member_weights(self.clock.current.weights), stretch=len(self.stretches))
         self.stretches.append(self.new_stretch_record(self.clock.current.start_step))
 
-    def take_decision(self) -> None:
-        """The controller has just decided the mixture from the step where the stream paused: read it from here
-        (a new stretch, every cursor carried)."""
+    def extend(self) -> None:
+        """The timeline has just grown a segment from the step where the stream paused (a decision was taken): read
+        it from here (a new stretch, every cursor carried)."""
         if not self.clock.paused():
-            raise RuntimeError(f"a mixture decision while the stream is not at its step ({self.clock.step()})")
-        self.clock.timeline = self.clock.controller.segments()
+            raise RuntimeError(f"the mixture changed while the stream is not at its step ({self.clock.step()})")
+        self.clock.timeline = self.clock.source.segments()
         self._enter_next_segment()
 
     def advance(self, length: int, positions: bool = False, members: bool = False) -> list:
         """Move this rank's stream on by ``length`` samples; with ``positions``, return (member index, global stream
         position) of each (a worker's own batches), with ``members`` the member index of each (the loader's record
         for per-domain training losses), else nothing (the loader's count of what it handed out)."""
-        if self.clock.schedule is not None and self.clock.timeline is None:
-            self.clock.require_timeline()
+        self.clock.require_timeline()
         cursors, out = self.cursors, []
         while length > 0:
             if self.clock.paused():

@@ -26,11 +26,11 @@ def clamps_and_gaps(train: Any, budget: Budget, mixture) -> list[str]:
                      "will be logged. Make them with 'midtrain prepare --val_fraction 0.01'.")
     if train.save_interval is None and budget.max_time_s is None:
         notes.append("--train.save_interval is unset: checkpoints are written only when the run stops.")
-    schedule = mixture.schedule
-    late = [p for p in (schedule.phases if schedule is not None else ()) if p.start_step >= budget.total_steps]
+    phases = mixture.schedule.phases if mixture.schedule is not None else ()
+    late = [(k, p) for k, p in enumerate(phases) if p.start_step >= budget.total_steps]
     if late:
-        notes.append(f"--data.mix_schedule[{', '.join(str(p.index) for p in late)}] start(s) at step "
-                     f"{', '.join(f'{p.start_step:,}' for p in late)}, at or after the run's end (step "
+        notes.append(f"--data.mix_schedule[{', '.join(str(k) for k, _ in late)}] start(s) at step "
+                     f"{', '.join(f'{p.start_step:,}' for _, p in late)}, at or after the run's end (step "
                      f"{budget.total_steps:,}): never read.")
     beyond = sorted(s for s in train.keep_checkpoint_steps if s > budget.total_steps)
     if beyond:

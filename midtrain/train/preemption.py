@@ -43,12 +43,19 @@ def _remember(signum: int, frame: FrameType | None) -> None:
     _early.append(signum)
 
 
-def catch_stop_signals_early() -> None:
+def catch_stop_signals_early() -> dict:
     """Remember SIGUSR1/SIGTERM from the process's first line on (``midtrain.cli`` calls this before importing
     anything heavy), until ``StopRequest`` takes over and reads them: SLURM's ``--signal`` reaches every rank, and
-    a rank still importing torch would otherwise die of it (exit 137 for the job, not 75, and no requeue)."""
-    for sig in _EARLY_SIGNALS:
-        signal.signal(sig, _remember)
+    a rank still importing torch would otherwise die of it (exit 137 for the job, not 75, and no requeue). Returns
+    the handlers it replaced, for ``release_stop_signals``."""
+    return {sig: signal.signal(sig, _remember) for sig in _EARLY_SIGNALS}
+
+
+def release_stop_signals(previous: dict) -> None:
+    """The handlers before ``catch_stop_signals_early``, back (a command run in-process, by a test or a script)."""
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+    _early.clear()
 
 
 class StopRequest:

@@ -61,7 +61,7 @@ def describe(setup) -> str:
 def describe_controller(setup) -> list[str]:
     """What a ``mix_controller`` run says of its mixture: the plan shown is the mixture from now on; later phases
     are decided during the run; the worst case of ``max_passes`` (a domain at ``max_weight`` to the end)."""
-    mixture, state = setup.data.mixture, setup.data_start.controller
+    mixture, state = setup.data.mixture, setup.data_start.decisions
     if mixture.controller is None or state is None:
         return []
     c = mixture.controller

@@ -22,8 +22,9 @@ from midtrain.train import run_dir
 from midtrain.train.checkpointer import Checkpointer, CheckpointWriteError
 from midtrain.train.continuity import hyperparameters
 from midtrain.train.devices import make_strategy, sharded
-from midtrain.train.loggers import build_logger, close_logger
 from midtrain.train.loop import Counters, Diverged, LoopSettings, Trainer
+from midtrain.train.metrics import MetricSink, Throughput
+from midtrain.train.mix_control import MixControl
 from midtrain.train.optimizer import apply_settings, build_optimizer
 from midtrain.train.preemption import EXIT_DIVERGED, EXIT_PREEMPTED, StopReason, StopRequest
 from midtrain.train.report import describe, diverged_message
@@ -98,70 +99,54 @@ def _train(fabric, strategy, setup: RunSetup, stop_request: StopRequest) -> int:
 
     model = _build_model(fabric, setup)
     optimizer = build_optimizer(fabric, model, setup.optimizer)
-    # the launched processes' ranks, not the environment's (a stale RANK/WORLD_SIZE would shard a one-process run)
+    # the launched processes' ranks, not the environment's (a stale RANK/WORLD_SIZE would shard a one-process run);
+    # the set-up printed the transitions and checked the data against the checkpoint already
     loader = setup.data.train_dataloader(rank=fabric.global_rank, world_size=fabric.world_size,
                                          vocab_size=setup.model_config.padded_vocab_size, start_step=setup.start_step,
                                          samples_per_step=budget.global_batch_size // fabric.world_size,
-                                         pin_memory=fabric.device.type == "cuda")  # so the copy to the GPU overlaps
-    loader.tracker.announce_transitions = False  # describe() printed them
-    loader.data_check = None  # the set-up checked the data against the checkpoint
+                                         pin_memory=fabric.device.type == "cuda",  # the copy to the GPU overlaps
+                                         checked=True)
     counters = _restore(fabric, strategy, setup, model, optimizer, loader)
     state = {"model": model, "optimizer": optimizer, "train_dataloader": loader, "iter_num": counters.iter_num,
              "step_count": counters.step, "midtrain": copy.deepcopy(setup.loop_state)}
-    save = _saver(fabric, setup, run, state)
-
     resuming = setup.start.kind is StartKind.RESUME
     loop_state = setup.loop_state
-    log_window = loop_state.get("log_window") if resuming and loop_state.get("log_window_end") == counters.step else ()
-    logger = build_logger(settings.logger_name, settings.out_dir, run["run_id"], counters.step if resuming else None,
-                          settings.log, settings.out_dir.name) if fabric.global_rank == 0 else None
-    metrics = _MetricSink(logger)
-    loop_settings = LoopSettings(
-        log_interval=settings.train.log_interval,
-        eval_interval=settings.eval.interval,
-        save_interval=settings.train.save_interval,
-        max_norm=settings.train.max_norm,
-        initial_validation=settings.eval.initial_validation,
-        final_validation=settings.eval.final_validation,
-        keep_steps=frozenset(settings.train.keep_checkpoint_steps),
-    )
-    val_sets = setup.data.val_datasets(settings.eval.max_iters * budget.micro_batch_size)
-    flops, peak = _flops(fabric, setup)
-    trainer = Trainer(fabric, model, optimizer, loader, budget, setup.schedule, loop_settings, val_sets, save,
-                      loader.domain_tokens, metrics, log_window or (), flops, peak, _mix_control(fabric, setup, loader))
+    metrics = MetricSink(settings.logger_name, settings.out_dir, run["run_id"], counters.step if resuming else None,
+                         settings.log) if fabric.global_rank == 0 else MetricSink()
+    hooks = [Throughput(fabric, setup.model_config, budget, setup.devices.precision)]
+    if loader.decisions is not None:
+        hooks.append(MixControl(fabric, loader, budget.total_steps, budget.global_batch_size))
+    trainer = Trainer(
+        fabric, model, optimizer, loader, budget, setup.schedule,
+        LoopSettings(log_interval=settings.train.log_interval, eval_interval=settings.eval.interval,
+                     save_interval=settings.train.save_interval, max_norm=settings.train.max_norm,
+                     initial_validation=settings.eval.initial_validation,
+                     final_validation=settings.eval.final_validation,
+                     keep_steps=frozenset(settings.train.keep_checkpoint_steps)),
+        setup.data.val_datasets(settings.eval.max_iters * budget.micro_batch_size), _saver(fabric, setup, run, state),
+        metrics, hooks,
+        loop_state.get("log_window") or () if resuming and loop_state.get("log_window_end") == counters.step else (),
+        counters)
     try:
-        reason = trainer.fit(counters, stop_request)
+        reason = trainer.fit(stop_request)
     except CheckpointWriteError as exc:
-        metrics.finalize()
         fabric.print(f"Stopped at step {counters.step:,}: {exc} Exiting with status {EXIT_PREEMPTED}, so a requeue "
                      "retries.")
         return EXIT_PREEMPTED
     except Diverged as exc:
-        metrics.finalize()
         fabric.print(diverged_message(exc, settings.out_dir))
         return EXIT_DIVERGED
-    metrics.finalize()
+    finally:
+        metrics.finalize()
     signal_name = f" {stop_request.signal_name}" if reason is StopReason.SIGNAL else ""
     fabric.print(f"Stopped at step {counters.step:,} of {budget.total_steps:,}: {reason.value}{signal_name}")
-    if fabric.device.type == "cuda":
-        fabric.print(f"Peak memory: {torch.cuda.max_memory_allocated(fabric.device) / 1e9:.2f} GB")
+    for line in filter(None, (hook.finished(trainer) for hook in hooks)):
+        fabric.print(line)
     if reason.requeue:
         fabric.print(f"Exiting with status {EXIT_PREEMPTED} (preempted): resume with --resume=auto to continue "
                      "exactly.")
         return EXIT_PREEMPTED
     return 0
-
-
-def _mix_control(fabric, setup: RunSetup, loader):
-    """The training side of ``data.mix_controller``, if the run has one."""
-    if loader.tracker.clock.controller is None:
-        return None
-    from midtrain.data.plan import DEFAULT_MAX_PASSES
-    from midtrain.train.mix_control import MixControl
-
-    data = setup.data
-    return MixControl(fabric, loader, setup.budget.total_steps, setup.budget.global_batch_size,
-                      DEFAULT_MAX_PASSES if data.max_passes is None else data.max_passes, data.mixture.weights)
 
 
 def _build_model(fabric, setup: RunSetup):
@@ -179,31 +164,6 @@ def _build_model(fabric, setup: RunSetup):
     if setup.devices.compile and setup.devices.strategy != "fsdp":  # FSDP compiles block by block (shard_model)
         model = torch.compile(model)
     return fabric.setup(model)
-
-
-def _flops(fabric, setup: RunSetup) -> tuple[float | None, float | None]:
-    """(the model's FLOPs per optimizer step over all ranks, the device's peak FLOPs) for MFU, as litgpt measures
-    them; on a device without a known peak (a CPU), (None, None)."""
-    from lightning.fabric.utilities.throughput import get_available_flops
-
-    dtype = {"bf16-true": torch.bfloat16, "bf16-mixed": torch.bfloat16, "16-true": torch.float16,
-             "16-mixed": torch.float16}.get(setup.devices.precision, torch.float32)
-    if fabric.device.type != "cuda" or (peak := get_available_flops(fabric.device, dtype)) is None:
-        return None, None
-    b = setup.budget
-    return flops_per_step(setup.model_config, b.micro_batch_size, b.seq_length) * b.accumulation_iters * b.world_size, \
-        float(peak)
-
-
-def flops_per_step(model_config, micro_batch_size: int, seq_length: int) -> float:
-    """FLOPs of one micro-batch's forward and backward, counted on the meta device (nothing allocated)."""
-    from lightning.fabric.utilities.throughput import measure_flops
-
-    with torch.device("meta"):
-        meta = GPT(model_config)
-        meta.max_seq_length = seq_length
-        x = torch.randint(0, 1, (micro_batch_size, seq_length))
-        return float(measure_flops(meta, lambda: meta(x), lambda y: y.sum()))
 
 
 def _restore(fabric, strategy, setup: RunSetup, model, optimizer, loader) -> Counters:
@@ -290,25 +250,8 @@ def _open_run(fabric, setup: RunSetup) -> dict:
         invocation = run_dir.invocation_record(setup.start_step, setup.devices.world_size, started_from)
         invocation.update(dialect=setup.dialect, notices=list(setup.notices), precision=setup.devices.precision,
                           **changes)
-        if data_start.controller is not None:
-            invocation["mix_controller"] = {"decisions_before": len(data_start.controller["decisions"]),
-                                            "resets": data_start.controller["resets"]}
+        invocation.update(data_start.record())
         invocation["config"] = setup.settings.config_dump  # every invocation's, so an edit of the past can be told
         run["invocations"].append(invocation)
         run_dir.save_run_files(out_dir, run, setup.settings.config_dump, data_start.plan.to_json())
     return fabric.broadcast(run, src=0)
-
-
-class _MetricSink:
-    """Metrics go to the logger on rank 0 only."""
-
-    def __init__(self, logger) -> None:
-        self.logger = logger
-
-    def log_dict(self, metrics: dict[str, float], step: int) -> None:
-        if self.logger is not None:
-            self.logger.log_metrics(metrics, step=step)
-
-    def finalize(self) -> None:
-        if self.logger is not None:
-            close_logger(self.logger)

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 from litgpt.config import Config
 
-from midtrain.data.mix_controller import check_run, moved_domains
 from midtrain.data.module import DataStart, ShardedMixedDataset
 from midtrain.data.token_check import check_token_ids, shard_tokenizer_fingerprint
 from midtrain.errors import ConfigError, DataError
@@ -29,8 +28,8 @@ from midtrain.train.fork_dialect import (
     refuse_fork_only_keys,
     resolve_fork_schedule,
 )
-from midtrain.train.loggers import check_logger
 from midtrain.train.lr_schedule import IterationLRSchedule, LRSchedule, resolve_lr_schedule
+from midtrain.train.metrics import check_logger
 from midtrain.train.model_rule import resolve_model_config
 from midtrain.train.optimizer import OptimizerSetup, against_checkpoint, saved_lr, setup_optimizer
 from midtrain.train.restore import CheckpointRecord, StartKind, StartPoint, find_start, read_start_checkpoint
@@ -122,10 +121,7 @@ def setup_run(settings: RunSettings) -> RunSetup:
                                    world_size=devices.world_size, same_run=start.kind is not StartKind.BRANCH,
                                    where=f"{start.flag}={start.checkpoint.path}" if continuing else "")
     notices += data_start.notices
-    if data.mixture.controller is not None:
-        controller = data.mixture.controller
-        notices += check_run(controller, moved_domains(controller, data.mixture.prior), settings.eval.interval,
-                             list(val_sets), budget.total_steps, start_step)
+    notices += data.mixture.check_run(settings.eval.interval, list(val_sets), budget.total_steps, start_step)
     jump = None
     if continuing and start.kind in (StartKind.RESUME, StartKind.BRANCH) and start_step < budget.total_steps:
         jump = lr_jump(start.checkpoint.info, schedule.record(), schedule.lr_at(start_step), start_step,
@@ -227,10 +223,9 @@ def _fork_schedule(train, budget: Budget, start: StartPoint, record: CheckpointR
                              devices.world_size, budget.total_steps or None)
     notices += [note] if note else []
     budget = dataclasses.replace(budget, total_steps=resolved.end_step, steps_end_at_iteration_multiples=True)
-    if start_iter % budget.accumulation_iters and (data.mixture.schedule or data.mixture.controller) is not None:
-        key = "--data.mix_schedule" if data.mixture.schedule is not None else "--data.mix_controller"
+    if start_iter % budget.accumulation_iters and data.mixture.changes_key is not None:
         raise ConfigError(
-            f"{key} counts whole steps, but this fork-dialect run starts at micro-iteration "
+            f"{data.mixture.changes_key} counts whole steps, but this fork-dialect run starts at micro-iteration "
             f"{start_iter:,}, no multiple of its {budget.accumulation_iters} per step, so its first step is "
             "shorter (the fork's step boundaries). Use one mixture, or --train.dialect=midtrain.")
     if start.checkpoint is not None and resolved.end_step <= start_step:

@@ -17,7 +17,7 @@ from midtrain.train.settings import COMMAND_FIELDS
 from tests.integration.train_helpers import tiny_config, write_config
 
 PACKAGE = Path(__file__).resolve().parents[2] / "midtrain"
-DEFINITIONS = {"train/args.py", "train/settings.py", "data/args.py"}
+DEFINITIONS = {"train/args.py", "train/settings.py", "data/mixture.py"}
 
 # (group, key) -> (the flags to try, the refusal it must get); every other field must be read somewhere. The fork's
 # own keys are read (ignored, with a warning) in its dialect, which they select by themselves; in midtrain's they

@@ -35,13 +35,18 @@ def test_a_second_run_on_the_same_out_dir_is_refused_naming_the_holder(train_roo
     assert main(["pretrain", "--config", str(path)]) == 0  # released: the lock dies with its holder
 
 
-def test_a_stop_signal_during_start_up_exits_75_before_any_step(train_root, tmp_path, monkeypatch, capsys):
-    import midtrain.train.startup as startup
+def test_a_stop_signal_during_start_up_exits_75_before_any_step(train_root, tmp_path, capsys):
+    """A signal that arrives before the command has read its config (the handlers midtrain installs at its first
+    line remember it) stops the run before its first step, with nothing written."""
+    from midtrain.train.preemption import catch_stop_signals_early, release_stop_signals
 
-    real = startup.check_logger
-    monkeypatch.setattr(startup, "check_logger", lambda name: (os.kill(os.getpid(), signal.SIGTERM), real(name)))
     path = write_config(tmp_path / "s.yaml", tiny_config(train_root, tmp_path / "s", max_steps=2))
-    assert main(["pretrain", "--config", str(path)]) == 75
+    previous = catch_stop_signals_early()  # what midtrain.cli does first, before any import that takes seconds
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert main(["pretrain", "--config", str(path)]) == 75
+    finally:
+        release_stop_signals(previous)
     assert "Stopped by SIGTERM during start-up, before any step" in capsys.readouterr().out
     assert not (tmp_path / "s").exists()
 
@@ -296,7 +301,7 @@ def test_a_full_disk_when_the_run_writes_its_records_at_start_up_exits_75_in_one
 
 def test_a_full_disk_while_logging_mid_run_exits_75_and_the_resume_keeps_the_curve(train_root, tmp_path, monkeypatch,
                                                                                   capsys):
-    from midtrain.train.loggers import TidyCSVLogger
+    from midtrain.train.metrics import TidyCSVLogger
 
     out = tmp_path / "run"
     path = write_config(tmp_path / "r.yaml", tiny_config(train_root, out, max_steps=8))

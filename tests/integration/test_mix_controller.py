@@ -223,7 +223,7 @@ def test_bad_configs_are_refused_before_training(train_root, tmp_path, capsys):
     cases = [
         (controlled(no_val, tmp_path / "a", mix="main:0.5,code:0.5"), "code lack a validation set"),
         (controlled(train_root, tmp_path / "b", every_steps=6), "every_steps=6 is not a multiple of --eval.interval=4"),
-        (controlled(train_root, tmp_path / "c", eta=-1), "--data.mix_controller.eta=-1 must be a positive step size"),
+        (controlled(train_root, tmp_path / "c", eta=-1), "--data.mix_controller.eta=-1.0 must be a positive step size"),
         (controlled(train_root, tmp_path / "d", mix="main:1.0"), "would move 1 domain(s) (main)"),
     ]
     scheduled = controlled(train_root, tmp_path / "e")

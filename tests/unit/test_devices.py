@@ -11,7 +11,7 @@ from litgpt.utils import estimate_flops
 
 from midtrain.errors import ConfigError
 from midtrain.train.devices import describe_strategy, make_strategy, setup_devices, sharded
-from midtrain.train.run import flops_per_step
+from midtrain.train.metrics import flops_per_step
 
 
 @pytest.mark.parametrize("strategy, devices, nodes, resolved", [

@@ -149,8 +149,7 @@ def test_sort_key_orders_numbers_numerically():
 
 
 def test_broken_validation_shards_fail_when_the_mixture_is_resolved(tmp_path):
-    from midtrain.data.args import MixtureArgs
-    from midtrain.data.mixture import resolve_mixture
+    from midtrain.data.mixture import MixtureArgs, resolve_mixture
 
     write_index_only(tmp_path / "train" / "1", [100])
     write_index_only(tmp_path / "val" / "1", [10])

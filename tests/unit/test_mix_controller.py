@@ -181,29 +181,34 @@ def test_the_stream_pauses_at_a_decision_not_yet_taken():
     weights = {"main/1": 0.5, "c1": 0.5}
     c = MixController(parse_settings({"every_steps": 2}, {"main": 0.5, "code": 0.5}), {"main": 0.5, "code": 0.5}, 0,
                       lambda text: dict(weights))
-    tracker = StreamTracker(shards, [0.5, 0.5], 17, 0, "exact", schedule=None, start_step=0, samples_per_step=4,
-                            controller=c)
+    tracker = StreamTracker(shards, [0.5, 0.5], 17, 0, "exact", timeline=c, start_step=0, samples_per_step=4)
     tracker.advance(8)  # two steps of four samples: up to the decision at step 2
     assert tracker.clock.paused()
     with pytest.raises(RuntimeError, match="decision is not taken"):
         tracker.advance(1)
     weights.update({"main/1": 0.25, "c1": 0.75})
     c.decide(2, {"main": 1.0, "code": 2.0})
-    tracker.take_decision()
+    tracker.extend()
     assert not tracker.clock.paused() and tracker.stretch_index == 1
     tracker.advance(8)
     assert [tracker.cursors.counts[i] for i in range(2)] == [2, 6] and tracker.stretches[1]["segment"] == "decision 1"
 
 
-def test_the_per_sample_training_loss_is_chunked_without_changing_it():
+def test_the_loss_and_each_samples_loss_come_from_one_chunked_per_token_computation():
+    """The training loss is litgpt's chunked cross-entropy to the bit (so a run reading per-sample losses trains as
+    one that does not), and each sample's mean is the unchunked value's."""
     import torch
     import torch.nn.functional as F
+    from litgpt.utils import chunked_cross_entropy
 
-    from midtrain.train.mix_control import per_sample_loss
+    from midtrain.train.loop import token_losses
 
     generator = torch.Generator().manual_seed(0)
-    logits = torch.randn(3, 40, 50, generator=generator)
-    targets = torch.randint(0, 50, (3, 40), generator=generator)
-    whole = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(3, 40).mean(1)
-    assert torch.allclose(per_sample_loss(logits, targets, chunk_tokens=7), whole, atol=1e-6)
-    assert torch.allclose(per_sample_loss(logits.to(torch.bfloat16), targets).mean(), whole.mean(), atol=2e-2)
+    logits = torch.randn(3, 400, 50, generator=generator)
+    targets = torch.randint(0, 50, (3, 400), generator=generator)
+    loss, per_sample = token_losses(logits, targets)
+    assert torch.equal(loss, chunked_cross_entropy(logits, targets))
+    whole = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(3, 400).mean(1)
+    assert torch.allclose(per_sample, whole, atol=1e-6)
+    half = logits.to(torch.bfloat16)
+    assert torch.equal(token_losses(half, targets)[0], chunked_cross_entropy(half, targets))

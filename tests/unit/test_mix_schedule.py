@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from midtrain.data.args import MixtureArgs
 from midtrain.data.discovery import Shard
 from midtrain.data.mix_schedule import (
     RAMP_SEGMENTS,
@@ -15,7 +14,7 @@ from midtrain.data.mix_schedule import (
     parse_phases,
     segment_index_at,
 )
-from midtrain.data.mixture import resolve_mixture
+from midtrain.data.mixture import MixtureArgs, resolve_mixture
 from midtrain.data.stream_state import StreamTracker
 from midtrain.errors import ConfigError
 from tests.helpers import write_index_only
@@ -37,11 +36,11 @@ MEMBERS = [shard("main/1", "main", 10_000), shard("c1", "code", 2_000), shard("m
 
 
 def source(phases=PHASES, weights=WEIGHTS):
-    return MixSchedule(tuple(parse_phases(phases)), tuple(weights))
+    return MixSchedule(parse_phases(phases), weights)
 
 
 def test_a_ramp_is_constant_segments_at_its_midpoints_then_the_target():
-    timeline = source().timeline(None)
+    timeline = source().segments()
     assert [(s.start_step, s.end_step, s.phase, s.ramp) for s in timeline] == [
         (0, 4, 0, None), (4, 8, 1, None), (8, 9, 2, (1, 4)), (9, 10, 2, (2, 4)), (10, 11, 2, (3, 4)),
         (11, 12, 2, (4, 4)), (12, None, 2, None)]
@@ -104,7 +103,7 @@ def tracker(start_step=0, world_size=1, rank=0, schedule=None):
         sampling="exact",
         rank=rank,
         world_size=world_size,
-        schedule=schedule or source(),
+        timeline=schedule or source(),
         start_step=start_step,
         samples_per_step=4,
     )
