@@ -4,11 +4,10 @@ bridge length against gain with bootstrap intervals; one ``report.md`` with CSV 
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
 
+from midtrain import reports
 from midtrain.data.domains import did_you_mean
 from midtrain.errors import ConfigError, DataError
 from midtrain.publish import check_output_dir, write_text_atomic
@@ -65,23 +64,20 @@ def analyze(
     result = _analysis(rows, branches, controls, sft_for, bridges, resamples, seed)
     result["notes"] += notes
     result["tables"] = [str(p) for p in paths]
-    figures = _figures(result)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, figure in figures.items():
-        figure.savefig(out_dir / name, dpi=110)
+    figures = _figures(result, out_dir)
     effect_columns = ["branch", "control", "step", "share", "measure", "kind", "name", "tuned", "delta",
                       "half_width", "at_step", "area", "mean_gap", "seeds"]
     fit_rows = [[f["domain"], f["on"], t["term"], t["estimate"], t["se"], t["t"], f["points"], f["residual_df"]]
                 for f in result["fits"] for t in f["terms"]]
-    write_text_atomic(out_dir / "analysis.json", json.dumps(result, indent=2) + "\n")
-    write_text_atomic(out_dir / "branches.csv", _csv(effect_columns, _effect_rows(result)))
-    write_text_atomic(out_dir / "fit.csv", _csv(["domain", "on", "term", "estimate", "se", "t", "points",
-                                                 "residual_df"], fit_rows))
+    reports.write_json(out_dir / "analysis.json", result)
+    reports.write_csv(out_dir / "branches.csv", effect_columns, _effect_rows(result))
+    reports.write_csv(out_dir / "fit.csv", ["domain", "on", "term", "estimate", "se", "t", "points", "residual_df"],
+                      fit_rows)
     if result["bridge"] is not None:
-        write_text_atomic(out_dir / "bridge.csv", _csv(["branch", "domain", "sft", "bridge_length", "gain"],
-                                                       [[p["branch"], p["domain"], p["sft"], p["bridge_length"],
-                                                         p["gain"]] for p in result["bridge"]["pairs"]]))
-    report = render_report(result, list(figures))
+        reports.write_csv(out_dir / "bridge.csv", ["branch", "domain", "sft", "bridge_length", "gain"],
+                          [[p["branch"], p["domain"], p["sft"], p["bridge_length"], p["gain"]]
+                           for p in result["bridge"]["pairs"]])
+    report = render_report(result, figures)
     write_text_atomic(out_dir / "report.md", report)
     print(report)
     print(f"\nWrote {out_dir / 'report.md'}, analysis.json and CSVs in {out_dir}")
@@ -243,43 +239,42 @@ def render_report(result: dict, figures: list[str]) -> str:
     def num(v, fmt="+.4f"):
         return "-" if v is None else format(v, fmt)
 
+    effects = [[e["branch"], e["control"], f"{e['step']:,}",
+                ", ".join(f"{d} {s:.0%}" for d, s in e["share"].items()) or "-", e["measure"],
+                f"{e['name']}{' (fine-tuned)' if e['tuned'] else ''}", num(e["delta"]), num(e["half_width"], ".4f"),
+                f"{e['at_step']:,}", num(e["mean_gap"])] for e in result["effects"]]
+    effects += [[u["branch"], f"**no control at step {u['step']:,}**", f"{u['step']:,}", ", ".join(u["targets"]),
+                 *["-"] * 6] for u in result["without_control"]]
     lines = ["# Analysis of the grid", "",
              f"Tables: {', '.join(result['tables'])}. Δ = branch − control in loss (negative: the branch is better), "
              "at the latest step both have; *area* is the area between the curves from the branch point (loss × "
              "steps), *mean gap* that area per step. ± is the 95 % interval from the seeds' spread.", "",
              "## Branches against their controls", "",
-             "| branch | control | step | share | measure | set | Δ | ± | at step | mean gap |",
-             "|---|---|---:|---|---|---|---:|---:|---:|---:|"]
-    for e in result["effects"]:
-        share = ", ".join(f"{d} {s:.0%}" for d, s in e["share"].items()) or "-"
-        name = f"{e['name']}{' (fine-tuned)' if e['tuned'] else ''}"
-        lines.append(f"| {e['branch']} | {e['control']} | {e['step']:,} | {share} | {e['measure']} | {name} | "
-                     f"{num(e['delta'])} | {num(e['half_width'], '.4f')} | {e['at_step']:,} | "
-                     f"{num(e['mean_gap'])} |")
-    for u in result["without_control"]:
-        lines.append(f"| {u['branch']} | **no control at step {u['step']:,}** | {u['step']:,} | "
-                     f"{', '.join(u['targets'])} | - | - | - | - | - | - |")
-    lines += ["", "## Timing × share", ""]
+             reports.markdown_table(["branch", "control", "step", "share", "measure", "set", "Δ", "±", "at step",
+                                     "mean gap"], effects, [False, False, True, False, False, False, True, True,
+                                                            True, True]),
+             "", "## Timing × share", ""]
     if not result["fits"]:
         lines.append("Too few branches per domain for a fit (two or more with a control are needed).")
     for fit in result["fits"]:
         lines += [f"**{fit['domain']}** (Δ on {fit['on']}; {fit['points']} branches, {fit['residual_df']} residual "
                   f"degrees of freedom; predictors centred at step {fit['centred_at']['step']:,.0f}, share "
                   f"{fit['centred_at']['share']:.1%}):", "",
-                  "| term | estimate | SE | t |", "|---|---:|---:|---:|"]
-        lines += [f"| {t['term']} | {num(t['estimate'])} | {num(t['se'], '.4f')} | {num(t['t'], '+.2f')} |"
-                  for t in fit["terms"]]
+                  reports.markdown_table(["term", "estimate", "SE", "t"],
+                                         [[t["term"], num(t["estimate"]), num(t["se"], ".4f"), num(t["t"], "+.2f")]
+                                          for t in fit["terms"]], [False, True, True, True])]
         if fit["residual_df"] == 0:
             lines.append("\nThe fit is exact (as many terms as branches): no standard error can be given.")
-        lines += ["", "| step | share | Δ | branch |", "|---:|---:|---:|---|"]
-        lines += [f"| {g['step']:,} | {g['share']:.1%} | {g['delta']:+.4f} | {g['branch']} |" for g in fit["grid"]]
-        lines.append("")
+        lines += ["", reports.markdown_table(["step", "share", "Δ", "branch"],
+                                             [[f"{g['step']:,}", f"{g['share']:.1%}", f"{g['delta']:+.4f}",
+                                               g["branch"]] for g in fit["grid"]], [True, True, True, False]), ""]
     if result["bridge"] is not None:
         b = result["bridge"]
-        lines += ["## Bridge length against gain", "", "| branch | domain | SFT set | bridge length | gain |",
-                  "|---|---|---|---:|---:|"]
-        lines += [f"| {p['branch']} | {p['domain']} | {p['sft']} | {p['bridge_length']:.4f} | {p['gain']:+.4f} |"
-                  for p in b["pairs"]]
+        lines += ["## Bridge length against gain", "",
+                  reports.markdown_table(["branch", "domain", "SFT set", "bridge length", "gain"],
+                                         [[p["branch"], p["domain"], p["sft"], f"{p['bridge_length']:.4f}",
+                                           f"{p['gain']:+.4f}"] for p in b["pairs"]],
+                                         [False, False, False, True, True])]
         for sft, order in b["orders"].items():
             lines.append(f"\n{sft}: by bridge length {' > '.join(order['by_bridge'])}; by measured gain "
                          f"{' > '.join(order['by_gain'])}: the orders {'match' if order['match'] else 'differ'}.")
@@ -297,16 +292,13 @@ def render_report(result: dict, figures: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _figures(result: dict) -> dict:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _figures(result: dict, out_dir: Path) -> list[str]:
+    """The timing x share heatmap of each fitted domain (centred at no effect), and bridge length against gain."""
     import numpy as np
 
-    figures = {}
+    written = []
     if result["fits"]:
-        figure, axes = plt.subplots(1, len(result["fits"]), figsize=(4.4 * len(result["fits"]), 3.6), squeeze=False)
+        fig, axes = reports.figure(1, len(result["fits"]), (4.4 * len(result["fits"]), 3.6))
         for ax, fit in zip(axes[0], result["fits"], strict=True):
             steps = sorted({g["step"] for g in fit["grid"]})
             shares = sorted({g["share"] for g in fit["grid"]})
@@ -315,20 +307,16 @@ def _figures(result: dict) -> dict:
                 grid[shares.index(g["share"]), steps.index(g["step"])] = g["delta"]
             limit = max(1e-9, float(np.nanmax(np.abs(grid))))
             # blue where the branch beats the control (Δ < 0), red where it is worse, white at no effect
-            image = ax.imshow(grid, cmap="RdBu_r", vmin=-limit, vmax=limit, origin="lower", aspect="auto")
-            for g in fit["grid"]:
-                ax.text(steps.index(g["step"]), shares.index(g["share"]), f"{g['delta']:+.3f}", ha="center",
-                        va="center", fontsize=8, color="white" if abs(g["delta"]) > limit / 2 else "black")
-            ax.set_xticks(range(len(steps)), [f"{s:,}" for s in steps])
-            ax.set_yticks(range(len(shares)), [f"{s:.0%}" for s in shares])
+            reports.heatmap(ax, grid, [f"{s:,}" for s in steps], [f"{s:.0%}" for s in shares],
+                            "Δ loss (branch − control)", "RdBu_r", -limit, limit, "{:+.3f}",
+                            light_when=lambda v, limit=limit: abs(v) > limit / 2, origin="lower")
             ax.set_xlabel("branch step")
             ax.set_ylabel("share")
             ax.set_title(f"{fit['domain']}: Δ on {fit['on']}", fontsize=9)
-            figure.colorbar(image, ax=ax, label="Δ loss (branch − control)")
-        figure.tight_layout()
-        figures["timing_share.png"] = figure
+        written.append(reports.save_figure(fig, out_dir / "timing_share.png").name)
     if result["bridge"] is not None and result["bridge"]["pairs"]:
-        figure, ax = plt.subplots(figsize=(4.6, 3.8))
+        fig, axes = reports.figure(size=(4.6, 3.8))
+        ax = axes[0, 0]
         for p in result["bridge"]["pairs"]:
             ax.scatter([p["bridge_length"]], [p["gain"]], color="tab:blue")
             ax.annotate(f"{p['branch']}→{p['sft']}", (p["bridge_length"], p["gain"]), fontsize=7,
@@ -336,17 +324,8 @@ def _figures(result: dict) -> dict:
         ax.set_xlabel("bridge length")
         ax.set_ylabel("gain over the control")
         ax.grid(alpha=0.3)
-        figure.tight_layout()
-        figures["bridge_gain.png"] = figure
-    return figures
-
-
-def _csv(header: list[str], rows: list[list]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(header)
-    writer.writerows([["" if v is None else v for v in row] for row in rows])
-    return buffer.getvalue()
+        written.append(reports.save_figure(fig, out_dir / "bridge_gain.png").name)
+    return written
 
 
 def _read_json(path: Path) -> dict | None:

@@ -103,7 +103,9 @@ def prepare_argv(function: Callable, argv: list[str]) -> list[str]:
             continue
         value = _expand(flag, value)
         if flag == "--config":
-            configs.append(_config_mapping(value))
+            config = _config_mapping(value)
+            normalize = getattr(function, "normalize_config", None)  # a command's own reading of a config file
+            configs.append(normalize(config, f"--config={value!r}") if normalize else config)
             out.append(len(configs) - 1)
         elif takes_optimizer and (flag == f"--{OPTIMIZER}" or flag.startswith(f"--{OPTIMIZER}.")):
             optimizer_flags.append((flag, parse_yaml(value, flag)))

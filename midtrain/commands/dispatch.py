@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Callable
-from pathlib import Path
 
 from midtrain.commands.invocation import record
 from midtrain.commands.parsing import call_with_args
@@ -69,45 +68,8 @@ def run_command(argv: list[str]) -> int:
     """Run ``midtrain <argv>``; returns the command's status (0 when it returns none). Raises ``ConfigError`` for
     arguments it cannot parse, and whatever the command raises."""
     record(argv)
-    mix_of_pretrain = pretrain_config_of_mix(argv)
-    if mix_of_pretrain is not None:
-        from midtrain.commands.mix import mix_pretrain_config
-
-        mix_pretrain_config(*mix_of_pretrain)
-        return 0
-    if argv[:1] == ["mix"] and any(a == "--replay" or a.startswith("--replay=") for a in argv):
-        from midtrain.commands.replay import mix_replay
-
-        call = call_with_args(mix_replay, argv[1:], prog="midtrain mix --replay")
-        mix_replay(**call)
-        return 0
     name = argv[0]
     function = load_command(name)
     init = call_with_args(function, merge_repeated(argv[1:], REPEATABLE.get(name, ())), prog=f"midtrain {name}")
     status = function(**init)
     return status if isinstance(status, int) and not isinstance(status, bool) else 0
-
-
-def pretrain_config_of_mix(argv: list[str]) -> tuple[str, list[str]] | None:
-    """(the config, the other arguments) for ``midtrain mix --config pretrain.yaml ...``, else None."""
-    if not argv or argv[0] != "mix":
-        return None
-    for i, arg in enumerate(argv):
-        path = argv[i + 1] if arg == "--config" and i + 1 < len(argv) else arg.split("=", 1)[1] if arg.startswith(
-            "--config=") else None
-        if path is not None and _is_file(path) and _is_pretrain_config(path):
-            return path, argv[1:i] + argv[i + (1 if arg.startswith("--config=") else 2):]
-    return None
-
-
-def _is_pretrain_config(path: str) -> bool:
-    from midtrain.commands.mix import is_pretrain_config
-
-    return is_pretrain_config(path)
-
-
-def _is_file(value: str) -> bool:
-    try:
-        return Path(value).is_file()
-    except (OSError, ValueError):  # YAML text rather than a path (e.g. a name too long for the file system)
-        return False

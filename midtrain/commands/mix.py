@@ -1,4 +1,7 @@
-"""``midtrain mix``: print the mixture plan for a data root, a mixture and a token budget."""
+"""``midtrain mix``: the mixture plan, in one of three ways, all read by this command's one parser: for a data root,
+a mixture and a token budget; for a pretrain config (``--config run.yaml``: what that run will read, by
+``pretrain --dry_run``'s code); or the decisions an online mixture took up to a checkpoint, replayed as a schedule
+(``--replay RUN/step-N``)."""
 
 from __future__ import annotations
 
@@ -7,38 +10,100 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from midtrain.config_files import load_config, read_yaml_mapping
+from midtrain.config_files import DATA_MODULE_ALIASES
 from midtrain.data.mixture import MixtureArgs, resolve_mixture
 from midtrain.data.plan import render_plan
 from midtrain.errors import ConfigError
 
-# Class paths under which configs name our data module (the paper's fork called it litgpt.data....).
-DATA_MODULE_CLASS_PATHS = (
-    "midtrain.data.ShardedMixedDataset",
-    "litgpt.data.ShardedMixedDataset",
-    "ShardedMixedDataset",
-)
-MIX_KEYS = {"data", "max_tokens", "seq_length", "format"}
+DATA_MODULE = "midtrain.data.ShardedMixedDataset"
+RUN_KEYS = ("model_name", "model_config", "out_dir", "precision", "initial_checkpoint_dir", "resume", "train", "eval",
+            "log", "optimizer", "devices", "strategy", "num_nodes", "tokenizer_dir", "logger_name", "seed",
+            "branch_from", "accelerator", "compile")
+"""``midtrain pretrain``'s keys beside ``data`` (a test keeps them in step with its settings): a config that gives
+any of them is a run's, planned as that run will read."""
 
 
 def mix(
-    data: MixtureArgs,
+    data: MixtureArgs = MixtureArgs(),  # noqa: B008 - jsonargparse reads (and copies) the default's fields
     max_tokens: int | None = None,
-    seq_length: int = 2048,
+    seq_length: int | None = None,
     format: Literal["table", "json"] = "table",
+    replay: Path | None = None,
+    out: Path | None = None,
+    model_name: str | None = None,
+    model_config: dict | None = None,
+    out_dir: Path | None = None,
+    precision: str | None = None,
+    initial_checkpoint_dir: Path | None = None,
+    resume: bool | str | None = None,
+    train: dict | None = None,
+    eval: dict | None = None,
+    log: dict | None = None,
+    optimizer: str | dict | None = None,
+    devices: int | str | None = None,
+    strategy: str | None = None,
+    num_nodes: int | None = None,
+    tokenizer_dir: Path | None = None,
+    logger_name: str | None = None,
+    seed: int | None = None,
+    branch_from: Path | None = None,
+    accelerator: str | None = None,
+    compile: bool | None = None,
 ) -> dict:
-    """Print the mixture plan: per shard the tokens on disk, its weight, planned tokens and passes. (``midtrain mix
-    --replay RUN/step-XXXXXXXX [--out FILE]`` writes a controlled run's decisions as a ``mix_schedule``; see
-    ``midtrain mix --replay x --help``.)
+    """Print a mixture plan: per shard the tokens on disk, its weight, planned tokens and passes.
+
+    Three forms: the data keys with a budget (``--data.data_path ... --max_tokens N --seq_length L``); a pretrain
+    config (``--config run.yaml``, overrides by pretrain's flags: the plan ``pretrain --dry_run`` makes, for a branch
+    or a resume from its start checkpoint); or ``--replay RUN/step-N [--out FILE]``: an online mixture's decisions as
+    a ``mix_schedule``.
 
     Args:
-        data: The data module's init args (the same as under ``data.init_args`` in a pretrain config).
-        max_tokens: Token budget of the run (``train.max_tokens`` in a pretrain config).
-        seq_length: The model's context length; each training sample reads ``seq_length + 1`` tokens.
-        format: ``table`` for people, ``json`` for scripts.
+        data: The data module's init args (as under ``data.init_args`` in a pretrain config).
+        max_tokens: Token budget of the run (a pretrain config's ``train.max_tokens``).
+        seq_length: The model's context length, default 2048; each sample reads ``seq_length + 1`` tokens (a
+            pretrain config's ``train.max_seq_length``).
+        format: ``table`` for people, ``json`` for scripts (a run's adds each shard's ``start_samples``).
+        replay: A checkpoint of a run with ``data.mix_controller``: print its decisions up to there as a
+            ``data.mix_schedule`` block (a run with it and no controller reads the identical stream).
+        out: With ``replay``: also write the run's whole config with that block in place of its mixture and
+            controller, its ``out_dir`` the run's plus ``-replay-step<N>``. A new file: an existing one is refused.
+        model_name: A pretrain config's key (as ``midtrain pretrain``'s): the plan is then that run's.
+        model_config: A pretrain config's key.
+        out_dir: A pretrain config's key.
+        precision: A pretrain config's key.
+        initial_checkpoint_dir: A pretrain config's key.
+        resume: A pretrain config's key.
+        train: A pretrain config's key.
+        eval: A pretrain config's key.
+        log: A pretrain config's key.
+        optimizer: A pretrain config's key.
+        devices: A pretrain config's key.
+        strategy: A pretrain config's key.
+        num_nodes: A pretrain config's key.
+        tokenizer_dir: A pretrain config's key.
+        logger_name: A pretrain config's key.
+        seed: A pretrain config's key.
+        branch_from: A pretrain config's key.
+        accelerator: A pretrain config's key.
+        compile: A pretrain config's key.
     """
+    given = {k: v for k, v in locals().items() if k in RUN_KEYS and v is not None}
+    data = data if data.data_path is not None else None
+    if replay is not None:
+        if data is not None or given or max_tokens is not None or seq_length is not None:
+            raise ConfigError("--replay reads a checkpoint's decisions; it takes no data, budget or run keys. Give "
+                              "--replay (and --out) alone.")
+        from midtrain.commands.replay import mix_replay
+
+        return mix_replay(replay, out)
+    if out is not None:
+        raise ConfigError("--out writes a replayed config: it goes with --replay RUN/step-N.")
+    if given:
+        return _run_plan(data, given, format, max_tokens, seq_length)
+    if data is None:
+        raise ConfigError("--data.data_path is not set: give the data keys (--data.data_path, a mixture and "
+                          "--max_tokens), a pretrain config (--config run.yaml), or --replay RUN/step-N.")
+    seq_length = 2048 if seq_length is None else seq_length
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
         raise ConfigError(
             f"--max_tokens={max_tokens!r} must be a positive number of tokens (the run's budget), or left "
@@ -51,6 +116,19 @@ def mix(
         raise ConfigError(f"{mixture.changes_key} changes the mixture at optimizer steps, so its plan needs the run's "
                           "batch size and length: give the run's config, 'midtrain mix --config run.yaml'.")
     return _show(mixture, mixture.plan(seq_length, max_tokens, data.max_passes), format, header=_plan_notes(data))
+
+
+def normalize_config(config: dict, where: str) -> dict:
+    """A config as this command's parser reads it: a pretrain config names the data module (``{class_path,
+    init_args}``); this command takes its init args. Another data module is refused."""
+    data = config.get("data")
+    if isinstance(data, dict) and "class_path" in data:
+        class_path = DATA_MODULE_ALIASES.get(data["class_path"], data["class_path"])
+        if class_path not in (DATA_MODULE, "ShardedMixedDataset"):
+            raise ConfigError(f"{where}: --data.class_path is {data['class_path']!r}, but mixture plans are made for "
+                              f"{DATA_MODULE}. Set data.class_path to {DATA_MODULE}.")
+        config = {**config, "data": dict(data.get("init_args") or {})}
+    return config
 
 
 # init args that a run needs but the plan does not depend on (the loader's processes, the order's seed, what a
@@ -88,95 +166,42 @@ def _show(mixture, plan, format: str, extra: dict | None = None, header: list[st
     return payload
 
 
-def is_pretrain_config(path: str | Path) -> bool:
-    """A pretrain config (litgpt's keys), rather than one in ``mix``'s own schema."""
-    return not set(read_yaml_mapping(path)) <= MIX_KEYS
-
-
-def run_plan(format: Literal["table", "json"] = "table", max_tokens: int | None = None,
-             seq_length: int | None = None, **arguments: Any) -> dict:
-    """The arguments of ``midtrain mix --config pretrain.yaml``: pretrain's keys, plus mix's own three (see
-    ``mix_pretrain_config``); its signature is made below, so one parser reads both."""
-    return {"format": format, "max_tokens": max_tokens, "seq_length": seq_length, **arguments}
-
-
-def mix_pretrain_config(path: str | Path, args: list[str]) -> dict:
-    """``midtrain mix --config pretrain.yaml [overrides]``: the plan ``midtrain pretrain --dry_run`` makes, by the
-    same code (``midtrain.train.startup.setup_run``): for a branch or a resume, the remaining budget from its start
-    checkpoint, passes counting what the parent already read. Overrides use pretrain's flags (``--data.*``,
-    ``--train.*``, ``--branch_from``); ``--max_tokens``/``--seq_length`` are read as ``--train.max_tokens``/
-    ``--train.max_seq_length``; ``--format json`` adds each shard's ``start_samples``."""
+def _run_plan(data: MixtureArgs | None, given: dict, format: str, max_tokens: int | None,
+              seq_length: int | None) -> dict:
+    """The plan ``midtrain pretrain --dry_run`` makes of a run, by the same code (``setup_run``): for a branch or a
+    resume, the remaining budget from its start checkpoint, passes counting what the parent already read.
+    ``--max_tokens``/``--seq_length`` are read as ``--train.max_tokens``/``--train.max_seq_length``."""
     from midtrain.commands.parsing import call_with_args
-    from midtrain.commands.pretrain import run_settings
-    from midtrain.data.stream_io import render_transitions
-    from midtrain.train.report import describe_controller, describe_schedule
+    from midtrain.commands.pretrain import pretrain, run_settings
+    from midtrain.train.report import plan_header
     from midtrain.train.startup import setup_run
 
-    config = load_config(path)
-    data_init_args(config.get("data"), f"--config={path}")
-    run_plan.__signature__ = _run_plan_signature()  # pretrain's keys and mix's own, parsed by one parser
-    kwargs = call_with_args(run_plan, ["--config", yaml.safe_dump(config, sort_keys=False), *args], prog="midtrain mix")
-    format, max_tokens, seq_length = kwargs.pop("format"), kwargs.pop("max_tokens"), kwargs.pop("seq_length")
-    # mix's own flags, given next to a pretrain config, are the pretrain config's train.max_tokens/max_seq_length
-    train = dataclasses.replace(
-        kwargs["train"],
-        **{k: v for k, v in (("max_tokens", max_tokens), ("max_seq_length", seq_length)) if v is not None},
-    )
-    run = setup_run(run_settings(**{**kwargs, "train": train}))
-    budget, start = run.budget, run.start
-    end = budget.stop_step(run.start_step)
-    started = "from scratch" if start.checkpoint is None else f"{start.kind.value} from {start.checkpoint.path}"
-    header = [f"The run in {run.settings.out_dir}: steps {run.start_step:,} → {end:,} of {budget.total_steps:,} "
-              f"({budget.tokens_per_step:,} tokens per step), {started}",
-              describe_schedule(run.schedule, run.start_step, end)]
-    header += [f"WARNING: {notice}" for notice in run.notices]
-    if run.data_start.mixture_changed:
-        header += ["Data mixture changed; shard cursors carried over by id:",
-                   render_transitions(run.data_start.transitions)]
-    header += describe_controller(run)
-    extra = {"start_step": run.start_step, "end_step": end, "total_steps": budget.total_steps,
-             "start_checkpoint": None if start.checkpoint is None else str(start.checkpoint.path)}
-    return _show(run.data.mixture, run.data_start.plan, format, extra, header + [""])
+    config = {**_plain(given), "train": {**(given.get("train") or {}),
+                                         **({"max_tokens": max_tokens} if max_tokens else {}),
+                                         **({"max_seq_length": seq_length} if seq_length else {})}}
+    if data is not None:
+        config["data"] = {"class_path": DATA_MODULE, "init_args": _plain(data)}
+    import yaml
+
+    arguments = call_with_args(pretrain, ["--config", yaml.safe_dump(config, sort_keys=False)],
+                               drop=("dry_run",), prog="midtrain mix")
+    run = setup_run(run_settings(**arguments))
+    end = run.budget.stop_step(run.start_step)
+    extra = {"start_step": run.start_step, "end_step": end, "total_steps": run.budget.total_steps,
+             "start_checkpoint": None if run.start.checkpoint is None else str(run.start.checkpoint.path)}
+    return _show(run.data.mixture, run.data_start.plan, format, extra, plan_header(run) + [""])
 
 
-def data_init_args(data_section: Any, where: str) -> dict:
-    """The init args of a config's ``data`` section, which may be ``{class_path, init_args}`` or flat."""
-    if not isinstance(data_section, dict):
-        raise ConfigError(f"{where}: 'data' must be a mapping with class_path and init_args; got {data_section!r}.")
-    if "class_path" not in data_section:
-        return dict(data_section)
-    class_path = data_section["class_path"]
-    if class_path not in DATA_MODULE_CLASS_PATHS:
-        raise ConfigError(
-            f"{where}: --data.class_path is {class_path!r}, but mixture plans are made for "
-            "midtrain.data.ShardedMixedDataset. Set data.class_path to midtrain.data.ShardedMixedDataset."
-        )
-    return dict(data_section.get("init_args") or {})
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
-def seq_length_of(config: dict, where: str) -> int | None:
-    """The context length a pretrain config trains with: train.max_seq_length, else the model's block_size (the
-    model as ``midtrain.train.model_rule`` resolves it for every command)."""
-    train = config.get("train") or {}
-    if train.get("max_seq_length"):
-        return int(train["max_seq_length"])
-    if config.get("model_name") or config.get("model_config"):
-        from midtrain.train.model_rule import resolve_model_config
-
-        model, note = resolve_model_config(config.get("model_name"), config.get("model_config"))
-        if note:
-            print(f"Note: {note}")
-        return model.block_size
-    return None
-
-
-def _run_plan_signature():
-    import inspect
-
-    from midtrain.train.settings import command_signature
-
-    extra = [inspect.Parameter("format", inspect.Parameter.KEYWORD_ONLY, default="table",
-                               annotation=Literal["table", "json"]),
-             inspect.Parameter("max_tokens", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=int | None),
-             inspect.Parameter("seq_length", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=int | None)]
-    return command_signature(extra)
+mix.normalize_config = normalize_config  # read by the parser (midtrain.commands.argv) for every --config

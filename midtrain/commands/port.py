@@ -6,7 +6,6 @@ from pathlib import Path
 
 import yaml
 
-from midtrain.commands.mix import seq_length_of
 from midtrain.config_files import read_yaml_mapping
 from midtrain.errors import ConfigError
 from midtrain.train.checkpoint_files import step_of
@@ -124,3 +123,17 @@ def _start_step(source: dict, branch_from: str | None, start_step: int | None) -
     return 0
 
 
+def seq_length_of(config: dict, where: str) -> int | None:
+    """The context length a pretrain config trains with: train.max_seq_length, else the model's block_size (the
+    model as ``midtrain.train.model_rule`` resolves it for every command)."""
+    train = config.get("train") or {}
+    if train.get("max_seq_length"):
+        return int(train["max_seq_length"])
+    if config.get("model_name") or config.get("model_config"):
+        from midtrain.train.model_rule import resolve_model_config
+
+        model, note = resolve_model_config(config.get("model_name"), config.get("model_config"))
+        if note:
+            print(f"Note: {note}")
+        return model.block_size
+    return None

@@ -3,16 +3,14 @@ training, by their bridge length between the pretraining data and the target; an
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from pathlib import Path
 from typing import Literal
 
+from midtrain import reports
 from midtrain.analysis.corpora import CorpusSpec, parse_corpora
 from midtrain.data.domains import DomainRegistry
 from midtrain.errors import ConfigError
-from midtrain.publish import check_output_dir, write_text_atomic
+from midtrain.publish import check_output_dir
 
 OUTPUTS = ("recommend.json", "recommend.csv", "recommend.png")
 
@@ -97,11 +95,16 @@ def recommend(
         "targets": rankings,
         "suggested": {t: suggest_mixture(r[0]["candidate"], r[0]["kind"]) for t, r in rankings.items()},
     }
-    figure = _figure(rankings, measure_name, report["measures"][measure_name])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_dir / "recommend.json", json.dumps(report, indent=2) + "\n")
-    write_text_atomic(out_dir / "recommend.csv", _csv(rankings, report["suggested"], list(measured.matrices)))
-    figure.savefig(out_dir / "recommend.png", dpi=110)
+    reports.write_json(out_dir / "recommend.json", report)
+    measures = list(measured.matrices)
+    reports.write_csv(out_dir / "recommend.csv",
+                      ["target", "rank", "candidate", "kind", "bridge_length",
+                       *(f"{m}_to_{side}" for m in measures for side in ("pretrain", "target")), "suggested_mixture"],
+                      [[target, e["rank"], e["candidate"], e["kind"], f"{e['bridge_length']:.6f}",
+                        *(f"{e[m][side]:.6f}" for m in measures for side in ("to_pretrain", "to_target")),
+                        report["suggested"][target]["mix_weights_str"] if e["rank"] == 1 else ""]
+                       for target, ranking in rankings.items() for e in ranking])
+    _figure(rankings, measure_name, report["measures"][measure_name], out_dir / "recommend.png")
     print(_table(report))
     print(f"\nWrote {out_dir / 'recommend.json'}, recommend.csv and recommend.png in {out_dir}")
     return 0
@@ -128,39 +131,20 @@ def _table(report: dict) -> str:
     lines = [f"Candidates by bridge length ({report['measure']} similarity) between {report['pretrain']} and each "
              f"target; every measure saw {report['sample_tokens']:,} tokens of each corpus."]
     for target, ranking in report["targets"].items():
-        lines += ["", f"Target {target}:",
-                  "| rank | candidate | kind | bridge length | " + " | ".join(
-                      f"{m}: to {report['pretrain']} | {m}: to {target}" for m in measures) + " |",
-                  "|---:|---|---|---:|" + "---:|" * (2 * len(measures))]
-        for e in ranking:
-            cells = " | ".join(f"{e[m]['to_pretrain']:.4f} | {e[m]['to_target']:.4f}" for m in measures)
-            lines.append(f"| {e['rank']} | {e['candidate']} | {e['kind']} | {e['bridge_length']:.4f} | {cells} |")
+        headers = ["rank", "candidate", "kind", "bridge length",
+                   *(f"{m}: to {side}" for m in measures for side in (report["pretrain"], target))]
+        rows = [[e["rank"], e["candidate"], e["kind"], f"{e['bridge_length']:.4f}",
+                 *(f"{e[m][side]:.4f}" for m in measures for side in ("to_pretrain", "to_target"))] for e in ranking]
         s = report["suggested"][target]
-        lines.append(f"Suggested: mix_weights_str: \"{s['mix_weights_str']}\" ({s['candidate']} at {s['share']:.0%}, "
-                     f"{s['rule']})")
+        lines += ["", f"Target {target}:", reports.markdown_table(headers, rows, [True, False, False] + [True] * (
+            1 + 2 * len(measures))),
+                  f"Suggested: mix_weights_str: \"{s['mix_weights_str']}\" ({s['candidate']} at {s['share']:.0%}, "
+                  f"{s['rule']})"]
     return "\n".join(lines)
 
 
-def _csv(rankings: dict, suggested: dict, measures: list[str]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["target", "rank", "candidate", "kind", "bridge_length",
-                     *(f"{m}_to_{side}" for m in measures for side in ("pretrain", "target")), "suggested_mixture"])
-    for target, ranking in rankings.items():
-        for e in ranking:
-            writer.writerow([target, e["rank"], e["candidate"], e["kind"], f"{e['bridge_length']:.6f}",
-                             *(f"{e[m][side]:.6f}" for m in measures for side in ("to_pretrain", "to_target")),
-                             suggested[target]["mix_weights_str"] if e["rank"] == 1 else ""])
-    return buffer.getvalue()
-
-
-def _figure(rankings: dict, measure: str, label: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, len(rankings), figsize=(4.6 * len(rankings), 4.2), squeeze=False)
+def _figure(rankings: dict, measure: str, label: str, path: Path) -> None:
+    fig, axes = reports.figure(1, len(rankings), (4.6 * len(rankings), 4.2))
     for ax, (target, ranking) in zip(axes[0], rankings.items(), strict=True):
         for e in ranking:
             x, y = e[measure]["to_pretrain"], e[measure]["to_target"]
@@ -173,6 +157,5 @@ def _figure(rankings: dict, measure: str, label: str):
         ax.set_ylabel(f"similarity to {target}")
         ax.set_title(f"{target}: nearest bridge marked")
         ax.grid(alpha=0.3)
-    figure.suptitle(f"Candidates ({label})", fontsize=10)
-    figure.tight_layout()
-    return figure
+    fig.suptitle(f"Candidates ({label})", fontsize=10)
+    reports.save_figure(fig, path)

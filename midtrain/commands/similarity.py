@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 from typing import Literal
 
+from midtrain import reports
 from midtrain.analysis.corpora import CorpusSpec, parse_corpora
 from midtrain.analysis.measures import LABELS
 from midtrain.data.domains import DomainRegistry
@@ -98,8 +97,14 @@ def similarity(
     }
     labels = {k: v.format(ngram=ngram) for k, v in LABELS.items()}
     for kind, matrix in matrices.items():
-        _write_matrix_csv(out_dir / f"similarity_{kind}.csv", names, matrix)
-        _heatmap(out_dir / f"similarity_{kind}.png", names, matrix, labels[kind])
+        reports.write_csv(out_dir / f"similarity_{kind}.csv", ["corpus", *names],
+                          [[name, *(f"{v:.6f}" for v in row)] for name, row in zip(names, matrix, strict=True)])
+        size = 1.2 + 0.9 * len(names)
+        fig, axes = reports.figure(size=(size + 1.5, size))
+        reports.heatmap(axes[0, 0], matrix, names, names, labels[kind], "viridis", min(0.0, float(matrix.min())),
+                        1.0, light_when=lambda v: v < 0.6, rotation=45, ha="right")
+        axes[0, 0].set_title(f"Similarity: {labels[kind]}")
+        reports.save_figure(fig, out_dir / f"similarity_{kind}.png")
         print(f"\nSimilarity ({labels[kind]}):\n{_format_matrix(names, matrix)}")
     if pretrain is not None:
         report["bridge"] = bridge_report(
@@ -107,7 +112,7 @@ def similarity(
         )
         report["bridge"]["measure"] = bridge_measure
         print("\n" + _format_bridge(report["bridge"]))
-    (out_dir / "similarity.json").write_text(json.dumps(report, indent=2) + "\n")
+    reports.write_json(out_dir / "similarity.json", report)
     print(f"\nWrote {out_dir / 'similarity.json'} and heatmaps in {out_dir}")
     return 0
 
@@ -159,12 +164,11 @@ def _format_matrix(names: list[str], matrix) -> str:
 
 
 def _format_bridge(bridge: dict) -> str:
+    rows = [[p["mix"], p["sft"], f"{p['bridge_length']:.4f}",
+             "-" if p.get("gain") is None else f"{p['gain']:+.4f} (step {p['step']})"] for p in bridge["pairs"]]
     lines = [f"Bridge length ({bridge['measure']} similarity), pretraining corpus {bridge['pretrain']}:",
-             "| mix | SFT set | bridge length | SFT gain over control |", "|---|---|---:|---:|"]
-    for pair in bridge["pairs"]:
-        gain = pair.get("gain")
-        shown = "-" if gain is None else f"{gain:+.4f} (step {pair['step']})"
-        lines.append(f"| {pair['mix']} | {pair['sft']} | {pair['bridge_length']:.4f} | {shown} |")
+             reports.markdown_table(["mix", "SFT set", "bridge length", "SFT gain over control"], rows,
+                                    [False, False, True, True])]
     correlation = bridge.get("correlation")
     if correlation:
         def show(v):
@@ -173,33 +177,3 @@ def _format_bridge(bridge: dict) -> str:
                      f"{show(correlation['pearson'])}, Spearman {show(correlation['spearman'])} (negative: shorter "
                      "bridges, larger gains).")
     return "\n".join(lines)
-
-
-def _write_matrix_csv(path: Path, names: list[str], matrix) -> None:
-    with path.open("w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["corpus", *names])
-        for name, row in zip(names, matrix, strict=True):
-            writer.writerow([name, *(f"{v:.6f}" for v in row)])
-
-
-def _heatmap(path: Path, names: list[str], matrix, label: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    size = 1.2 + 0.9 * len(names)
-    figure, ax = plt.subplots(figsize=(size + 1.5, size))
-    image = ax.imshow(matrix, cmap="viridis", vmin=min(0.0, float(matrix.min())), vmax=1.0)
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_yticks(range(len(names)), names)
-    for i in range(len(names)):
-        for j in range(len(names)):
-            ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                    color="white" if matrix[i, j] < 0.6 else "black")
-    figure.colorbar(image, ax=ax, label=label)
-    ax.set_title(f"Similarity: {label}")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)

@@ -29,8 +29,8 @@ class MixtureArgs(Mixture):
     ``mix_weights``, ``literal_weights_str`` or ``mix_config_path`` (optionally with ``proportional_sampling``),
     or as phases in ``mix_schedule``; with none of them, all training data comes from ``main``."""
 
-    data_path: Path
-    """Data root: numbered shard folders (1, 2, ...) are the main corpus, typed folders (c1, m1, ...) other
+    data_path: Path | None = None
+    """Data root (required): numbered shard folders (1, 2, ...) are the main corpus, typed folders (c1, m1, ...) other
     domains. Without ``val_data_path``, ``data_path/train`` and ``data_path/val`` are used when ``train`` exists."""
     val_data_path: Path | None = None
     """Root of held-out shards in the same layout (one validation set per domain)."""
@@ -54,6 +54,8 @@ class MixtureArgs(Mixture):
     """DataLoader worker processes per rank; the sample sequence does not depend on it."""
     allow_tokenizer_mismatch: bool = False
     """Train on shards whose manifest names another tokenizer than ``tokenizer_dir`` (refused by default)."""
+    val_samples_per_domain: int | None = None
+    """Cap on validation samples per domain (the first ones on disk, so the set is fixed); default all."""
     allow_data_change: bool = False
     """Resume (or branch) although shards the checkpoint read changed since (re-prepared, rewritten, removed or, for a
     resume, added): refused by default, since the saved cursors would point at other samples. Recorded in run.json."""

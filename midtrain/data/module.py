@@ -63,9 +63,6 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
     ``val_dataloader()`` covers all held-out data and ``val_dataloaders()`` gives one loader per domain.
     """
 
-    val_samples_per_domain: int | None = None
-    """Cap on validation samples per domain (the first ones on disk, so the set is fixed); default all."""
-
     tokenizer: Tokenizer | None = field(default=None, init=False, repr=False)
     batch_size: int = field(default=1, init=False, repr=False)
     seq_length: int = field(default=2048, init=False, repr=False)

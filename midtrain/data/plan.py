@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 from midtrain.data.discovery import Shard
 from midtrain.errors import ConfigError, DataError, Problems
-from midtrain.tables import format_table
+from midtrain.reports import format_table
 
 # Muennighoff et al. (2023, "Scaling Data-Constrained Language Models") found up to ~4 epochs of repeated data
 # worth almost as much as fresh data, with returns falling off quickly beyond; past that, repetition is more

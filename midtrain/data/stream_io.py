@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from midtrain.distributed import get_logger
 from midtrain.errors import ConfigError, DataError
-from midtrain.tables import format_table
+from midtrain.reports import format_table
 
 log = get_logger(__name__)
 STATE_FORMAT = "midtrain.mixed_stream/2"

@@ -6,6 +6,9 @@ import csv
 from collections.abc import Mapping
 from pathlib import Path
 
+from midtrain import reports
+from midtrain.reports import markdown_table
+
 Curves = dict[str, dict[int, float]]  # domain -> step -> validation loss
 CONTROL = "control"
 
@@ -28,36 +31,27 @@ def summary_table(branches: Mapping[str, Curves], domains: list[str]) -> tuple[s
     }
     step = max(max(c) for curves in branches.values() for c in curves.values())
     control = final.get(CONTROL, {})
-    header = "| branch | " + " | ".join(f"{d} loss" for d in domains) + " |"
-    rule = "|---|" + "---:|" * len(domains)
-    rows = []
-    for name, losses in final.items():
-        cells = []
-        for d in domains:
-            value = losses.get(d)
-            if value is None:
-                cells.append("-")
-            elif name == CONTROL or d not in control:
-                cells.append(f"{value:.3f}")
-            else:
-                cells.append(f"{value:.3f} ({value - control[d]:+.3f})")
-        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+
+    def cell(name: str, d: str) -> str:
+        value = final[name].get(d)
+        if value is None:
+            return "-"
+        return f"{value:.3f}" if name == CONTROL or d not in control else f"{value:.3f} ({value - control[d]:+.3f})"
+
+    table = markdown_table(["branch", *(f"{d} loss" for d in domains)],
+                           [[name, *(cell(name, d) for d in domains)] for name in final],
+                           [False] + [True] * len(domains))
     note = f"Validation loss per domain at step {step:,} (in brackets: the change against the control branch)."
-    return "\n".join([note, "", header, rule, *rows]), final
+    return f"{note}\n\n{table}", final
 
 
 def plot_curves(
     trunk: Curves, branches: Mapping[str, Curves], branch_step: int, domains: list[str], path: Path
 ) -> Path:
     """One panel per domain: loss vs step, the trunk up to the branch point, the branches overlaid after it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     columns = 2
     rows = (len(domains) + columns - 1) // columns
-    figure, axes = plt.subplots(rows, columns, figsize=(6 * columns, 3.6 * rows), squeeze=False)
+    figure, axes = reports.figure(rows, columns, (6 * columns, 3.6 * rows))
     colours = {"trunk": "black", CONTROL: "tab:gray", "code": "tab:blue", "code_ramp": "tab:cyan", "math": "tab:orange"}
     for ax, domain in zip(axes.flat, domains, strict=False):
         points = sorted((s, v) for s, v in trunk.get(domain, {}).items() if s <= branch_step)
@@ -78,8 +72,4 @@ def plot_curves(
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=8)
     figure.suptitle(f"Midtraining branches from step {branch_step:,} (dotted line) vs the control")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return reports.save_figure(figure, path)

@@ -10,6 +10,8 @@ from collections import defaultdict
 from pathlib import Path
 from statistics import mean
 
+from midtrain import reports
+
 
 def _file_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
@@ -59,19 +61,14 @@ def curves(rows: list[dict]) -> dict[tuple[str, str, str | None], dict]:
 
 
 def plot_results(rows: list[dict], out_dir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for (kind, name, sft_task), figure_data in sorted(
         curves(rows).items(), key=lambda kv: tuple(str(k) for k in kv[0])
     ):
         if not figure_data["series"]:
             continue
-        figure, ax = plt.subplots(figsize=(7, 4.2))
+        fig, axes = reports.figure(size=(7, 4.2))
+        ax = axes[0, 0]
         for run, line in sorted(figure_data["series"].items()):
             drawn = ax.plot([x for x, _ in line], [y for _, y in line], marker=".", label=run)
             if run in figure_data["branches"]:
@@ -85,9 +82,6 @@ def plot_results(rows: list[dict], out_dir: Path) -> list[Path]:
         ax.set_ylabel("loss")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        figure.tight_layout()
         path = out_dir / _file_name(f"{kind}_{name}" + (f"_after_{sft_task}" if sft_task else "") + ".png")
-        figure.savefig(path, dpi=110)
-        plt.close(figure)
-        written.append(path)
+        written.append(reports.save_figure(fig, path))
     return written

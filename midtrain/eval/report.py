@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from midtrain.reports import markdown_table
+
 
 def latest_table(rows: list[dict], checkpoints: set[str]) -> str:
     """Markdown: run, step, tokens seen and the loss on every held-out domain and named set (task metrics too)."""
@@ -20,15 +22,11 @@ def latest_table(rows: list[dict], checkpoints: set[str]) -> str:
         return "(nothing scored)"
     values = {(r["checkpoint"], r["kind"], r["name"], r["metric"]): r for r in chosen}
     titles = [name if metric == "loss" else f"{name} {metric}" for _, name, metric in columns]
-    lines = ["| run | step | tokens seen | " + " | ".join(titles) + " |", "|---|---:|---:|" + "---:|" * len(columns)]
+    rows = []
     for run, (_, checkpoint) in latest.items():
         first = next(r for r in chosen if r["checkpoint"] == checkpoint)
-        cells = []
-        for kind, name, metric in columns:
-            row = values.get((checkpoint, kind, name, metric))
-            cells.append("-" if row is None else f"{row['value']:.4f}")
+        cells = [f"{values[key]['value']:.4f}" if (key := (checkpoint, *column)) in values else "-"
+                 for column in columns]
         tokens = f"{first['tokens_seen']:,}" if first["tokens_seen"] is not None else "-"
-        lines.append(
-            f"| {run} | {first['step'] if first['step'] is not None else '-'} | {tokens} | " + " | ".join(cells) + " |"
-        )
-    return "\n".join(lines)
+        rows.append([run, first["step"] if first["step"] is not None else "-", tokens, *cells])
+    return markdown_table(["run", "step", "tokens seen", *titles], rows, [False, True, True] + [True] * len(titles))

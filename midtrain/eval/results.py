@@ -19,6 +19,7 @@ from pathlib import Path
 
 from midtrain.distributed import get_logger
 from midtrain.errors import ConfigError
+from midtrain.reports import csv_text
 
 log = get_logger(__name__)
 
@@ -144,10 +145,7 @@ class ResultsTable:
             rows = [r for r in rows if self.row_key(r) not in self._done]
             new_file = not self.csv_path.is_file() or self.csv_path.stat().st_size == 0
             with self.csv_path.open("a", newline="") as file:
-                writer = csv.DictWriter(file, fieldnames=COLUMNS)
-                if new_file:
-                    writer.writeheader()
-                writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+                file.write(csv_text(COLUMNS if new_file else None, [[row[c] for c in COLUMNS] for row in rows]))
                 file.flush()
                 os.fsync(file.fileno())
             self.rows = read_rows(self.csv_path)

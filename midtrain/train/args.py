@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from litgpt.args import EvalArgs as LitEvalArgs
+from litgpt.args import LogArgs as LitLogArgs
 from litgpt.args import TrainArgs as LitTrainArgs
 
 from midtrain.field_docs import document_fields
@@ -67,21 +68,6 @@ class TrainArgs(LitTrainArgs):
     """With the per-micro-iteration LR: micro-iterations added to ``step × micro-batches per step`` before the LR is
     computed. ``midtrain port`` writes it for a branch whose parent's iteration count is off this run's step grid
     (a parent trained with other batch settings), so the LR of every step is the fork's. Default 0."""
-    dialect: Literal["auto", "fork", "midtrain"] = "auto"
-    """How the LR schedule and stop keys are read. ``fork``: as the paper's fork read them (see docs/fork.md; every
-    reproduced quirk is printed at start-up); ``midtrain``: midtrain's own meaning; ``auto``: ``fork`` for a config
-    naming ``litgpt.data.ShardedMixedDataset``, setting a fork-only key, or giving its length only as
-    ``max_iters``/``max_additional_steps``."""
-    init_lr: float | None = None
-    """The fork's key; the fork never used it. Accepted (with a warning) in the fork dialect only."""
-    initial_sampling_rate: str | None = None
-    """The fork's adaptive-sampling key (unused by its pretraining); fork dialect only, ignored with a warning."""
-    episode_length: float | None = None
-    """The fork's adaptive-sampling key; fork dialect only, ignored with a warning."""
-    freeze_sampling_rate: bool | None = None
-    """The fork's adaptive-sampling key; fork dialect only, ignored with a warning."""
-    data_scheduler: str | None = None
-    """The fork's key for its unused data scheduler; fork dialect only, ignored with a warning."""
     reset_optimizer: bool = False
     """Start with a fresh optimizer (no moments from the checkpoint) while weights, step, LR position and data
     cursors continue: needed to change the optimizer class at a branch."""
@@ -89,6 +75,23 @@ class TrainArgs(LitTrainArgs):
     """Keep only the newest N ``step-*`` checkpoints (plus ``keep_checkpoint_steps``); default keep all."""
     keep_checkpoint_steps: list[int] = field(default_factory=list)
     """Steps whose checkpoints are always kept (e.g. the branch points 20000, 30000, 40000, 50000)."""
+
+    # the paper fork's dialect and its keys, last: a native config needs none of them
+    dialect: Literal["auto", "fork", "midtrain"] = "auto"
+    """How the LR schedule and stop keys are read. ``fork``: as the paper's fork read them (see docs/fork.md; every
+    reproduced quirk is printed at start-up); ``midtrain``: midtrain's own meaning; ``auto``: ``fork`` for a config
+    naming ``litgpt.data.ShardedMixedDataset``, setting a fork-only key, or giving its length only as
+    ``max_iters``/``max_additional_steps``."""
+    init_lr: float | None = None
+    """(fork dialect) The fork's key; the fork never used it. Accepted (with a warning) in the fork dialect only."""
+    initial_sampling_rate: str | None = None
+    """(fork dialect) The fork's adaptive-sampling key (unused by its pretraining); fork dialect only, ignored with a warning."""
+    episode_length: float | None = None
+    """(fork dialect) The fork's adaptive-sampling key; fork dialect only, ignored with a warning."""
+    freeze_sampling_rate: bool | None = None
+    """(fork dialect) The fork's adaptive-sampling key; fork dialect only, ignored with a warning."""
+    data_scheduler: str | None = None
+    """(fork dialect) The fork's key for its unused data scheduler; fork dialect only, ignored with a warning."""
 
     def __post_init__(self) -> None:
         # litgpt's checks raise plain ValueErrors during parsing; ours are collected in ``midtrain.train.budget``
@@ -112,3 +115,10 @@ class EvalArgs(LitEvalArgs):
     """litgpt's, for fine-tuning; refused by midtrain pretrain (pretraining generates nothing)."""
     evaluate_example: str | int = "first"
     """litgpt's, for fine-tuning; refused by midtrain pretrain unless left at ``first``."""
+
+
+@document_fields
+@dataclass
+class LogArgs(LitLogArgs):
+    """The metric logger's settings: wandb's project, run and group (``logger_name: wandb`` only); litgpt's
+    LitLogger keys are refused (midtrain logs to tensorboard, csv or wandb)."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import io
 import time
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,11 @@ import torch
 from lightning.fabric.loggers import Logger, TensorBoardLogger
 
 from midtrain.errors import ConfigError
-from midtrain.publish import write_text_atomic
+from midtrain.reports import csv_text, write_csv
 from midtrain.train.hooks import Hook
 
 LOGGER_NAMES = ("tensorboard", "csv", "wandb")
+COLUMNS = ("step", "metric", "value")
 
 
 class TidyCSVLogger(Logger):
@@ -41,15 +41,11 @@ class TidyCSVLogger(Logger):
 
     def _rewrite(self, rows: list[dict]) -> None:
         """The whole file, replaced atomically: a failed write (a full disk) keeps the earlier curve."""
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["step", "metric", "value"])
-        writer.writeheader()
-        writer.writerows({k: r[k] for k in ("step", "metric", "value")} for r in rows)
-        write_text_atomic(self.path, buffer.getvalue())
+        write_csv(self.path, COLUMNS, [[r[k] for k in COLUMNS] for r in rows])
 
     def _append(self, rows: list[dict]) -> None:
         with self.path.open("a", newline="") as file:
-            csv.DictWriter(file, fieldnames=["step", "metric", "value"]).writerows(rows)
+            file.write(csv_text(None, [[r[k] for k in COLUMNS] for r in rows]))
 
     @property
     def name(self) -> str:

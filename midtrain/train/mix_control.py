@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from midtrain.tables import format_table
+from midtrain.reports import format_table
 from midtrain.train.hooks import Hook
 
 

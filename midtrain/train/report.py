@@ -58,6 +58,22 @@ def describe(setup) -> str:
     return "\n".join(lines)
 
 
+def plan_header(setup) -> list[str]:
+    """What ``midtrain mix --config run.yaml`` prints above the plan: the run's steps, its LR, what it may not
+    expect, the cursors carried over and an online mixture's description."""
+    b, start = setup.budget, setup.start
+    end = b.stop_step(setup.start_step)
+    started = "from scratch" if start.checkpoint is None else f"{start.kind.value} from {start.checkpoint.path}"
+    lines = [f"The run in {setup.settings.out_dir}: steps {setup.start_step:,} → {end:,} of {b.total_steps:,} "
+             f"({b.tokens_per_step:,} tokens per step), {started}", describe_schedule(setup.schedule, setup.start_step,
+                                                                                       end)]
+    lines += [f"WARNING: {notice}" for notice in setup.notices]
+    if setup.data_start.mixture_changed:
+        lines += ["Data mixture changed; shard cursors carried over by id:",
+                  render_transitions(setup.data_start.transitions)]
+    return lines + describe_controller(setup)
+
+
 def describe_controller(setup) -> list[str]:
     """What a ``mix_controller`` run says of its mixture: the plan shown is the mixture from now on; later phases
     are decided during the run; the worst case of ``max_passes`` (a domain at ``max_weight`` to the end)."""

@@ -10,12 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from litgpt.args import LogArgs
 from litgpt.config import Config
-from litgpt.data import DataModule
 
+from midtrain.data.module import ShardedMixedDataset
 from midtrain.field_docs import field_descriptions
-from midtrain.train.args import EvalArgs, TrainArgs
+from midtrain.train.args import EvalArgs, LogArgs, TrainArgs
 
 
 def _litgpt_train_defaults() -> TrainArgs:
@@ -43,14 +42,16 @@ class RunSettings:
     """``auto`` continues from the newest complete checkpoint in ``out_dir`` if any; ``true`` requires one; a path
     continues from that checkpoint. A checkpoint written by another run (e.g. a trunk checkpoint copied into
     ``out_dir``) starts a branch of it, continuing its data cursors under the new mixture."""
-    data: DataModule | None = None
-    """``midtrain.data.ShardedMixedDataset`` (``litgpt.data.ShardedMixedDataset`` is accepted as an alias)."""
+    data: ShardedMixedDataset | None = None
+    """The training data: ``{class_path: midtrain.data.ShardedMixedDataset, init_args: {...}}`` (the paper fork's
+    ``litgpt.data.ShardedMixedDataset`` is an alias); its keys: ``--data.help midtrain.data.ShardedMixedDataset``."""
     train: TrainArgs = field(default_factory=_litgpt_train_defaults)
     """Budget (``max_tokens`` or ``max_steps``), stop criteria, batch sizes, LR schedule, retention."""
     eval: EvalArgs = field(default_factory=lambda: EvalArgs(interval=1000, max_iters=100))
     """Validation interval and size; ``val/<domain>/loss`` per domain with held-out shards."""
     log: LogArgs = field(default_factory=LogArgs)
-    """wandb's project, run and group (``logger_name: wandb`` only; refused with another logger)."""
+    """wandb's project, run and group (``logger_name: wandb`` only; refused with another logger); litgpt's other
+    ``log`` keys are for its LitLogger, which midtrain does not support (refused)."""
     optimizer: str | dict = "AdamW"
     """An optimizer name (AdamW) or ``{class_path, init_args}``; its ``lr`` is the peak unless ``train.max_lr`` is
     set."""

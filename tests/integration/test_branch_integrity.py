@@ -20,12 +20,10 @@ TRUNK_STEPS, BRANCH_STEP = 12, 8
 MAIN_SAMPLES_PER_PASS = 87
 
 
-@pytest.fixture(scope="module")
-def trunk(train_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("integrity") / "trunk"
-    assert main(["pretrain", "--config", str(write_config(out.parent / "t.yaml",
-                                                          tiny_config(train_root, out, max_steps=TRUNK_STEPS)))]) == 0
-    return out
+@pytest.fixture
+def trunk(tiny_trunk):
+    """The session's 12-step trunk on main data, checkpoints every 4 steps (conftest.py)."""
+    return tiny_trunk
 
 
 def branch_config(train_root, trunk, out, **train):

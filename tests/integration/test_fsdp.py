@@ -5,7 +5,6 @@ per-domain validation work as they do unsharded, and two "nodes" shard within a 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from tests.integration.train_helpers import (
     TINY_MODEL,
     losses,
     metric,
+    preempt,
     read_json,
     run_cli,
     tiny_config,
@@ -108,29 +108,13 @@ def test_an_fsdp_checkpoint_is_a_full_litgpt_checkpoint(fsdp_run):
     assert read_json(fsdp / "final" / "checkpoint.json")["world_size"] == 2
 
 
-def preempt(path: Path, at_step: int) -> int:
-    """Run the config, send SIGUSR1 (as SLURM does before a job's time limit) once ``at_step`` is logged; returns
-    the step of the checkpoint saved on the way out."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "LITDATA_DISABLE_VERSION_CHECK": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "midtrain", "pretrain", "--config", str(path)], cwd=REPO,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    for line in process.stdout:
-        if line.startswith(f"step {at_step}/"):
-            process.send_signal(signal.SIGUSR1)
-            break
-    output = process.communicate(timeout=300)[0]
-    assert process.returncode == 75, output[-4000:]
-    return max(int(line.split()[-1].rsplit("-", 1)[1]) for line in output.splitlines()
-               if line.startswith("Saved checkpoint") and "step-" in line)
-
-
 def test_a_sharded_checkpoint_resumes_on_other_process_counts_and_strategies(train_root, tmp_path):
     """FSDP on 2 processes preempted; resumed on 1 process unsharded (sharded optimizer state into a plain
     optimizer); then on 4 FSDP processes (a plain state sharded again). The same chain of world sizes under DDP
     gives the same losses: the state travelled whole through every change."""
     fsdp = tmp_path / "fsdp"
     first = write_config(tmp_path / "f0.yaml", config_for(train_root, fsdp, "fsdp", 2))
-    saved = preempt(first, at_step=3)
+    saved, _ = preempt(first, at_step=3)
     assert 3 <= saved < STEPS - 3
     train(write_config(tmp_path / "f1.yaml", config_for(train_root, fsdp, "ddp", 1, max_additional_steps=3)))
     fourth = train(write_config(tmp_path / "f2.yaml", config_for(train_root, fsdp, "fsdp", 4)))

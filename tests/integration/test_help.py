@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 import pytest
+from jsonargparse._formatters import empty_help
 
 from midtrain.commands.dispatch import COMMANDS, load_command
 from midtrain.commands.parsing import command_parser
@@ -19,7 +20,8 @@ def undescribed(parser) -> list[str]:
     for action in parser._actions:
         if action.dest in _OWN or action.dest.endswith(".help") or isinstance(action, argparse._HelpAction):
             continue
-        if not (action.help or "").strip() or action.help == argparse.SUPPRESS:
+        text = (action.help or "").replace(empty_help, "").strip()
+        if not text or text.startswith("(type:") or action.help == argparse.SUPPRESS:  # a type alone is no help
             missing.append("/".join(action.option_strings) or action.dest)
     return missing
 
@@ -52,3 +54,15 @@ def test_inherited_keys_read_litgpts_words_and_ours_where_the_meaning_differs(ca
     text = " ".join(capsys.readouterr().out.split())
     assert "--train.save_interval SAVE_INTERVAL Number of optimizer steps between saving checkpoints" in text
     assert "--train.log_interval LOG_INTERVAL Optimizer steps between log lines" in text  # litgpt says iterations
+
+
+def test_the_check_finds_a_key_without_a_description():
+    def command(documented: int = 1, bare: int = 2) -> int:
+        """A command.
+
+        Args:
+            documented: Described.
+        """
+        return 0
+
+    assert undescribed(command_parser(command)) == ["--bare"]

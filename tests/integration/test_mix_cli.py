@@ -127,3 +127,11 @@ def test_light_commands_load_neither_torch_nor_litgpt_nor_lightning(data_root, a
 def test_an_unknown_command_suggests_the_close_one(capsys):
     assert main(["prepar"]) == 2
     assert "Did you mean 'prepare'?" in capsys.readouterr().err
+
+
+def test_mix_takes_every_key_of_a_pretrain_config():
+    """mix's one parser reads a pretrain config by its keys; a key pretrain gains must be added to mix too."""
+    from midtrain.commands.mix import RUN_KEYS
+    from midtrain.train.settings import COMMAND_FIELDS
+
+    assert set(RUN_KEYS) == set(COMMAND_FIELDS) - {"data"}

@@ -7,6 +7,7 @@ import torch
 
 from midtrain.data.module import ShardedMixedDataset
 from midtrain.data.shard_reader import ShardReader
+from midtrain.data.stream_io import decode_mixture
 from midtrain.errors import ConfigError, DataError
 from tests.integration.stream_helpers import SEQ_LENGTH, first_tokens, make_module, source
 
@@ -132,8 +133,15 @@ def test_mixture_change_continues_shared_shards_and_keeps_dropped_ones(data_root
 def test_weight_only_change_is_a_new_phase_with_exact_shares(data_root):
     trunk = make_module(data_root, mix_weights_str="main:0.9,code:0.1").train_dataloader()
     first_tokens(trunk, 7)
+    saved = trunk.state_dict()
     branch = make_module(data_root, mix_weights_str="main:0.2,code:0.8").train_dataloader()
-    branch.load_state_dict(trunk.state_dict())
+    branch.load_state_dict(saved)
+    stretches = branch.state_dict()["stretches"]
+    # a new stretch begins where the trunk stopped, under the new weights, every cursor carried
+    assert len(stretches) == 2 and stretches[0]["shares"] == saved["stretches"][0]["shares"]
+    assert decode_mixture(stretches[-1]) == pytest.approx({"main/1": 0.1, "main/2": 0.1, "c1": 0.8}, abs=1e-6)
+    assert {t.shard: t.cursor for t in branch.last_transitions} == {
+        shard: entry["consumed"] for shard, entry in saved["shards"].items()}
     assert_exact_at_every_prefix(first_tokens(branch, 10), {"main/1": 0.1, "main/2": 0.1, "c1": 0.8})
 
 

@@ -19,6 +19,7 @@ from tests.integration.train_helpers import (
     SEQ_LENGTH,
     losses,
     metric,
+    preempt,
     read_json,
     run_cli,
     shard_of,
@@ -30,13 +31,10 @@ TRUNK_STEPS, BRANCH_STEP = 12, 8
 MAIN_SAMPLES_PER_PASS = 87  # 1,500 tokens in chunks of 512: whole 17-token samples per chunk
 
 
-@pytest.fixture(scope="module")
-def trunk(train_root, tmp_path_factory):
-    """A 12-step trunk on main data, checkpoints every 4 steps."""
-    out = tmp_path_factory.mktemp("runs") / "trunk"
-    config = write_config(out.parent / "trunk.yaml", tiny_config(train_root, out, max_steps=TRUNK_STEPS))
-    assert main(["pretrain", "--config", str(config)]) == 0
-    return out
+@pytest.fixture
+def trunk(tiny_trunk):
+    """The session's 12-step trunk on main data, checkpoints every 4 steps (conftest.py)."""
+    return tiny_trunk
 
 
 def test_trunk_writes_litgpt_checkpoints_ledger_and_metrics(trunk):
@@ -157,15 +155,7 @@ def test_signal_stops_saves_and_resume_equals_uninterrupted(train_root, tmp_path
     assert run_cli(write_config(tmp_path / "ref.yaml", config)).returncode == 0
     config["out_dir"] = str(tmp_path / "preempted")
     path = write_config(tmp_path / "p.yaml", config)
-    env = {"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "LITDATA_DISABLE_VERSION_CHECK": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "midtrain", "pretrain", "--config", str(path)], cwd=REPO,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    for line in process.stdout:
-        if line.startswith("step 3/"):
-            process.send_signal(__import__("signal").SIGUSR1)
-            break
-    output = process.communicate(timeout=120)[0]
-    assert process.returncode == 75, output
+    _, output = preempt(path, at_step=3)
     saved = [p for p in (tmp_path / "preempted").iterdir() if p.name.startswith("step-")]
     assert len(saved) == 1 and 3 <= int(saved[0].name[5:]) < steps
     assert "SIGUSR1" in output

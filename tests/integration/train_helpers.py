@@ -70,6 +70,24 @@ def run_cli(config_path: Path, *extra: str, timeout: int = 300) -> subprocess.Co
                           capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
 
 
+def preempt(path: Path, at_step: int, timeout: int = 300) -> tuple[int, str]:
+    """Run the config in a subprocess, send SIGUSR1 (as SLURM does before a job's time limit) once ``at_step`` is
+    logged; returns (the step of the checkpoint saved on the way out, the output). The run must exit 75."""
+    import signal
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "LITDATA_DISABLE_VERSION_CHECK": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "midtrain", "pretrain", "--config", str(path)], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    for line in process.stdout:
+        if line.startswith(f"step {at_step}/"):
+            process.send_signal(signal.SIGUSR1)
+            break
+    output = process.communicate(timeout=timeout)[0]
+    assert process.returncode == 75, output[-4000:]
+    return max(int(line.split()[-1].rsplit("-", 1)[1]) for line in output.splitlines()
+               if line.startswith("Saved checkpoint") and "step-" in line), output
+
+
 def losses(out_dir: Path) -> dict[int, float]:
     """``train/loss`` by step from the run's tidy CSV log."""
     with (out_dir / "logs" / "metrics.csv").open(newline="") as file:

@@ -25,7 +25,7 @@ LAYERS = [
         "sweeps",
         "progress",
         "field_docs",
-        "tables",
+        "reports",
         "publish",
         "",
     },

@@ -65,7 +65,7 @@ def test_random_schedule_is_counter_based_and_resumable():
 
 
 def test_schedule_rejects_bad_weights():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="int_weights must be positive and sum to SCALE"):
         ExactOrder([1, 2])
 
 

@@ -69,7 +69,7 @@ def test_rank_from_the_launcher_environment(monkeypatch):
 
 
 def test_tracker_needs_a_member():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="a mixed stream needs at least one shard with positive weight"):
         tracker([], [])
 
 
