@@ -18,6 +18,7 @@ UTF-8, is empty, or does not hold a mapping is named with what it holds instead.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -284,3 +285,16 @@ def resolve_config(config: dict, where: str) -> dict:
 def load_config(path: str | Path, flag: str = "--config") -> dict:
     """The YAML mapping in ``path`` with placeholders expanded and aliases resolved; a clear error otherwise."""
     return resolve_config(read_yaml_mapping(path, flag), f"{flag}={str(path)!r}")
+
+
+def plain(value: Any) -> Any:
+    """``value`` as YAML data: a dataclass as the mapping of its init fields, a path as text, tuples as lists."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value

@@ -8,9 +8,9 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from midtrain.config_files import DATA_MODULE_ALIASES
+from midtrain.config_files import DATA_MODULE_ALIASES, plain
 from midtrain.data.mixture import MixtureArgs, resolve_mixture
 from midtrain.data.plan import render_plan
 from midtrain.errors import ConfigError
@@ -176,11 +176,11 @@ def _run_plan(data: MixtureArgs | None, given: dict, format: str, max_tokens: in
     from midtrain.train.report import plan_header
     from midtrain.train.startup import setup_run
 
-    config = {**_plain(given), "train": {**(given.get("train") or {}),
+    config = {**plain(given), "train": {**(given.get("train") or {}),
                                          **({"max_tokens": max_tokens} if max_tokens else {}),
                                          **({"max_seq_length": seq_length} if seq_length else {})}}
     if data is not None:
-        config["data"] = {"class_path": DATA_MODULE, "init_args": _plain(data)}
+        config["data"] = {"class_path": DATA_MODULE, "init_args": plain(data)}
     import yaml
 
     arguments = call_with_args(pretrain, ["--config", yaml.safe_dump(config, sort_keys=False)],
@@ -190,18 +190,6 @@ def _run_plan(data: MixtureArgs | None, given: dict, format: str, max_tokens: in
     extra = {"start_step": run.start_step, "end_step": end, "total_steps": run.budget.total_steps,
              "start_checkpoint": None if run.start.checkpoint is None else str(run.start.checkpoint.path)}
     return _show(run.data.mixture, run.data_start.plan, format, extra, plan_header(run) + [""])
-
-
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 mix.normalize_config = normalize_config  # read by the parser (midtrain.commands.argv) for every --config

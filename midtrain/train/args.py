@@ -83,15 +83,15 @@ class TrainArgs(LitTrainArgs):
     naming ``litgpt.data.ShardedMixedDataset``, setting a fork-only key, or giving its length only as
     ``max_iters``/``max_additional_steps``."""
     init_lr: float | None = None
-    """(fork dialect) The fork's key; the fork never used it. Accepted (with a warning) in the fork dialect only."""
+    """(fork dialect) The fork's key; the fork never used it. Ignored with a warning."""
     initial_sampling_rate: str | None = None
-    """(fork dialect) The fork's adaptive-sampling key (unused by its pretraining); fork dialect only, ignored with a warning."""
+    """(fork dialect) The fork's adaptive-sampling key (unused by its pretraining); ignored with a warning."""
     episode_length: float | None = None
-    """(fork dialect) The fork's adaptive-sampling key; fork dialect only, ignored with a warning."""
+    """(fork dialect) The fork's adaptive-sampling key; ignored with a warning."""
     freeze_sampling_rate: bool | None = None
-    """(fork dialect) The fork's adaptive-sampling key; fork dialect only, ignored with a warning."""
+    """(fork dialect) The fork's adaptive-sampling key; ignored with a warning."""
     data_scheduler: str | None = None
-    """(fork dialect) The fork's key for its unused data scheduler; fork dialect only, ignored with a warning."""
+    """(fork dialect) The fork's key for its unused data scheduler; ignored with a warning."""
 
     def __post_init__(self) -> None:
         # litgpt's checks raise plain ValueErrors during parsing; ours are collected in ``midtrain.train.budget``

@@ -14,6 +14,7 @@ import torch
 import yaml
 from litgpt.config import Config
 
+from midtrain.config_files import plain
 from midtrain.errors import ConfigError, Problems
 from midtrain.train import checkpoint_files as files
 from midtrain.train.run_dir import load_run
@@ -246,9 +247,9 @@ def check_model_config(folder: Path, model_config: Config, flag: str) -> None:
         return  # none recorded (the paper fork's checkpoints): the shape check is all there is
     if not isinstance(saved, dict):
         return
-    current = _plain(dataclasses.asdict(model_config))
+    current = plain(dataclasses.asdict(model_config))
     differing = [f"{key} {saved[key]!r} -> {current[key]!r}" for key in sorted(set(saved) & set(current))
-                 if key not in _MODEL_METADATA and _plain(saved[key]) != current[key]]
+                 if key not in _MODEL_METADATA and plain(saved[key]) != current[key]]
     if differing:
         raise ConfigError(
             f"{flag}: the configured model differs from the one the checkpoint in {folder} was trained as "
@@ -259,14 +260,6 @@ def check_model_config(folder: Path, model_config: Config, flag: str) -> None:
 
 # fields that name a model without changing what it computes
 _MODEL_METADATA = frozenset({"name", "hf_config"})
-
-
-def _plain(value):
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
 
 
 def check_model_state(model_state: dict, model_config: Config, flag: str, where: Path) -> None:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from litgpt.config import Config
 
+from midtrain.config_files import plain
 from midtrain.data.module import ShardedMixedDataset
 from midtrain.field_docs import field_descriptions
 from midtrain.train.args import EvalArgs, LogArgs, TrainArgs
@@ -106,18 +107,6 @@ def settings_from(arguments: dict[str, Any]) -> RunSettings:
     return RunSettings(**{name: arguments[name] for name in COMMAND_FIELDS if name in arguments})
 
 
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def dump(settings: RunSettings) -> dict:
     """The resolved config as litgpt-style YAML data (saved as ``config.yaml`` and ``hyperparameters.yaml``), in the
     keys' own order; the data module as ``{class_path, init_args}``."""
@@ -127,8 +116,8 @@ def dump(settings: RunSettings) -> dict:
         if name == "data" and value is not None:
             out[name] = {
                 "class_path": f"{type(value).__module__}.{type(value).__qualname__}",
-                "init_args": _plain(value),
+                "init_args": plain(value),
             }
         else:
-            out[name] = _plain(value)
+            out[name] = plain(value)
     return out
