@@ -83,7 +83,9 @@ def write_shard(path: Path, n_tokens: int, vocab: int, seed: int) -> None:
 
 
 def pretrain_config(setup: Setup, data_root: Path, out_dir: Path, precision: str, ours: bool, workers: int = 2,
-                    steps: int | None = None, save_interval: int = 1_000_000) -> dict:
+                    steps: int | None = None, save_interval: int = 1_000_000, timed: bool = False) -> dict:
+    """``timed``: a run whose step time is measured against litgpt's (compiled, as litgpt's); with ``--smoke`` the
+    other runs check code paths only, and run eager (compiling a toy model on CPU costs more than it runs)."""
     steps = steps or setup.steps
     train = {"save_interval": save_interval, "log_interval": 1, "global_batch_size": setup.batch,
              "micro_batch_size": setup.batch, "lr_warmup_steps": 5, "max_seq_length": setup.seq, "max_norm": 1.0,
@@ -105,7 +107,7 @@ def pretrain_config(setup: Setup, data_root: Path, out_dir: Path, precision: str
         "logger_name": "csv",
     }
     if ours:
-        config.update(accelerator=setup.accelerator, compile=True, resume="auto")
+        config.update(accelerator=setup.accelerator, compile=timed or not setup.smoke, resume="auto")
     return config
 
 
@@ -182,7 +184,7 @@ def main() -> None:
             times = {}
             for tool in ("litgpt", "midtrain"):
                 out = work / f"{tool}-{precision}"
-                config = pretrain_config(setup, data_root, out, precision, tool == "midtrain")
+                config = pretrain_config(setup, data_root, out, precision, tool == "midtrain", timed=True)
                 stdout = launch(tool, config, out.with_suffix(".yaml"))
                 timeline = midtrain_metric(out, "train/time_s") if tool == "midtrain" else litgpt_times(out)
                 times[tool] = seconds_per_step(timeline, setup.steps)

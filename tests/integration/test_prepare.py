@@ -401,7 +401,7 @@ def test_a_tokenizer_worker_killed_by_sigkill_fails_prepare_and_keeps_the_previo
     raw = tmp_path / "raw"
     raw.mkdir()
     for k in range(4):
-        (raw / f"{k}.jsonl").write_text("".join(json.dumps({"text": DOCS[i % 60] * 20}) + "\n" for i in range(6000)))
+        (raw / f"{k}.jsonl").write_text("".join(json.dumps({"text": DOCS[i % 60] * 20}) + "\n" for i in range(2500)))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "LITDATA_DISABLE_VERSION_CHECK": "1"}
     process = subprocess.Popen([sys.executable, "-m", "midtrain", "prepare", "--inputs", str(raw), "--tokenizer_dir",
                                 str(tokenizer_dir), "--output_dir", str(root / "train" / "1"), "--val_fraction", "0.1",

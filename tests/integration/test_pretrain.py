@@ -149,7 +149,7 @@ def test_resume_auto_after_max_additional_steps_equals_uninterrupted(train_root,
 
 @pytest.mark.slow
 def test_signal_stops_saves_and_resume_equals_uninterrupted(train_root, tmp_path):
-    steps = 150
+    steps = 40
     config = tiny_config(train_root, tmp_path / "reference", max_steps=steps, save_interval=1000)
     config["data"]["init_args"]["max_passes"] = 10
     assert run_cli(write_config(tmp_path / "ref.yaml", config)).returncode == 0
