@@ -55,14 +55,14 @@ def write_json(path: Path, payload: Any) -> Path:
     return Path(path)
 
 
-def figure(rows: int = 1, columns: int = 1, size: tuple[float, float] = (6.0, 4.0)):
+def figure(rows: int = 1, columns: int = 1, size: tuple[float, float] = (6.0, 4.0), sharex: bool = False):
     """(a new figure, its axes as a 2-D array), on the Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(rows, columns, figsize=size, squeeze=False)
+    return plt.subplots(rows, columns, figsize=size, squeeze=False, sharex=sharex)
 
 
 def save_figure(fig, path: Path) -> Path:

@@ -48,6 +48,8 @@ class Branch:
     """Domain shares of the parent's mixture at the branch point."""
     shares: dict[str, float] = field(default_factory=dict)
     """Domain shares of the tokens this run read since its branch point."""
+    anneal: Mapping | None = field(default=None, hash=False)
+    """The run's anneal record (``midtrain anneal``), which pairs it with its control; None for other branches."""
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -55,7 +57,10 @@ class Branch:
 
     @property
     def is_control(self) -> bool:
-        """A branch that read its parent's mixture (a branch that read nothing yet is no control)."""
+        """A branch that read its parent's mixture (a branch that read nothing yet is no control); an anneal is
+        one when its record says so."""
+        if self.anneal is not None:
+            return self.anneal.get("candidate") is None
         return self.step is not None and bool(self.shares) and not self.targets
 
     @property
@@ -92,7 +97,7 @@ def branch_of(name: str, run: Mapping, ledger: Mapping, parent_ledger: Mapping |
             for shard_id, w in (last.get("mixture_after") or {}).items():
                 read[domain_of.get(shard_id, shard_id)] += w
     return Branch(name, last.get("parent_run_id"), last.get("parent_out_dir"), step, parent,
-                  _domain_shares({d: t for d, t in read.items() if t > 0}))
+                  _domain_shares({d: t for d, t in read.items() if t > 0}), run.get("anneal"))
 
 
 def _domain_shares(weights: Mapping[str, float]) -> dict[str, float]:
@@ -104,13 +109,19 @@ def _domain_shares(weights: Mapping[str, float]) -> dict[str, float]:
 
 
 def match_controls(branches: Sequence[Branch]) -> tuple[dict[str, Branch | None], list[str]]:
-    """Each non-control branch's control (same parent, same step), None where there is none; and notes (several
-    controls at one point: the first by name is used, and said)."""
+    """Each non-control branch's control (same parent, same step; for an anneal, the control of its anneal set and
+    seed, by their records), None where there is none; and notes (several controls at one point: the first by name
+    is used, and said)."""
+    from midtrain.anneal import pairs
+
+    anneals = [b for b in branches if b.anneal is not None]
+    by_name = {b.name: b for b in anneals}
+    paired, notes = pairs([(b.name, b.anneal) for b in anneals])
+    branches = [b for b in branches if b.anneal is None]  # an anneal decays to 0: no control of another branch
     controls: dict[tuple, list[Branch]] = defaultdict(list)
     for b in branches:
         if b.is_control:
             controls[b.key].append(b)
-    notes = []
     for key, found in controls.items():
         if len(found) > 1:
             found.sort(key=lambda b: b.name)
@@ -118,6 +129,7 @@ def match_controls(branches: Sequence[Branch]) -> tuple[dict[str, Branch | None]
                          f"({', '.join(b.name for b in found)}): {found[0].name} is used.")
     matched = {b.name: (controls[b.key][0] if controls.get(b.key) else None)
                for b in branches if b.step is not None and not b.is_control}
+    matched.update({name: None if control is None else by_name[control] for name, control in paired.items()})
     return matched, notes
 
 

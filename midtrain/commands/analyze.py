@@ -8,12 +8,11 @@ import json
 from pathlib import Path
 
 from midtrain import reports
-from midtrain.data.domains import did_you_mean
-from midtrain.errors import ConfigError, DataError
+from midtrain.errors import ConfigError, DataError, did_you_mean
 from midtrain.publish import check_output_dir, write_text_atomic
 
-OUTPUTS = ("report.md", "analysis.json", "branches.csv", "fit.csv", "bridge.csv", "timing_share.png",
-           "bridge_gain.png")
+OUTPUTS = ("report.md", "analysis.json", "branches.csv", "fit.csv", "bridge.csv", "anneals.csv", "soups.csv",
+           "timing_share.png", "bridge_gain.png")
 
 
 def analyze(
@@ -28,7 +27,9 @@ def analyze(
 
     Runs and controls are matched by lineage (each run's ``run.json`` and ledger, found from the table's checkpoint
     paths): a control is a branch that continues its parent's mixture; every other branch is compared with the
-    control of the same parent and step. A branch without one is listed as such.
+    control of the same parent and step. A branch without one is listed as such. Anneals (``midtrain anneal``) are
+    paired by their records: each candidate with the control of its set and seed, Δ per seed and over seeds. A soup
+    (``midtrain soup``) is compared with each of its ingredients and with their controls.
 
     Args:
         tables: ``midtrain eval`` tables (``eval.csv``); give the flag several times, or a list.
@@ -41,7 +42,7 @@ def analyze(
         seed: Seed of the bootstrap.
     """
     from midtrain.analysis.grid import match_controls, unique_rows
-    from midtrain.eval.results import read_rows
+    from midtrain.eval.results import is_average, read_rows
 
     paths = [tables] if isinstance(tables, (str, Path)) else list(tables)
     if not paths:
@@ -49,19 +50,26 @@ def analyze(
     if resamples < 1:
         raise ConfigError(f"--resamples={resamples} must be at least 1.")
     out_dir = check_output_dir(Path(out_dir), "--out_dir", OUTPUTS)
-    rows, notes = unique_rows([(str(path), read_rows(Path(path), "--tables")) for path in paths])
-    branches = _branches(rows, paths)
+    tables = [(str(path), read_rows(Path(path), "--tables")) for path in paths]
+    averages = sum(is_average(r) for _, table in tables for r in table)
+    rows, notes = unique_rows([(source, [r for r in table if not is_average(r)]) for source, table in tables])
+    if averages:  # a point beside final at the same step: it would read as a second seed of that step
+        notes.append(f"{averages:,} row(s) of runs' weight averages (average/) are not used: the effects compare the "
+                     "runs' own checkpoints. Soup the checkpoints ('midtrain soup') to compare an average as a run.")
+    branches, soups = _branches(rows, paths)
     sft_for = {d: [v] if isinstance(v, str) else list(v) for d, v in (sft_for or {}).items()}
     _check_sft_for(sft_for, rows, branches)
     controls, matched_notes = match_controls(list(branches.values()))
     notes += matched_notes
-    if not any(b.is_control for b in branches.values()):
+    if not any(b.is_control for b in branches.values()) and not soups:
         listed = ", ".join(f"{b.name} ({', '.join(b.targets) or 'no change'} at step {b.step:,})"
                            for b in branches.values() if b.step is not None) or "no branches"
         raise DataError(f"--tables: no control branch (a branch that continues its parent's mixture) among the runs "
                         f"({listed}), so no effect can be measured. Evaluate the control into the table too.")
     bridges = _bridges(similarity) if similarity is not None else None
     result = _analysis(rows, branches, controls, sft_for, bridges, resamples, seed)
+    result["anneals"] = anneal_summary(result["effects"], branches)
+    result["soups"] = soup_effects(rows, soups, branches, controls)
     result["notes"] += notes
     result["tables"] = [str(p) for p in paths]
     figures = _figures(result, out_dir)
@@ -77,6 +85,12 @@ def analyze(
         reports.write_csv(out_dir / "bridge.csv", ["branch", "domain", "sft", "bridge_length", "gain"],
                           [[p["branch"], p["domain"], p["sft"], p["bridge_length"], p["gain"]]
                            for p in result["bridge"]["pairs"]])
+    if result["anneals"]:
+        reports.write_csv(out_dir / "anneals.csv", ANNEAL_COLUMNS, [[a[c] if not isinstance(a[c], list) else
+                                                                    ";".join(map(str, a[c])) for c in ANNEAL_COLUMNS]
+                                                                   for a in result["anneals"]])
+    if result["soups"]:
+        reports.write_csv(out_dir / "soups.csv", SOUP_COLUMNS, [[e[c] for c in SOUP_COLUMNS] for e in result["soups"]])
     report = render_report(result, figures)
     write_text_atomic(out_dir / "report.md", report)
     print(report)
@@ -84,8 +98,9 @@ def analyze(
     return 0
 
 
-def _branches(rows: list[dict], paths: list) -> dict:
-    """Every run of the tables with its place in the grid, from its folder (the parent of its checkpoints)."""
+def _branches(rows: list[dict], paths: list) -> tuple[dict, dict]:
+    """Every run of the tables with its place in the grid, from its folder (the parent of its checkpoints); and the
+    soups among them (name -> their ``run.json``'s ``soup`` record), which have no lineage of their own."""
     from midtrain.analysis.grid import branch_of, two_folders_error
     from midtrain.train import checkpoint_files as files
 
@@ -98,9 +113,14 @@ def _branches(rows: list[dict], paths: list) -> dict:
     if not folders:
         raise DataError(f"--tables {', '.join(map(str, paths))}: no rows of a run's own checkpoints, so no run's "
                         "lineage can be read.")
-    branches = {}
+    branches, soups = {}, {}
     for name, folder in sorted(folders.items()):
         run, latest = _read_json(folder / "run.json"), files.latest_checkpoint(folder)
+        if run is not None and isinstance(run.get("soup"), dict):
+            by_folder = {str(f.resolve()): n for n, f in folders.items()}
+            soups[name] = {**run["soup"], "runs": [by_folder.get(str(Path(i["checkpoint"]).parent.resolve()))
+                                                   for i in run["soup"].get("ingredients", [])]}
+            continue
         if run is None or latest is None:
             raise DataError(f"run {name!r}: its folder {folder} (from the table's checkpoint paths) holds no "
                             f"{'run.json' if run is None else 'checkpoint'}, so its lineage cannot be read. Restore "
@@ -115,7 +135,61 @@ def _branches(rows: list[dict], paths: list) -> dict:
             raise DataError(f"branch {name!r}: its parent run {branch.parent_dir} (its run.json's lineage) is missing, "
                             "so its pretraining data and its control cannot be told. Restore the parent's folder.")
         branches[name] = branch
-    return branches
+    return branches, soups
+
+
+ANNEAL_COLUMNS = ["candidate", "group", "share", "measure", "kind", "name", "tuned", "seeds", "deltas", "mean_delta",
+                  "half_width"]
+SOUP_COLUMNS = ["soup", "against", "role", "kind", "name", "tuned", "delta", "at_step"]
+
+
+def anneal_summary(effects: list[dict], branches: dict) -> list[dict]:
+    """Each anneal candidate's Δ against its control per seed, and their mean over seeds with a t interval (the
+    seeds' spread): the candidate's verdict, measure by measure."""
+    from midtrain.analysis.grid import mean_interval
+
+    groups: dict[tuple, list[tuple]] = {}
+    for e in effects:
+        record = branches[e["branch"]].anneal
+        if record is None:
+            continue
+        key = (record.get("candidate"), record.get("group"), record.get("share"), e["measure"], e["kind"], e["name"],
+               e["tuned"])
+        groups.setdefault(key, []).append((record.get("seed"), e["delta"]))
+    out = []
+    for (candidate, group, share, measure, kind, name, tuned), found in sorted(groups.items(), key=str):
+        found.sort(key=lambda f: (f[0] is None, f[0] or 0))
+        mean, half_width = mean_interval([d for _, d in found])
+        out.append({"candidate": candidate, "group": group, "share": share, "measure": measure, "kind": kind,
+                    "name": name, "tuned": tuned, "seeds": [f[0] for f in found], "deltas": [f[1] for f in found],
+                    "mean_delta": mean, "half_width": half_width})
+    return out
+
+
+def soup_effects(rows: list[dict], soups: dict, branches: dict, controls: dict) -> list[dict]:
+    """Each soup against each of its ingredients and against their controls, on every held-out domain and set the
+    soup was scored on (Δ = soup − the other, at the latest step both have)."""
+    from midtrain.analysis.grid import compare, loss_samples, rows_by_run
+
+    index = rows_by_run(rows)
+    out = []
+    for soup, record in sorted(soups.items()):
+        others = [(name, "ingredient") for name in record["runs"] if name is not None]
+        for name in record["runs"]:
+            control = controls.get(name) if name in branches else None
+            if control is not None and (control.name, "control") not in others:
+                others.append((control.name, "control"))
+        measures = sorted({(r["kind"], r["name"]) for r in rows if r["metric"] == "loss"
+                           and (r.get("base_run") or r["run"]) == soup and r["kind"] in ("heldout", "set")})
+        for other, role in others:
+            for kind, item in measures:
+                ours, tuned = loss_samples(index.get((item, soup), []), soup, kind, item)
+                theirs, _ = loss_samples(index.get((item, other), []), other, kind, item)
+                compared = compare(ours, theirs, 0)
+                if compared is not None:
+                    out.append({"soup": soup, "against": other, "role": role, "kind": kind, "name": item,
+                                "tuned": tuned, "delta": compared["delta"], "at_step": compared["at_step"]})
+    return out
 
 
 def _check_sft_for(sft_for: dict[str, list[str]], rows: list[dict], branches: dict) -> None:
@@ -285,6 +359,26 @@ def render_report(result: dict, figures: list[str]) -> str:
                         f"{c['resamples']:,} resamples defined)")
             lines.append(f"\n{label.capitalize()}: {num(c['value'], '+.3f')}, {interval}.")
         lines.append("")
+    if result.get("anneals"):
+        lines += ["## Anneals: each candidate against its control", "",
+                  "Each candidate's anneal against the control of its set and seed (paired by their run.json "
+                  "records); Δ per seed, then their mean with the 95 % interval from the seeds' spread.", "",
+                  reports.markdown_table(
+                      ["candidate", "share", "measure", "set", "Δ per seed", "mean Δ", "±"],
+                      [[a["candidate"], "-" if a["share"] is None else f"{a['share']:.0%}", a["measure"],
+                        f"{a['name']}{' (fine-tuned)' if a['tuned'] else ''}",
+                        ", ".join(f"{'-' if s is None else s}: {d:+.4f}" for s, d in zip(a["seeds"], a["deltas"],
+                                                                                           strict=True)),
+                        num(a["mean_delta"]), num(a["half_width"], ".4f")] for a in result["anneals"]],
+                      [False, True, False, False, False, True, True]), ""]
+    if result.get("soups"):
+        lines += ["## Soups against their ingredients and controls", "",
+                  "Δ = soup − the other run (negative: the soup is better).", "",
+                  reports.markdown_table(["soup", "against", "role", "set", "Δ", "at step"],
+                                         [[e["soup"], e["against"], e["role"],
+                                           f"{e['name']}{' (fine-tuned)' if e['tuned'] else ''}", num(e["delta"]),
+                                           f"{e['at_step']:,}"] for e in result["soups"]],
+                                         [False, False, False, False, True, True]), ""]
     if figures:
         lines += ["## Figures", "", *(f"![{f}]({f})" for f in figures), ""]
     if result["notes"]:

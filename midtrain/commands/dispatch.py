@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "pretrain": ("midtrain.commands.pretrain", "pretrain", "Pretrain (trunk) or midtrain (branch) on a mixture."),
     "port": ("midtrain.commands.port", "port", "Write a native config from a paper-fork config, same schedule."),
     "sweep": ("midtrain.commands.sweep", "sweep", "Expand a sweep spec into configs and an sbatch array."),
+    "soup": ("midtrain.commands.soup", "soup", "Average the weights of several checkpoints into one."),
+    "anneal": ("midtrain.commands.anneal", "anneal", "Matched anneals to LR 0 that judge data against a control."),
     "eval": ("midtrain.commands.eval", "evaluate", "Score every checkpoint of some runs into one table."),
     "similarity": ("midtrain.commands.similarity", "similarity", "Similarity of corpora and bridge lengths."),
     "recommend": ("midtrain.commands.recommend", "recommend", "Rank midtraining data for a target, before training."),
@@ -28,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 
 # flags of a list a user may give several times (``--target a=x --target b=y``), as well as one list
-REPEATABLE = {"recommend": ("--target",), "analyze": ("--tables",)}
+REPEATABLE = {"recommend": ("--target",), "analyze": ("--tables",), "soup": ("--checkpoints",)}
 
 
 def merge_repeated(argv: list[str], flags: tuple[str, ...]) -> list[str]:
@@ -59,6 +61,19 @@ def _is_json(text: str) -> bool:
         return False
 
 
+# flags a command also takes under another name: ``--from`` is a Python keyword, so no parameter's name; anneal's
+# ``--config`` is the base config of the runs it writes, not a file of its own arguments
+ALIASES = {"anneal": {"--from": "--from_checkpoint", "--config": "--base_config"}}
+
+
+def rename_flags(argv: list[str], aliases: dict[str, str]) -> list[str]:
+    out = []
+    for arg in argv:
+        flag, equals, value = arg.partition("=")
+        out.append(aliases[flag] + equals + value if flag in aliases else arg)
+    return out
+
+
 def load_command(name: str) -> Callable:
     module_name, function_name, _ = COMMANDS[name]
     return getattr(importlib.import_module(module_name), function_name)
@@ -70,6 +85,7 @@ def run_command(argv: list[str]) -> int:
     record(argv)
     name = argv[0]
     function = load_command(name)
-    init = call_with_args(function, merge_repeated(argv[1:], REPEATABLE.get(name, ())), prog=f"midtrain {name}")
+    words = rename_flags(merge_repeated(argv[1:], REPEATABLE.get(name, ())), ALIASES.get(name, {}))
+    init = call_with_args(function, words, prog=f"midtrain {name}")
     status = function(**init)
     return status if isinstance(status, int) and not isinstance(status, bool) else 0

@@ -40,7 +40,8 @@ def evaluate(
     shards (the first ``tokens_per_domain`` tokens, the same for every run), on each of ``sets`` and on ``tasks``.
     Rows (run, lineage, step, tokens seen, what, metric, value) are appended to ``out_dir/eval.csv`` and
     ``eval.json``; running again scores only what is missing. ``out_dir/plots/`` gets one loss plot per domain and
-    set, runs overlaid from their branch points.
+    set, runs overlaid from their branch points (a run's weight average, ``average/``, a star beside its line), and
+    per run its mixture and LR over steps (``mixture_lr_<run>.png``).
 
     Args:
         runs: Run folders or checkpoint folders; shell globs (quoted) allowed, e.g. ``'demo_out/runs/*'``; one, or a
@@ -119,8 +120,9 @@ def evaluate(
 
     print(latest_table(table.rows, {t.key for t in targets}))
     if plot:
-        from midtrain.eval.plots import plot_results
+        from midtrain.eval.plots import plot_mixture_and_lr, plot_results
 
         written = plot_results(table.rows, Path(out_dir) / "plots")
+        written += plot_mixture_and_lr({t.run: t.run_dir for t in targets}, Path(out_dir) / "plots")
         print(f"Plots: {len(written)} in {Path(out_dir) / 'plots'}")
     return 0

@@ -18,7 +18,7 @@ from midtrain.errors import ConfigError
 DATA_MODULE = "midtrain.data.ShardedMixedDataset"
 RUN_KEYS = ("model_name", "model_config", "out_dir", "precision", "initial_checkpoint_dir", "resume", "train", "eval",
             "log", "optimizer", "devices", "strategy", "num_nodes", "tokenizer_dir", "logger_name", "seed",
-            "branch_from", "accelerator", "compile")
+            "branch_from", "anneal", "accelerator", "compile")
 """``midtrain pretrain``'s keys beside ``data`` (a test keeps them in step with its settings): a config that gives
 any of them is a run's, planned as that run will read."""
 
@@ -47,6 +47,7 @@ def mix(
     logger_name: str | None = None,
     seed: int | None = None,
     branch_from: Path | None = None,
+    anneal: dict | None = None,
     accelerator: str | None = None,
     compile: bool | None = None,
 ) -> dict:
@@ -84,6 +85,7 @@ def mix(
         logger_name: A pretrain config's key.
         seed: A pretrain config's key.
         branch_from: A pretrain config's key.
+        anneal: A pretrain config's key.
         accelerator: A pretrain config's key.
         compile: A pretrain config's key.
     """
@@ -151,7 +153,8 @@ def _plan_notes(data: MixtureArgs) -> list[str]:
     return notes + ([""] if notes else [])
 
 
-def _show(mixture, plan, format: str, extra: dict | None = None, header: list[str] | None = None) -> dict:
+def _show(mixture, plan, format: str, extra: dict | None = None, header: list[str] | None = None,
+          footer: list[str] | None = None) -> dict:
     validation: dict[str, int] = {}
     for shard in mixture.val_shards:
         validation[shard.domain] = validation.get(shard.domain, 0) + shard.tokens
@@ -160,7 +163,7 @@ def _show(mixture, plan, format: str, extra: dict | None = None, header: list[st
         print(json.dumps(payload, indent=2))
     else:
         print(f"Training shards: {mixture.train_root}   mixture: {mixture.describe()}")
-        print("\n".join([*(header or []), render_plan(plan)]))
+        print("\n".join([*(header or []), render_plan(plan), *(footer or [])]))
         held_out = ", ".join(f"{d} {t:,} tokens" for d, t in validation.items()) or "none"
         print(f"\nValidation data ({mixture.val_root or 'no validation root'}): {held_out}")
     return payload
@@ -173,7 +176,7 @@ def _run_plan(data: MixtureArgs | None, given: dict, format: str, max_tokens: in
     ``--max_tokens``/``--seq_length`` are read as ``--train.max_tokens``/``--train.max_seq_length``."""
     from midtrain.commands.parsing import call_with_args
     from midtrain.commands.pretrain import pretrain, run_settings
-    from midtrain.train.report import plan_header
+    from midtrain.train.report import describe_lr_weighted, plan_header
     from midtrain.train.startup import setup_run
 
     config = {**plain(given), "train": {**(given.get("train") or {}),
@@ -189,7 +192,8 @@ def _run_plan(data: MixtureArgs | None, given: dict, format: str, max_tokens: in
     end = run.budget.stop_step(run.start_step)
     extra = {"start_step": run.start_step, "end_step": end, "total_steps": run.budget.total_steps,
              "start_checkpoint": None if run.start.checkpoint is None else str(run.start.checkpoint.path)}
-    return _show(run.data.mixture, run.data_start.plan, format, extra, plan_header(run) + [""])
+    return _show(run.data.mixture, run.data_start.plan, format, extra, plan_header(run) + [""],
+                 describe_lr_weighted(run))
 
 
 mix.normalize_config = normalize_config  # read by the parser (midtrain.commands.argv) for every --config

@@ -6,12 +6,11 @@ Numbered folders (``1``, ``2``, ...) are always the ``main`` domain; typed folde
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from midtrain.errors import ConfigError, Problems
+from midtrain.errors import ConfigError, Problems, did_you_mean
 
 MAIN_DOMAIN = "main"
 
@@ -29,17 +28,6 @@ DEFAULT_PREFIXES: dict[str, str] = {
 _PREFIX_RE = re.compile(r"^[a-z]+$")
 _DOMAIN_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
 PREFIXES_FLAG = "--data.domain_prefixes"
-
-
-def closest(name: str, candidates: Iterable[str]) -> str | None:
-    """The candidate most similar to ``name``, for a "Did you mean" hint."""
-    matches = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
-    return matches[0] if matches else None
-
-
-def did_you_mean(name: str, candidates: Iterable[str]) -> str:
-    match = closest(name, candidates)
-    return f" Did you mean '{match}'?" if match else ""
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,9 @@
 """The ledger: samples, tokens and passes per shard and per domain over a run's whole lineage, and the tokens of
-each stretch of constant mixture, as a pure function of a saved stream state (``midtrain.data.stream_io``)."""
+each stretch of constant mixture, as a pure function of a saved stream state (``midtrain.data.stream_io``).
+
+Where the run told the stream its LR schedule (``midtrain pretrain``), each entry also has ``lr_weighted_tokens``:
+the sum over steps of the step's LR times the tokens it trained from that shard, domain or stretch (how much the
+data moved the weights, not only how much of it was read)."""
 
 from __future__ import annotations
 
@@ -22,6 +26,9 @@ def ledger(state: dict) -> dict:
         entry = domains.setdefault(info["domain"], {"samples": 0, "tokens": 0})
         entry["samples"] += samples
         entry["tokens"] += samples * tokens_per_sample
+        if "lr_weighted_samples" in info:
+            shards[shard_id]["lr_weighted_tokens"] = info["lr_weighted_samples"] * tokens_per_sample
+            entry["lr_weighted_tokens"] = entry.get("lr_weighted_tokens", 0.0) + shards[shard_id]["lr_weighted_tokens"]
     records = stretches_of(state)
     stretches, cursors, open_stretch = [], {}, None  # cursors: every cursor as the current record began
     for record in [*records, None]:
@@ -41,6 +48,10 @@ def ledger(state: dict) -> dict:
             entry["start_step"] = record["start_step"]
         if "segment" in record or "schedule" in record:
             entry["segment"] = record.get("segment", record.get("schedule"))
+        if "lr_weighted_samples" in record:
+            entry["lr_weighted_tokens"] = {d: v * tokens_per_sample for d, v in record["lr_weighted_samples"].items()}
+        if "order_seed" in record:
+            entry["order_seed"] = record["order_seed"]
         if "decision" in record:  # a decided segment's: step, signal, score, weights before -> after, capped
             entry["decision"] = record["decision"]
         entry["shares"] = record.get("shares") or [[share, [i]] for i, share in mixture.items()]

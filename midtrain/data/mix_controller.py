@@ -23,9 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
-from midtrain.data.domains import did_you_mean
 from midtrain.data.mix_schedule import MixTimeline, Segment
-from midtrain.errors import ConfigError, Problems
+from midtrain.errors import ConfigError, Problems, did_you_mean
 from midtrain.field_docs import document_fields
 
 FLAG = "--data.mix_controller"

@@ -16,9 +16,8 @@ after n samples of the segment), with every shard's cursor carried across.
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 
-from midtrain.data.domains import did_you_mean
 from midtrain.data.spec import MIXTURE_KEYS, Mixture
-from midtrain.errors import ConfigError, Problems
+from midtrain.errors import ConfigError, Problems, did_you_mean
 from midtrain.field_docs import document_fields
 
 FLAG = "--data.mix_schedule"

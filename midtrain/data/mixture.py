@@ -49,7 +49,11 @@ class MixtureArgs(Mixture):
     """``exact``: every prefix of the stream holds each shard's share to within one sample. ``random``: an
     independent weighted draw per sample, like litdata's CombinedStreamingDataset (for parity with the paper)."""
     seed: int = 42
-    """Seed for the per-shard shuffles (and the draws of ``sampling: random``)."""
+    """Seed for the per-shard shuffles (and the draws of ``sampling: random``); a run's lineage keeps one."""
+    order_seed: int | None = None
+    """A data-order seed for this run (e.g. an anneal's): from where the run starts, the samples of each shard not
+    read yet are read in another order, exactly (none read twice, none skipped; the shares unchanged). Unset: the
+    order the lineage was reading. Recorded with each stretch; a resume keeps it."""
     num_workers: int = 4
     """DataLoader worker processes per rank; the sample sequence does not depend on it."""
     allow_tokenizer_mismatch: bool = False
@@ -126,6 +130,9 @@ def resolve_mixture(args: MixtureArgs) -> ResolvedMixture:
         raise ConfigError("--data.data_path is not set. Point it at a folder of shards made with 'midtrain prepare'.")
     if not isinstance(args.seed, int) or args.seed < 0:
         raise ConfigError(f"--data.seed={args.seed!r} must be a non-negative integer.")
+    if args.order_seed is not None and (isinstance(args.order_seed, bool) or not isinstance(args.order_seed, int)
+                                        or args.order_seed < 0):
+        raise ConfigError(f"--data.order_seed={args.order_seed!r} must be a non-negative integer (or unset).")
     if not isinstance(args.num_workers, int) or args.num_workers < 0:
         raise ConfigError(f"--data.num_workers={args.num_workers!r} must be 0 or more.")
     if args.sampling not in ("exact", "random"):

@@ -6,6 +6,7 @@ Use it in a litgpt-style config as ``data: {class_path: midtrain.data.ShardedMix
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from litgpt.data import DataModule
@@ -39,6 +40,9 @@ class DataStart:
     notices: tuple[str, ...] = ()
     decisions: dict | None = None
     """An online mixture's state as the run starts (its decisions so far, a reset), if the run has one."""
+    segments: tuple[tuple[int, int | None, dict[str, float]], ...] = ()
+    """The mixture over the run's steps per domain: (first step, end step or None, domain -> share); an online
+    mixture's current one to the end."""
 
     @property
     def mixture_changed(self) -> bool:
@@ -112,16 +116,19 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
     def train_dataloader(self, rank: int | None = None, world_size: int | None = None,
                          vocab_size: int | None = None, start_step: int = 0,
                          samples_per_step: int | None = None, num_workers: int | None = None,
-                         pin_memory: bool = False, checked: bool = False) -> MixedStreamLoader:
+                         pin_memory: bool = False, checked: bool = False,
+                         lr_at: Callable[[int], float] | None = None) -> MixedStreamLoader:
         """Rank and world size default to the running process group's (or the launcher's environment); with
         ``vocab_size``, a token id at or above it stops the stream with an error naming the shard. ``start_step``
         and ``samples_per_step`` (this rank's samples per optimizer step) give the stream its clock: the steps of
         ``mix_schedule`` (required for it) and the start step recorded with each phase. ``num_workers`` overrides
         ``self.num_workers`` (a loader built only to be planned with starts none). ``checked``: the caller has
-        compared the data with the checkpoint and shown the transitions already (``continuation``)."""
+        compared the data with the checkpoint and shown the transitions already (``continuation``). ``lr_at``: the LR of
+        each optimizer step, for the LR-weighted ledger (``midtrain.data.ledger``)."""
         mixture = self.mixture
         tracker = self._tracker(rank, world_size, start_step, samples_per_step)
         tracker.announce_transitions = not checked
+        tracker.lr_at = lr_at
         return build_train_loader(
             tracker,
             block_tokens=self.block_tokens,
@@ -154,7 +161,8 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
         if rank is None or world_size is None:
             rank, world_size = rank_and_world_size()
         tracker = StreamTracker(members, [mixture.weights.get(s.id, 0.0) for s in members], self.block_tokens,
-                                self.seed, self.sampling, rank, world_size, timeline, start_step, samples_per_step)
+                                self.seed, self.sampling, rank, world_size, timeline, start_step, samples_per_step,
+                                self.order_seed)
         tracker.allow_data_change = self.allow_data_change
         return tracker
 
@@ -209,7 +217,19 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
         else:
             plan = self.plan(remaining or None, start_samples)
         return DataStart(plan, tuple(transitions), before, tracker.mixture(), restored, tuple(notices),
-                         None if decided is None else decided.state_dict())
+                         None if decided is None else decided.state_dict(), self._domain_segments(tracker))
+
+    def _domain_segments(self, tracker: StreamTracker) -> tuple:
+        domain_of = {s.id: s.domain for s in self.mixture.shards}
+        segments = []
+        for segment in tracker.timeline:
+            shares: dict[str, float] = {}
+            for shard_id, weight in segment.weights.items():
+                shares[domain_of[shard_id]] = shares.get(domain_of[shard_id], 0.0) + weight
+            segments.append((segment.start_step, segment.end_step, shares))
+        if tracker.clock.source.takes_decisions:  # what is decided later is not known: the current mixture on
+            segments[-1] = (*segments[-1][:1], None, segments[-1][2])
+        return tuple(segments)
 
     def val_identities(self, val_sets: dict[str, HeldOutBlocks]) -> dict[str, str]:
         """Per domain: the identity of its held-out shards and the number of samples validated on (recorded in
@@ -222,6 +242,12 @@ class ShardedMixedDataset(MixtureArgs, DataModule):
         shard read before that changed is refused, and for a resume of the same run (``same_run``) shards removed or
         added too, unless ``allow_data_change``; returns notices (what was allowed, what could not be checked)."""
         mixture = self.mixture
+        saved_order = saved_state.get("order_seed") if isinstance(saved_state, dict) else None
+        if same_run and is_stream_state(saved_state) and self.order_seed != saved_order:
+            raise ConfigError(
+                f"--data.order_seed={self.order_seed!r} differs from the run's ({saved_order!r}): a resume reads the "
+                f"rest of the run in the same order. Set --data.order_seed={saved_order!r}, or branch into a new "
+                "--out_dir for another order.")
         changes = compare(saved_state, mixture.shards, [s.id for s in mixture.used_shards()])
         if changes.unchecked:
             return ["the checkpoint records no identity of the shards it read (saved by an earlier midtrain, or by "

@@ -286,3 +286,17 @@ def render_mix_schedule_plan(plan: MixSchedulePlan) -> str:
                   render_plan(phase.plan, title=f"{phase.plan.max_tokens:,} tokens; passes at the phase's end")]
     lines += ["", "Totals over the run:", render_plan(plan.totals)]
     return "\n".join(lines)
+
+
+def lr_weighted_plan(segments: Sequence[tuple[int, int | None, Mapping[str, float]]], start_step: int,
+                     total_steps: int, tokens_per_step: int, lr_at) -> dict[str, float]:
+    """The planned LR-weighted tokens per domain over steps ``[start_step, total_steps)``: for each step, its LR
+    (``lr_at``) times its tokens times each domain's share in the segment holding it (``segments``: first step, end
+    step or None, domain -> share)."""
+    out: dict[str, float] = {}
+    for first, end, shares in segments:
+        for step in range(max(first, start_step), min(total_steps if end is None else end, total_steps)):
+            weighted = lr_at(step) * tokens_per_step
+            for domain, share in shares.items():
+                out[domain] = out.get(domain, 0.0) + weighted * share
+    return out

@@ -4,6 +4,12 @@ Position ``q`` of a shard's stream is sample ``q % M`` of pass ``q // M`` (M = s
 the chunks in a permuted order and the items of each chunk in a permuted order, both seeded by (seed, shard id,
 pass[, chunk]); memory stays O(chunks + items per chunk) however large the shard, and reads stay local.
 
+A *reorder* ``(from_position, order_seed)`` (``data.order_seed``, a branch's data-order seed) reads the samples of
+the shard not read yet in another order, exactly: the pass holding ``from_position`` keeps every chunk already begun
+(and the rest of a chunk begun, in its order) and visits its untouched chunks in an order seeded by ``order_seed``,
+their items too; later passes are fresh shuffles seeded by it. No sample is read twice in a pass, none skipped, and
+the positions before ``from_position`` read what they read before. Reorders stack, each on the order before it.
+
 Chunks are read in litdata's token chunk layout (a header of ``chunk_size + 2`` uint32 values, then the tokens),
 from a bounded set of memory-mapped files.
 """
@@ -22,6 +28,7 @@ from midtrain.data.discovery import Shard
 from midtrain.errors import DataError
 
 _CACHED_CHUNK_ORDERS = 8
+_REORDER_TAG = 0x0D0E  # seeds of a reorder's shuffles differ from the base shuffles' whatever the numbers
 def _open_file_budget() -> int:
     """Half the process's file-handle limit, between 64 and 16,384 (loader workers each have their own). The soft
     limit is raised to the hard one first, as PyTorch's DataLoader docs advise: clusters often set the soft limit to
@@ -116,10 +123,16 @@ class ShardReader:
         self.sample_dtype = {np.dtype("uint16"): np.dtype("int32"), np.dtype("uint32"): np.dtype("int64")}.get(
             self.dtype, self.dtype
         )
+        self.reorders: list[tuple[int, int]] = []
+        """(from position, order seed), in the order they were made (positions never decrease)."""
         self._pass = -1
         self._order: list[int] = []
         self._ends: list[int] = []
         self._item_orders: OrderedDict[tuple[int, int], list[int]] = OrderedDict()
+
+    def set_reorders(self, reorders) -> None:
+        self.reorders = [(int(f), int(seed)) for f, seed in reorders]
+        self._pass, self._order, self._ends, self._item_orders = -1, [], [], OrderedDict()
 
     def __getstate__(self) -> dict:
         # memory maps and caches are per process: rebuilt lazily in each DataLoader worker
@@ -127,9 +140,31 @@ class ShardReader:
         state.update(_pass=-1, _order=[], _ends=[], _item_orders=OrderedDict())
         return state
 
+    def _level(self, pass_index: int) -> int:
+        """How many reorders govern a pass: those made in it or before."""
+        return sum(1 for f, _ in self.reorders if f // self.samples_per_pass <= pass_index)
+
+    def _rng(self, pass_index: int, level: int, *more: int) -> np.random.Generator:
+        base = [self.seed, self.key % (1 << 63), pass_index, *more]
+        return np.random.default_rng(base if level == 0 else [*base, self.reorders[level - 1][1], _REORDER_TAG])
+
+    def _chunk_order(self, pass_index: int, level: int) -> tuple[list[int], set[int]]:
+        """The chunks of a pass in visiting order under the first ``level`` reorders, and the chunks the last of them
+        reshuffled in this pass (their items too)."""
+        if level == 0 or self.reorders[level - 1][0] // self.samples_per_pass < pass_index:
+            order = [int(c) for c in self._rng(pass_index, level).permutation(len(self.items_per_chunk))
+                     if self.items_per_chunk[c] > 0]
+            return order, set(order) if level else set()
+        before, _ = self._chunk_order(pass_index, level - 1)
+        within = self.reorders[level - 1][0] % self.samples_per_pass
+        starts = [0, *np.cumsum([self.items_per_chunk[c] for c in before]).tolist()[:-1]]
+        begun = bisect.bisect_left(starts, within)  # the chunks that start before the reorder's position
+        rest = before[begun:]
+        shuffled = [rest[i] for i in self._rng(pass_index, level).permutation(len(rest))]
+        return before[:begun] + shuffled, set(rest)
+
     def _enter_pass(self, pass_index: int) -> None:
-        rng = np.random.default_rng([self.seed, self.key % (1 << 63), pass_index])
-        order = [int(c) for c in rng.permutation(len(self.items_per_chunk)) if self.items_per_chunk[c] > 0]
+        order, _ = self._chunk_order(pass_index, self._level(pass_index))
         self._order = order
         self._ends = np.cumsum([self.items_per_chunk[c] for c in order]).tolist()
         self._pass = pass_index
@@ -138,8 +173,10 @@ class ShardReader:
         key = (pass_index, chunk)
         order = self._item_orders.get(key)
         if order is None:
-            rng = np.random.default_rng([self.seed, self.key % (1 << 63), pass_index, chunk + 1])
-            order = rng.permutation(self.items_per_chunk[chunk]).tolist()
+            level = self._level(pass_index)
+            while level and chunk not in self._chunk_order(pass_index, level)[1]:
+                level -= 1  # a chunk begun before the reorder keeps the order it was begun in
+            order = self._rng(pass_index, level, chunk + 1).permutation(self.items_per_chunk[chunk]).tolist()
             self._item_orders[key] = order
             if len(self._item_orders) > _CACHED_CHUNK_ORDERS:
                 self._item_orders.popitem(last=False)

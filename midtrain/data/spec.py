@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Literal
 
 from midtrain.data.discovery import Shard
-from midtrain.data.domains import MAIN_DOMAIN, DomainRegistry, did_you_mean
-from midtrain.errors import ConfigError, Problems
+from midtrain.data.domains import MAIN_DOMAIN, DomainRegistry
+from midtrain.errors import ConfigError, Problems, did_you_mean
 
 SpecKind = Literal["domains", "shards", "proportional"]
 DomainSplit = Literal["equal", "size"]

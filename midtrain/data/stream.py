@@ -35,6 +35,12 @@ class MixedStream(IterableDataset):
         self.vocab_size = vocab_size
         """Token ids must lie below it (the model's padded vocabulary); checked per sample, a few µs each."""
         self.start: dict = tracker.snapshot()
+        self.set_reorders()
+
+    def set_reorders(self) -> None:
+        """Each shard's reader reads in the order the tracker holds (after a loaded state, the reorders it carries)."""
+        for reader, reorders in zip(self.readers, self.tracker.reorders, strict=True):
+            reader.set_reorders(reorders)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         info = get_worker_info()
@@ -129,6 +135,7 @@ class MixedStreamLoader(DataLoader):
         # shards read before but not read now keep their identity, so a later branch that reads them again is checked
         self._carried_identities = {i: r for i, r in saved.items() if i not in self._members}
         self.last_transitions = self.tracker.load_state_dict(state)
+        self.dataset.set_reorders()
 
     def ledger(self) -> dict:
         return self.tracker.ledger()

@@ -102,14 +102,17 @@ def save_state(tracker) -> dict:
             "domain": shard.domain,
             "fingerprint": shard.fingerprint,
             "samples_per_pass": tracker.samples_per_pass[i],
+            **({"reorders": [list(r) for r in tracker.reorders[i]]} if tracker.reorders[i] else {}),
+            **({"lr_weighted_samples": tracker.lr_samples[i]} if tracker.lr_samples[i] else {}),
         }
-    stretches = [dict(p) for p in tracker.stretches]
+    stretches = [{k: dict(v) if isinstance(v, dict) else v for k, v in p.items()} for p in tracker.stretches]
     stretches[-1]["samples_per_rank"] = cursors.position
     return {
         "format": STATE_FORMAT,
         "seed": tracker.seed,
         "block_tokens": tracker.block_tokens,
         "sampling": tracker.sampling,
+        "order_seed": tracker.order_seed,
         "world_size": tracker.world_size,
         "mixture": tracker.mixture_key(),
         "position": cursors.position,
@@ -161,9 +164,12 @@ def load_state(tracker, state: dict) -> list[Transition]:
     clock.source.restore(decoded, state, clock.start_step)
     clock.set_timeline()
     tracker.set_weights(tracker.member_weights(clock.current.weights), stretch=len(stretches))
-    same_stretch = (state["mixture"] == tracker.mixture_key() and state["world_size"] == tracker.world_size
-                    and state["sampling"] == tracker.sampling)
     consumed = [saved.get(i, {}).get("consumed", 0) for i in tracker.ids]
+    cursors.set(consumed)
+    tracker.reorder_unread(saved, state.get("order_seed"))
+    tracker.lr_samples = [saved.get(i, {}).get("lr_weighted_samples", 0.0) for i in tracker.ids]
+    same_stretch = (state["mixture"] == tracker.mixture_key() and state["world_size"] == tracker.world_size
+                    and state["sampling"] == tracker.sampling and state.get("order_seed") == tracker.order_seed)
     cursors.mark = {}
     for record in stretches:  # every cursor as the last saved stretch began
         cursors.mark.update(record.get("start", {}))
@@ -175,7 +181,6 @@ def load_state(tracker, state: dict) -> list[Transition]:
             counts[index[shard_id]] = count
         cursors.set(consumed, counts, state["position"])
     else:
-        cursors.set(consumed)
         tracker.stretches.append(tracker.new_stretch_record(clock.step()))
     tracker.set_weights(tracker.weights, stretch=len(tracker.stretches) - 1)  # its index seeds the 'random' order
     rows = transitions(tracker, saved)

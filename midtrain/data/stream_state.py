@@ -12,7 +12,7 @@ the saved state (``midtrain.data.ledger``).
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from midtrain.data.discovery import Shard
 from midtrain.data.mix_schedule import ConstantMixture, MixTimeline, Segment, segment_index_at
@@ -83,8 +83,10 @@ class StreamTracker:
         timeline: MixTimeline | None = None,
         start_step: int = 0,
         samples_per_step: int | None = None,
+        order_seed: int | None = None,
     ) -> None:
-        """``timeline``: the mixture over the run's steps (default: ``weights`` throughout)."""
+        """``timeline``: the mixture over the run's steps (default: ``weights`` throughout); ``order_seed``: this run's
+        data-order seed (``data.order_seed``)."""
         if not members:
             raise ValueError("a mixed stream needs at least one shard with positive weight")
         self.members = list(members)
@@ -96,6 +98,15 @@ class StreamTracker:
         self.world_size = world_size
         self.samples_per_pass = [s.samples(block_tokens) for s in members]
         self.cursors = Cursors(self.ids, rank, world_size)
+        self.configured_order_seed = self.order_seed = order_seed
+        """The configured data-order seed, and the one in effect (a branch without one keeps its parent's)."""
+        self.reorders: list[list[tuple[int, int]]] = [[] if order_seed is None else [(0, order_seed)] for _ in members]
+        """Per member, the reorders of its samples (``midtrain.data.shard_reader``): (from cursor, order seed)."""
+        self.lr_at: Callable[[int], float] | None = None
+        """The LR of each optimizer step (``midtrain pretrain`` gives it): with it, every sample is weighted by the LR
+        of the step that trains it, per shard and per stretch (``lr_weighted_samples``, all ranks)."""
+        self.lr_samples = [0.0] * len(members)
+        self._step_draws: dict[int, int] = {}
         if timeline is None:
             timeline = ConstantMixture({s.id: w for s, w in zip(members, weights, strict=True)})
         self.clock = MixClock(timeline, start_step, samples_per_step)
@@ -160,6 +171,8 @@ class StreamTracker:
         }
         if start_step is not None:
             record["start_step"] = start_step
+        if self.order_seed is not None:
+            record["order_seed"] = self.order_seed
         segment = self.clock.current
         if segment is not None and segment.label():
             record["segment"] = segment.label()
@@ -192,6 +205,9 @@ class StreamTracker:
                 raise RuntimeError(f"the stream reached step {self.clock.step()}, whose mixture decision is not taken")
             boundary = self.clock.boundary()
             span = length if boundary is None else min(length, boundary - self.clock.rank_samples)
+            weighing = self.lr_at is not None and self.clock.samples_per_step
+            if weighing:  # a span within one step: its samples share that step's LR
+                span = min(span, self.clock.samples_per_step - self.clock.rank_samples % self.clock.samples_per_step)
             if span > 0:
                 if len(self.active) == len(self.ids):  # every member in play: the order counts in place
                     drawn = self._order.run(cursors.position, cursors.counts, span)
@@ -208,9 +224,39 @@ class StreamTracker:
                 cursors.position += span
                 self.clock.rank_samples += span
                 length -= span
+                if weighing:
+                    self._weigh(drawn)
             if boundary is not None and self.clock.rank_samples >= boundary and not self.clock.paused():
                 self._enter_next_segment()
         return out
+
+    def _weigh(self, drawn: list[int]) -> None:
+        """Count a span's draws; at the end of a step, add each member's draws (all ranks: every rank draws the same
+        members) times the step's LR, in member order, so the sums are the same however the step was batched."""
+        for member in drawn:
+            self._step_draws[member] = self._step_draws.get(member, 0) + 1
+        if self.clock.rank_samples % self.clock.samples_per_step:
+            return
+        lr = self.lr_at(self.clock.step() - 1)
+        by_domain = self.stretches[-1].setdefault("lr_weighted_samples", {})
+        for member in sorted(self._step_draws):
+            weighted = lr * (self._step_draws[member] * self.world_size)
+            self.lr_samples[member] += weighted
+            domain = self.members[member].domain
+            by_domain[domain] = by_domain.get(domain, 0.0) + weighted
+        self._step_draws.clear()
+
+    def reorder_unread(self, saved: dict, saved_order_seed: int | None) -> None:
+        """A loaded state's reorders per member, and this run's data-order seed applied from each cursor where the
+        order in effect is another."""
+        self.reorders = [[(int(f), int(seed)) for f, seed in saved.get(i, {}).get("reorders", [])] for i in self.ids]
+        seed = self.configured_order_seed
+        self.order_seed = saved_order_seed if seed is None else seed
+        if seed is None:
+            return
+        for member, reorders in enumerate(self.reorders):
+            if (reorders[-1][1] if reorders else None) != seed:
+                reorders.append((self.consumed(member), seed))
 
     def consumed(self, member: int) -> int:
         return self.cursors.consumed(member)
@@ -231,6 +277,7 @@ class StreamTracker:
     def at(self, snapshot: dict) -> StreamTracker:
         """A copy of this tracker at ``snapshot``, for a worker to run on its own."""
         clone = copy.copy(self)
+        clone.lr_at = None  # the main process weighs what it hands out; a worker's copy only reads
         clone.cursors = self.cursors.at(snapshot["cursors"])
         clone.clock = copy.copy(self.clock)
         clone.clock.segment, clone.clock.rank_samples = snapshot["segment"], snapshot["rank_samples"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from midtrain.eval.results import is_average
 from midtrain.reports import markdown_table
 
 
@@ -14,9 +15,10 @@ def latest_table(rows: list[dict], checkpoints: set[str]) -> str:
     ]
     latest: dict[str, tuple] = {}
     for row in chosen:
+        label = f"{row['run']} (average)" if is_average(row) else row["run"]  # the weight average: its own line
         order = (row["step"] if row["step"] is not None else -1, row["checkpoint"].endswith("final"))
-        if row["run"] not in latest or order > latest[row["run"]][0]:
-            latest[row["run"]] = (order, row["checkpoint"])
+        if label not in latest or order > latest[label][0]:
+            latest[label] = (order, row["checkpoint"])
     columns = list(dict.fromkeys((r["kind"], r["name"], r["metric"]) for r in chosen))
     if not columns:
         return "(nothing scored)"

@@ -20,6 +20,7 @@ from pathlib import Path
 from midtrain.distributed import get_logger
 from midtrain.errors import ConfigError
 from midtrain.reports import csv_text
+from midtrain.train.checkpoint_files import AVERAGE
 
 log = get_logger(__name__)
 
@@ -29,6 +30,12 @@ CSV_FILE = "eval.csv"
 JSON_FILE = "eval.json"
 _NUMERIC = {"branch_step": int, "step": int, "tokens_seen": int, "value": float, "eval_tokens": int, "base_step": int,
             "seed": int}
+
+
+def is_average(row: dict) -> bool:
+    """A row of a run's weight average (``out_dir/average``, ``train.average``): a point beside ``final``, not one
+    of the run's curve."""
+    return Path(str(row.get("checkpoint") or "")).name == AVERAGE
 
 
 def _parse(row: dict, where: str, line: int) -> dict:

@@ -19,7 +19,7 @@ import yaml
 
 from midtrain.distributed import get_logger
 from midtrain.errors import ConfigError
-from midtrain.train.checkpoint_files import FINAL, INFO_FILE, MODEL_FILE, step_of
+from midtrain.train.checkpoint_files import AVERAGE, FINAL, INFO_FILE, MODEL_FILE, step_of
 from midtrain.train.run_dir import RUN_FILE
 
 log = get_logger(__name__)
@@ -77,14 +77,14 @@ def _read_json(path: Path) -> dict:
 
 
 def _checkpoints_of(run_dir: Path) -> list[tuple[Path, dict]]:
-    """(folder, its ``checkpoint.json``) of the checkpoints directly under a run folder (``step-*`` and
-    ``final``), by step, final last."""
+    """(folder, its ``checkpoint.json``) of the checkpoints directly under a run folder (``step-*``, ``final`` and
+    the run's weight average, ``average``), by step, final then the average last."""
     found = [(c, _read_json(c / INFO_FILE)) for c in run_dir.iterdir()
-             if c.is_dir() and (step_of(c.name) is not None or c.name == FINAL) and is_checkpoint(c)]
+             if c.is_dir() and (step_of(c.name) is not None or c.name in (FINAL, AVERAGE)) and is_checkpoint(c)]
 
     def order(entry: tuple[Path, dict]) -> tuple:
         step = _step_of(*entry)
-        return (step if step is not None else float("inf"), entry[0].name == FINAL)
+        return (step if step is not None else float("inf"), entry[0].name == FINAL, entry[0].name == AVERAGE)
 
     return sorted(found, key=order)
 
@@ -143,15 +143,16 @@ def find_targets(patterns: list[str], steps: list[int] | None = None, flag: str 
         held.setdefault(run_dir, set()).add(step)
         if steps is not None and step not in steps:
             continue
-        if step is not None and (run_dir, step) in seen:
-            first = seen[(run_dir, step)]
+        point = (run_dir, step, checkpoint.name == AVERAGE)  # the average is a point of its own beside final
+        if step is not None and point in seen:
+            first = seen[point]
             if FINAL in (first.name, checkpoint.name):
                 continue  # final/ and step-N of one save: the same weights, scored once
             raise ConfigError(
                 f"{flag}: {first} and {checkpoint} both hold step {step:,} of {run_dir}, so one curve would "
                 "have two points there. Remove (or move away) the one that does not belong to this run."
             )
-        seen[(run_dir, step)] = checkpoint
+        seen[point] = checkpoint
         run_record, run_finetune = records[run_dir]
         tokens = info.get("tokens")
         targets.append(

@@ -45,7 +45,7 @@ def task_manager(settings: TaskSettings):
     manager = TaskManager(include_path=[str(p) for p in settings.task_paths] or None)
     unknown = [t for t in settings.tasks if t not in manager.all_tasks]
     if unknown:
-        from midtrain.data.domains import did_you_mean
+        from midtrain.errors import did_you_mean
 
         hints = "".join(did_you_mean(t, manager.all_tasks) for t in unknown[:1])
         raise ConfigError(f"--tasks names {', '.join(map(repr, unknown))}, which lm-evaluation-harness does not know "

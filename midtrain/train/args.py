@@ -14,7 +14,27 @@ from litgpt.args import TrainArgs as LitTrainArgs
 from midtrain.field_docs import document_fields
 
 LRSchedulerName = Literal["cosine", "wsd", "linear", "constant", "decay"]
+DecayShape = Literal["linear", "sqrt", "cosine"]
 
+
+
+@document_fields
+@dataclass
+class AverageArgs:
+    """Weight averaging in the run (``train.average``): the uniform average of the weights taken every
+    ``every_steps`` steps over the run's last ``last_steps`` (OLMo-core's merge of the last N steps), or an
+    exponential moving average from ``start_step``. One copy of the weights (float32) rides along, carried in every
+    checkpoint, so a resumed run ends with the same average; it is written as a litgpt checkpoint in
+    ``out_dir/average/`` at every save and at the end."""
+
+    last_steps: int | None = None
+    """Average over the run's last N optimizer steps (the uniform form)."""
+    every_steps: int = 1
+    """With ``last_steps``: take the weights every K steps (the steps that are multiples of K)."""
+    ema_decay: float | None = None
+    """The exponential form instead: ``avg = d × avg + (1 - d) × weights`` after every step, e.g. 0.999."""
+    start_step: int | None = None
+    """With ``ema_decay``: the step whose weights start the EMA (default the run's first step)."""
 
 
 @document_fields
@@ -50,8 +70,16 @@ class TrainArgs(LitTrainArgs):
     max_time: float | None = None
     """Seconds of training in this invocation; then save and exit with the 'preempted' status, to be resumed."""
     lr_scheduler: LRSchedulerName = "cosine"
-    """``cosine``; ``wsd`` (warmup, stable, linear decay); ``linear``; ``constant``; ``decay`` (linear from the LR in
-    effect where this run starts, e.g. a branch point, down to ``min_lr`` at the horizon)."""
+    """``cosine``; ``wsd`` (warmup, stable, decay); ``linear``; ``constant``; ``decay`` (from the LR in effect where
+    this run starts, e.g. a branch point, down to ``min_lr`` at the horizon: an anneal)."""
+    lr_decay_shape: DecayShape | None = None
+    """The shape of the decay of ``wsd`` and ``decay``: ``linear`` (default), ``sqrt`` (1 - sqrt of the decay's
+    progress, Hägele et al. 2024) or ``cosine`` (half a cosine)."""
+    steps_from_branch: int | None = None
+    """The run's length counted from its branch point (``--branch_from``'s step): it ends that many optimizer steps
+    later, the LR schedule's horizon (an anneal's budget), instead of ``max_steps``/``max_tokens``."""
+    tokens_from_branch: int | None = None
+    """As ``steps_from_branch``, in tokens (whole steps of ``global_batch_size × max_seq_length``)."""
     stable_steps: int | None = None
     """``wsd``: steps at the peak after warmup; decay starts after them."""
     decay_fraction: float | None = None
@@ -75,6 +103,8 @@ class TrainArgs(LitTrainArgs):
     """Keep only the newest N ``step-*`` checkpoints (plus ``keep_checkpoint_steps``); default keep all."""
     keep_checkpoint_steps: list[int] = field(default_factory=list)
     """Steps whose checkpoints are always kept (e.g. the branch points 20000, 30000, 40000, 50000)."""
+    average: AverageArgs | None = None
+    """Average the weights in the run (see its keys); written to ``out_dir/average/``."""
 
     # the paper fork's dialect and its keys, last: a native config needs none of them
     dialect: Literal["auto", "fork", "midtrain"] = "auto"

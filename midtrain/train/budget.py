@@ -6,6 +6,7 @@ the trunk, so restarts never edit "steps remaining" into a config.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,9 @@ class Budget:
     """Stop at this many micro-batch iterations (the paper fork's cap), if given."""
     max_additional_steps: int | None
     max_time_s: float | None
+    steps_from_branch: int | None = None
+    """``train.steps_from_branch``/``tokens_from_branch`` in steps: the horizon is the branch point plus this
+    (``total_steps`` is set by ``from_branch`` once the branch point is known)."""
     steps_end_at_iteration_multiples: bool = False
     """The paper fork's rule (``iter_num % accumulation == 0`` steps): a run that starts at an iteration count that
     is no multiple of ``accumulation_iters`` (a parent trained with other batch settings) makes its first step
@@ -37,6 +41,17 @@ class Budget:
         if self.steps_end_at_iteration_multiples:
             return self.accumulation_iters - iter_num % self.accumulation_iters
         return self.accumulation_iters
+
+    def from_branch(self, branch_step: int | None) -> Budget:
+        """The horizon of a length counted from the branch point (``branch_step``, None where the run has none)."""
+        if self.steps_from_branch is None:
+            return self
+        if branch_step is None:
+            raise ConfigError(
+                "--train.steps_from_branch/--train.tokens_from_branch count the run's length from its branch point, "
+                "but this run branches from nothing (no --branch_from, and --out_dir holds no branch). Set "
+                "--branch_from, or give the length as --train.max_steps/--train.max_tokens.")
+        return dataclasses.replace(self, total_steps=branch_step + self.steps_from_branch)
 
     @property
     def tokens_per_step(self) -> int:
@@ -76,7 +91,8 @@ def resolve_budget(train: Any, world_size: int, seq_length: int, fork_dialect: b
     problems = Problems()
     for name in ("micro_batch_size", "global_batch_size", "log_interval"):
         _positive_int(problems, f"train.{name}", getattr(train, name), allow_none=False)
-    for name in ("save_interval", "max_steps", "max_tokens", "max_iters", "max_additional_steps"):
+    for name in ("save_interval", "max_steps", "max_tokens", "max_iters", "max_additional_steps", "steps_from_branch",
+                 "tokens_from_branch"):
         _positive_int(problems, f"train.{name}", getattr(train, name))
     if train.epochs is not None:
         problems.add(
@@ -120,6 +136,21 @@ def resolve_budget(train: Any, world_size: int, seq_length: int, fork_dialect: b
                 f"global_batch_size {train.global_batch_size} × {seq_length} tokens). Raise it."
             )
         horizons["--train.max_tokens"] = train.max_tokens // tokens_per_step
+    from_branch = {k: v for k in ("steps_from_branch", "tokens_from_branch")
+                   if (v := getattr(train, k, None)) is not None}
+    if from_branch and (horizons or len(from_branch) > 1):
+        given = [*horizons, *(f"--train.{k}" for k in from_branch)]
+        raise ConfigError(f"{' and '.join(given)} all give the run's length. Set one: --train.max_steps/max_tokens "
+                          "for the whole lineage's horizon (a branch ends with its trunk), --train.steps_from_branch/"
+                          "tokens_from_branch for a length counted from the branch point (an anneal).")
+    steps_from_branch = from_branch.get("steps_from_branch")
+    if "tokens_from_branch" in from_branch:
+        if from_branch["tokens_from_branch"] < tokens_per_step:
+            raise ConfigError(
+                f"--train.tokens_from_branch={from_branch['tokens_from_branch']:,} is less than one optimizer step "
+                f"({tokens_per_step:,} tokens = global_batch_size {train.global_batch_size} × {seq_length} tokens). "
+                "Raise it.")
+        steps_from_branch = from_branch["tokens_from_branch"] // tokens_per_step
     if len(set(horizons.values())) > 1:
         raise ConfigError(
             f"--train.max_steps={train.max_steps:,} and --train.max_tokens={train.max_tokens:,} "
@@ -129,6 +160,8 @@ def resolve_budget(train: Any, world_size: int, seq_length: int, fork_dialect: b
         )
     if horizons:
         total_steps = next(iter(horizons.values()))
+    elif steps_from_branch is not None:
+        total_steps = 0  # known from the branch point (``Budget.from_branch``)
     elif fork_dialect:
         total_steps = 0
     elif train.max_iters is not None:
@@ -154,4 +187,5 @@ def resolve_budget(train: Any, world_size: int, seq_length: int, fork_dialect: b
         max_iters=None if fork_dialect else train.max_iters,
         max_additional_steps=None if fork_dialect else train.max_additional_steps,
         max_time_s=train.max_time,
+        steps_from_branch=steps_from_branch,
     )

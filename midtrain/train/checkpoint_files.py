@@ -23,6 +23,8 @@ log = get_logger(__name__)
 MODEL_FILE = "lit_model.pth"
 INFO_FILE = "checkpoint.json"
 FINAL = "final"
+AVERAGE = "average"
+"""A run's weight average (``train.average``): a litgpt checkpoint beside ``final/``, not one a run resumes from."""
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 

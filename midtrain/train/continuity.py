@@ -77,8 +77,9 @@ _SCHEDULE_FIELDS = (
     ("warmup_steps", "warmup (steps)"), ("warmup_iters", "warmup (micro-iterations)"),
     ("total_steps", "horizon (steps)"), ("horizon_iters", "horizon (micro-iterations)"),
     ("decay_start_step", "wsd decay start (step)"), ("accumulation_iters", "micro-iterations per step"),
-    ("iter_offset", "micro-iteration offset"),
+    ("iter_offset", "micro-iteration offset"), ("decay_shape", "decay shape"),
 )
+_RECORD_DEFAULTS = {"decay_shape": "linear"}  # what a schedule recorded before the field existed
 
 
 def lr_jump(parent_info: dict, schedule_record: dict, lr_first: float, step: int, global_batch_size: int,
@@ -108,7 +109,7 @@ def lr_jump(parent_info: dict, schedule_record: dict, lr_first: float, step: int
                                 f"(was per {'micro-iteration' if old_form == 'iteration' else 'step'})")
         else:
             for key, label in _SCHEDULE_FIELDS:
-                old, new = parent.get(key), schedule_record.get(key)
+                old, new = (record.get(key, _RECORD_DEFAULTS.get(key)) for record in (parent, schedule_record))
                 if old != new:
                     jump.reasons.append(f"{label} {_show(old)} -> {_show(new)}")
     for key, value in (("global_batch_size", global_batch_size), ("tokens_per_step", tokens_per_step)):

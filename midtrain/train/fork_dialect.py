@@ -33,7 +33,8 @@ PAPER_END_STEP = 61_035  # 128B tokens of 1024 x 2048: where every run of the pa
 PAPER_DEVICES = 8  # one node of 8 GPUs, the device count the paper's schedules were counted on
 FORK_SCHEDULERS = ("cosine", "decay", "constant", "wsd")
 FORK_ONLY_KEYS = ("init_lr", "initial_sampling_rate", "episode_length", "freeze_sampling_rate", "data_scheduler")
-NATIVE_ONLY_KEYS = ("decay_fraction", "lr_warmup_iters", "lr_horizon_iters", "lr_iter_offset")
+NATIVE_ONLY_KEYS = ("decay_fraction", "lr_warmup_iters", "lr_horizon_iters", "lr_iter_offset", "lr_decay_shape",
+                    "steps_from_branch", "tokens_from_branch")
 _SCHEDULE_NAMES = {"cosine": "cosine", "decay": "exp_decay", "constant": "constant", "wsd": "warmup_stable"}
 
 

@@ -1,6 +1,5 @@
 """The points at which the training loop calls the components that ride along with it (the online mixture, the
-metrics; checkpoint averaging and in-loop evaluation later): each overrides what it needs; the loop knows none of
-them by name."""
+metrics, the weight average): each overrides what it needs; the loop knows none of them by name."""
 
 from __future__ import annotations
 
@@ -28,8 +27,13 @@ class Hook:
         """Metrics for a log step (``steps``: optimizer steps since the previous one)."""
         return {}
 
-    def before_save(self, loop) -> None:
-        """A checkpoint is about to be saved: put what a resume needs into the state it saves."""
+    def before_save(self, loop) -> dict | None:
+        """A checkpoint is about to be saved: what a resume needs, into the state it saves (midtrain's entries of the
+        checkpoint, which a resume reads back from ``RunSetup.loop_state``)."""
+        return None
+
+    def saved(self, loop, target, final: bool) -> None:
+        """The checkpoint ``target`` (a folder) is published, on every rank."""
 
     def finished(self, loop) -> str | None:
         """The run stopped: a line to print, if any."""

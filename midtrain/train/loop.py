@@ -10,13 +10,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from litgpt.utils import chunked_cross_entropy
 
 from midtrain.progress import StepProgress
 from midtrain.train.budget import Budget
 from midtrain.train.hooks import Hook
 from midtrain.train.log_window import Diverged, LogWindow
+from midtrain.train.losses import token_losses
 from midtrain.train.lr_schedule import LRSchedule
 from midtrain.train.preemption import StopReason, StopRequest
 from midtrain.train.validation import validate
@@ -58,7 +58,8 @@ class Trainer:
     schedule: LRSchedule
     settings: LoopSettings
     val_sets: Mapping
-    save: Callable[[Counters, bool, dict], None]
+    save: Callable[[Counters, bool, dict], object]
+    """Saves a checkpoint (counters, final, midtrain's entries); returns its folder."""
     metrics: object
     """Has ``log_dict(metrics, step)``."""
     hooks: Sequence[Hook] = ()
@@ -134,9 +135,12 @@ class Trainer:
         finite = torch.stack([torch.isfinite(_local(p)).all() for p in self.model.parameters()]).all().float()
         if self.fabric.all_reduce(finite, reduce_op="min").item() < 1:
             raise Diverged(self.counters.step, "the weights hold non-finite values")
+        entries = {"log_window": values, "log_window_end": self.counters.step}
         for hook in self.hooks:
-            hook.before_save(self)
-        self.save(self.counters, final, {"log_window": values, "log_window_end": self.counters.step})
+            entries.update(hook.before_save(self) or {})
+        target = self.save(self.counters, final, entries)
+        for hook in self.hooks:
+            hook.saved(self, target, final)
 
     def optimizer_step(self, batches: Iterator[torch.Tensor], lr: float,
                        micro_batches: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -213,17 +217,6 @@ class Trainer:
         shown = ", ".join(f"{domain} {value:.4f}" for domain, value in losses.items())
         self.progress.write(f"step {step:,} | validation loss: {shown} ({time.perf_counter() - started:.1f} s)")
         return losses
-
-
-def token_losses(logits: torch.Tensor, targets: torch.Tensor, chunk_size: int = 128) -> tuple:
-    """(the mean token loss, each sample's mean token loss): the per-token losses of litgpt's
-    ``chunked_cross_entropy`` (the same chunks, so the same values), reduced both ways. Only one chunk's
-    log-softmax exists at a time, as there."""
-    flat_targets = targets.reshape(-1)
-    chunks = zip(logits.reshape(-1, logits.size(-1)).split(chunk_size), flat_targets.split(chunk_size), strict=True)
-    per_token = torch.cat([F.cross_entropy(lc, tc, reduction="none") for lc, tc in chunks])
-    count = (flat_targets != -100).sum()
-    return per_token.sum() / count.maximum(torch.ones_like(count)), per_token.detach().view(targets.shape).mean(1)
 
 
 def _local(tensor: torch.Tensor) -> torch.Tensor:

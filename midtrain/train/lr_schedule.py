@@ -1,7 +1,10 @@
 """Learning-rate schedules as a function of the optimizer step (pure logic, no torch).
 
 ``lr_at(step)`` is the LR used for the optimizer step that takes the counter from ``step`` to ``step + 1``.
-Warmup is linear from ``peak / warmup_steps`` to the peak, so no step is spent at LR 0.
+Warmup is linear from ``peak / warmup_steps`` to the peak, so no step is spent at LR 0. The decay of ``wsd`` and
+``decay`` has a shape (``DECAY_SHAPES``): the share of the way from its start LR to ``min_lr`` still ahead after a
+fraction ``p`` of it is ``1 - p`` (linear), ``1 - sqrt(p)`` (sqrt: most of the drop early, Hägele et al. 2024) or
+``(1 + cos(pi p)) / 2`` (cosine).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from typing import Any
 from midtrain.errors import ConfigError, Problems
 
 SCHEDULERS = ("cosine", "wsd", "linear", "constant", "decay")
+DECAY_SHAPES = ("linear", "sqrt", "cosine")
+SHAPED_SCHEDULERS = ("wsd", "decay")
 DEFAULT_WSD_DECAY_FRACTION = 0.1
 DEFAULT_WARMUP_STEPS = 2000  # litgpt pretrain's default
 
@@ -29,6 +34,8 @@ class LRSchedule:
     anchor_step: int | None = None
     """``decay``: the step this run started at (e.g. the branch point) and the LR in effect there."""
     anchor_lr: float | None = None
+    decay_shape: str = "linear"
+    """The shape of the decay of ``wsd`` and ``decay`` (``DECAY_SHAPES``)."""
 
     def anchored(self, step: int, lr: float) -> LRSchedule:
         return replace(self, anchor_step=step, anchor_lr=lr)
@@ -36,7 +43,8 @@ class LRSchedule:
     def lr_at(self, step: int) -> float:
         total = self.total_steps
         if self.name == "decay" and self.anchor_step is not None and step >= self.anchor_step and self.anchor_step > 0:
-            return _linear(self.anchor_lr, self.min_lr, step - self.anchor_step, total - self.anchor_step)
+            return _decay(self.anchor_lr, self.min_lr, step - self.anchor_step, total - self.anchor_step,
+                          self.decay_shape)
         if step < self.warmup_steps:
             return self.peak_lr * (step + 1) / self.warmup_steps
         if self.name == "constant":
@@ -47,9 +55,11 @@ class LRSchedule:
         if self.name == "wsd":
             if step < self.decay_start_step:
                 return self.peak_lr
-            return _linear(self.peak_lr, self.min_lr, step - self.decay_start_step, total - self.decay_start_step)
+            return _decay(self.peak_lr, self.min_lr, step - self.decay_start_step, total - self.decay_start_step,
+                          self.decay_shape)
         # linear, and decay from the start of a fresh run
-        return _linear(self.peak_lr, self.min_lr, step - self.warmup_steps, total - self.warmup_steps)
+        shape = self.decay_shape if self.name == "decay" else "linear"
+        return _decay(self.peak_lr, self.min_lr, step - self.warmup_steps, total - self.warmup_steps, shape)
 
 
     def record(self) -> dict:
@@ -134,8 +144,15 @@ def _fraction(done: int, length: int) -> float:
     return 1.0 if length <= 0 else min(1.0, max(0.0, done / length))
 
 
-def _linear(start: float, end: float, done: int, length: int) -> float:
-    return start + (end - start) * _fraction(done, length)
+def _decay(start: float, end: float, done: int, length: int, shape: str) -> float:
+    progress = _fraction(done, length)
+    if shape == "sqrt":
+        ahead = 1.0 - math.sqrt(progress)
+    elif shape == "cosine":
+        ahead = 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:
+        ahead = 1.0 - progress
+    return end + (start - end) * ahead
 
 
 ITERATION_SCHEDULERS = ("cosine", "constant")
@@ -200,6 +217,12 @@ def resolve_lr_schedule(
         problems.add(f"--train.decay_fraction={train.decay_fraction!r} must be in (0, 1].")
     elif train.stable_steps is not None and (not isinstance(train.stable_steps, int) or train.stable_steps < 0):
         problems.add(f"--train.stable_steps={train.stable_steps!r} must be 0 or a positive integer.")
+    shape = getattr(train, "lr_decay_shape", None)
+    if shape is not None and shape not in DECAY_SHAPES:
+        problems.add(f"--train.lr_decay_shape={shape!r} is not one of {', '.join(DECAY_SHAPES)}.")
+    elif shape is not None and (name not in SHAPED_SCHEDULERS or per_iteration):
+        problems.add(f"--train.lr_decay_shape={shape} shapes the decay of --train.lr_scheduler wsd or decay (it is "
+                     f"{name!r}{', per micro-iteration' if per_iteration else ''}). Remove it, or use wsd or decay.")
     problems.raise_if_any(ConfigError)
 
     if train.lr_warmup_fraction is not None:
@@ -222,4 +245,5 @@ def resolve_lr_schedule(
             warmup_iters=warmup * accumulation_iters if warmup_iters is None else warmup_iters,
             horizon_iters=total_steps * accumulation_iters if horizon_iters is None else horizon_iters,
             accumulation_iters=accumulation_iters, total_steps=total_steps, iter_offset=iter_offset or 0)
-    return LRSchedule(name, float(peak_lr), float(train.min_lr), warmup, total_steps, decay_start)
+    return LRSchedule(name, float(peak_lr), float(train.min_lr), warmup, total_steps, decay_start,
+                      decay_shape=shape or "linear")

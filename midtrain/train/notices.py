@@ -98,6 +98,11 @@ def check_one_run_per_folder(out_dir, config: dict) -> None:
     if previous is None:
         return
     changed = mixture_changes(previous, config)
+    if (previous.get("anneal") or None) != (config.get("anneal") or None):
+        raise ConfigError(
+            f"--out_dir={str(out_dir)!r} holds another run of an anneal set (run.json records anneal "
+            f"{previous.get('anneal')!r}; this config gives {config.get('anneal')!r}): a run folder holds one run. "
+            "Give this config an --out_dir of its own (midtrain anneal names one per candidate and seed).")
     if changed:
         raise ConfigError(
             f"--out_dir={str(out_dir)!r} holds a run with another mixture ({'; '.join(changed)}; run.json records it): "

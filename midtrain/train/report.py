@@ -4,12 +4,13 @@ schedule line, and the line a diverged run ends with. Pure formatting of a ``Run
 from __future__ import annotations
 
 from midtrain.data.mix_controller import mixture_text, moved_domains
-from midtrain.data.plan import render_plan
+from midtrain.data.plan import lr_weighted_plan, render_plan
 from midtrain.data.stream_io import render_transitions
+from midtrain.reports import format_table
 from midtrain.train import checkpoint_files as files
 from midtrain.train.continuity import render_optimizer_changes
 from midtrain.train.devices import describe_strategy
-from midtrain.train.lr_schedule import IterationLRSchedule, LRSchedule
+from midtrain.train.lr_schedule import SHAPED_SCHEDULERS, IterationLRSchedule, LRSchedule
 from midtrain.train.preemption import EXIT_DIVERGED
 from midtrain.train.restore import StartKind
 
@@ -27,11 +28,15 @@ def describe(setup) -> str:
         f"node(s)), strategy {describe_strategy(devices)}, precision {devices.precision}, "
         f"compile {'on' if devices.compile else 'off'}",
         f"Budget: {b.total_steps:,} steps × {b.global_batch_size:,} sequences × {b.seq_length:,} tokens = "
-        f"{b.total_steps * b.tokens_per_step:,} tokens; {micro}",
+        f"{b.total_steps * b.tokens_per_step:,} tokens; {micro}"
+        + (f"; the end is the branch point + {b.steps_from_branch:,} steps (--train.steps_from_branch/"
+           "tokens_from_branch)" if b.steps_from_branch is not None else ""),
         f"This invocation: steps {setup.start_step:,} → {b.stop_step(setup.start_step):,}"
         + (f", at most {b.max_time_s:g} s" if b.max_time_s else ""),
         describe_schedule(setup.schedule, setup.start_step, b.stop_step(setup.start_step)),
     ]
+    if setup.average is not None:
+        lines.append(setup.average.describe())
     if setup.dialect == "fork":
         lines.insert(0, f"Dialect: the paper fork's. Why: {setup.dialect_reason}. Set --train.dialect=midtrain for "
                         "midtrain's meaning, or convert the config with 'midtrain port'.")
@@ -54,8 +59,28 @@ def describe(setup) -> str:
     if setup.data_start.mixture_changed:
         lines += ["Data mixture changed; shard cursors carried over by id:",
                   render_transitions(setup.data_start.transitions)]
-    lines += ["", render_plan(setup.data_start.plan), *describe_controller(setup)]
+    lines += ["", render_plan(setup.data_start.plan), *describe_lr_weighted(setup), *describe_controller(setup)]
     return "\n".join(lines)
+
+
+def describe_lr_weighted(setup) -> list[str]:
+    """The planned LR-weighted tokens per domain (each step's LR × its tokens) beside the planned tokens: where data
+    arrives on the schedule, not only how much of it."""
+    b = setup.budget
+    if not setup.lr_weighted or b.total_steps <= setup.start_step or not setup.data_start.segments:
+        return []
+    weighted = lr_weighted_plan(setup.data_start.segments, setup.start_step, b.total_steps, b.tokens_per_step,
+                                setup.schedule.lr_at)
+    tokens = lr_weighted_plan(setup.data_start.segments, setup.start_step, b.total_steps, b.tokens_per_step,
+                              lambda step: 1.0)
+    total_weighted, total_tokens = sum(weighted.values()) or 1.0, sum(tokens.values()) or 1.0
+    rows = [[d, f"{tokens[d]:,.0f}", f"{100 * tokens[d] / total_tokens:.1f} %", f"{weighted[d]:.4g}",
+             f"{100 * weighted[d] / total_weighted:.1f} %"] for d in weighted]
+    later = " (the online mixture's current shares to the end)" if setup.data_start.decisions is not None else ""
+    return ["", f"Planned LR-weighted tokens (Σ over steps of the step's LR × its tokens, steps {setup.start_step:,} → "
+                f"{b.total_steps:,}){later}; the ledger records what is read:",
+            format_table(["domain", "tokens", "share", "LR-weighted tokens", "share"], rows,
+                         [False, True, True, True, True])]
 
 
 def plan_header(setup) -> list[str]:
@@ -120,7 +145,10 @@ def describe_schedule(s: LRSchedule | IterationLRSchedule, first_step: int, end_
     else:
         text = (f"LR: {s.name}, peak {s.peak_lr:g}, min {s.min_lr:g}, warmup {s.warmup_steps:,} steps, horizon "
                 f"{s.total_steps:,} steps"
-                + (f", decay from step {s.decay_start_step:,}" if s.decay_start_step is not None else ""))
+                + (f", decay from step {s.decay_start_step:,}" if s.decay_start_step is not None else "")
+                + (f", {s.decay_shape} decay" if s.name in SHAPED_SCHEDULERS else "")
+                + (f" from the LR {s.anchor_lr:.4g} of step {s.anchor_step:,}" if s.name == "decay"
+                   and s.anchor_step else ""))
     if end_step > first_step:
         def at(step: int) -> str:
             lr = s.lr_at(step)

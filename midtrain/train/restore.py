@@ -171,6 +171,22 @@ def find_start(settings: RunSettings, total_steps: int | None) -> StartPoint:
     return start
 
 
+def branch_step(settings: RunSettings) -> int | None:
+    """The step this run branched at, read from folders only: ``--branch_from``'s, else the branch its run folder
+    recorded (or the parent's checkpoint linked or copied into it, the paper's way); None for a run that branches
+    from nothing."""
+    if settings.branch_from is not None:
+        return files.checkpoint_folder(settings.branch_from, "--branch_from").step
+    own_run = load_run(settings.out_dir)
+    lineage = (own_run or {}).get("lineage") or []
+    if lineage:
+        return int(lineage[-1]["step"])
+    own = files.latest_checkpoint(settings.out_dir)
+    if own_run is None and own is not None:
+        return own.step
+    return None
+
+
 def _same_checkpoint(entry: dict, parent: files.CheckpointInfo) -> bool:
     """Whether a lineage entry names the checkpoint ``parent`` (by its real path, or by its run and step when the
     parent's folder moved)."""

@@ -10,15 +10,18 @@ import datetime
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import lightning as L
 import torch
 from litgpt.model import GPT
 
+from midtrain.config_files import plain
 from midtrain.errors import ConfigError
 from midtrain.folder_lock import FolderLock
 from midtrain.train import checkpoint_files as files
 from midtrain.train import run_dir
+from midtrain.train.averaging import WeightAverage
 from midtrain.train.checkpointer import Checkpointer, CheckpointWriteError
 from midtrain.train.continuity import hyperparameters
 from midtrain.train.devices import make_strategy, sharded
@@ -105,17 +108,20 @@ def _train(fabric, strategy, setup: RunSetup, stop_request: StopRequest) -> int:
                                          vocab_size=setup.model_config.padded_vocab_size, start_step=setup.start_step,
                                          samples_per_step=budget.global_batch_size // fabric.world_size,
                                          pin_memory=fabric.device.type == "cuda",  # the copy to the GPU overlaps
-                                         checked=True)
+                                         checked=True, lr_at=setup.schedule.lr_at if setup.lr_weighted else None)
     counters = _restore(fabric, strategy, setup, model, optimizer, loader)
-    state = {"model": model, "optimizer": optimizer, "train_dataloader": loader, "iter_num": counters.iter_num,
-             "step_count": counters.step, "midtrain": copy.deepcopy(setup.loop_state)}
     resuming = setup.start.kind is StartKind.RESUME
-    loop_state = setup.loop_state
+    loop_state = {k: v for k, v in setup.loop_state.items() if k != files.AVERAGE}  # the average's tensors: the hook's
+    state = {"model": model, "optimizer": optimizer, "train_dataloader": loader, "iter_num": counters.iter_num,
+             "step_count": counters.step, "midtrain": copy.deepcopy(loop_state)}
     metrics = MetricSink(settings.logger_name, settings.out_dir, run["run_id"], counters.step if resuming else None,
                          settings.log) if fabric.global_rank == 0 else MetricSink()
     hooks = [Throughput(fabric, setup.model_config, budget, setup.devices.precision)]
     if loader.decisions is not None:
         hooks.append(MixControl(fabric, loader, budget.total_steps, budget.global_batch_size))
+    if setup.average is not None:
+        hooks.append(WeightAverage(fabric, model, setup.average, settings.out_dir,
+                                   setup.loop_state.get(files.AVERAGE) if resuming else None))
     trainer = Trainer(
         fabric, model, optimizer, loader, budget, setup.schedule,
         LoopSettings(log_interval=settings.train.log_interval, eval_interval=settings.eval.interval,
@@ -196,13 +202,13 @@ def _restore(fabric, strategy, setup: RunSetup, model, optimizer, loader) -> Cou
     return counters
 
 
-def _saver(fabric, setup: RunSetup, run: dict, state: dict) -> Callable[[Counters, bool, dict], None]:
+def _saver(fabric, setup: RunSetup, run: dict, state: dict) -> Callable[[Counters, bool, dict], Path]:
     settings, schedule = setup.settings, setup.schedule
     checkpointer = Checkpointer(fabric, settings.out_dir, setup.model_config, setup.tokenizer_files,
                                 settings.config_dump, settings.train.keep_last_checkpoints,
                                 set(settings.train.keep_checkpoint_steps))
 
-    def save(counters: Counters, final: bool, loop_state: dict) -> None:
+    def save(counters: Counters, final: bool, loop_state: dict) -> Path:
         state["step_count"], state["iter_num"] = counters.step, counters.iter_num
         state["midtrain"] = {**state["midtrain"], **loop_state}
         ledger = state["train_dataloader"].ledger()
@@ -223,7 +229,7 @@ def _saver(fabric, setup: RunSetup, run: dict, state: dict) -> Callable[[Counter
             "val_sets": setup.val_identities,
             "saved_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
-        checkpointer.save(state, counters.step, final, info, ledger)
+        return checkpointer.save(state, counters.step, final, info, ledger)
 
     return save
 
@@ -252,6 +258,8 @@ def _open_run(fabric, setup: RunSetup) -> dict:
                           **changes)
         invocation.update(data_start.record())
         invocation["config"] = setup.settings.config_dump  # every invocation's, so an edit of the past can be told
+        if setup.settings.anneal is not None:  # where analyze finds it, and the same record for every invocation
+            run["anneal"] = plain(setup.settings.anneal)
         run["invocations"].append(invocation)
         run_dir.save_run_files(out_dir, run, setup.settings.config_dump, data_start.plan.to_json())
     return fabric.broadcast(run, src=0)

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from litgpt.config import Config
 
+from midtrain.anneal import AnnealRecord
 from midtrain.config_files import plain
 from midtrain.data.module import ShardedMixedDataset
 from midtrain.field_docs import field_descriptions
@@ -75,6 +76,10 @@ class RunSettings:
     """Start a new run (this ``out_dir``) from another run's checkpoint (its step folder or its ``lit_model.pth``):
     weights, optimizer, step, LR position and data cursors, with this config's mixture. Restarts of the branch
     resume from its own checkpoints."""
+    anneal: AnnealRecord | None = None
+    """This run's place in a set of anneals (written by ``midtrain anneal``: its group, candidate, share, data-order
+    seed and budget); kept in ``run.json``, where ``midtrain analyze`` pairs each candidate with its control. A run
+    folder holds one: a resume with another is refused."""
     accelerator: str = "auto"
     """``auto``, ``cpu`` or ``cuda``."""
     compile: bool | None = None

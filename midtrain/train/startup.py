@@ -17,6 +17,7 @@ from midtrain.tokenizer import load_tokenizer
 from midtrain.train import checkpoint_files as files
 from midtrain.train import notices as say
 from midtrain.train import run_dir
+from midtrain.train.averaging import AveragePlan, check_resume, resolve_average
 from midtrain.train.budget import Budget, resolve_budget
 from midtrain.train.checkpointer import tokenizer_files
 from midtrain.train.continuity import LRJump, lr_jump
@@ -32,7 +33,14 @@ from midtrain.train.lr_schedule import IterationLRSchedule, LRSchedule, resolve_
 from midtrain.train.metrics import check_logger
 from midtrain.train.model_rule import resolve_model_config
 from midtrain.train.optimizer import OptimizerSetup, against_checkpoint, saved_lr, setup_optimizer
-from midtrain.train.restore import CheckpointRecord, StartKind, StartPoint, find_start, read_start_checkpoint
+from midtrain.train.restore import (
+    CheckpointRecord,
+    StartKind,
+    StartPoint,
+    branch_step,
+    find_start,
+    read_start_checkpoint,
+)
 from midtrain.train.settings import RunSettings
 
 
@@ -67,6 +75,10 @@ class RunSetup:
     """Each domain's held-out set's identity, recorded in every checkpoint so a swapped set is said at resume."""
     loop_state: dict = field(default_factory=dict)
     """midtrain's own state every checkpoint carries on: the LR anchor of ``decay``, a resumed log window."""
+    average: AveragePlan | None = None
+    """``train.average``: the steps whose weights enter the run's average."""
+    lr_weighted: bool = True
+    """Whether the ledger weighs each sample by its step's LR (not where a step is no fixed number of samples)."""
 
 
 def setup_run(settings: RunSettings) -> RunSetup:
@@ -87,6 +99,10 @@ def setup_run(settings: RunSettings) -> RunSetup:
     if not fork:
         refuse_fork_only_keys(train)
     budget = resolve_budget(train, devices.world_size, seq_length, fork_dialect=fork)
+    run_dir.check_out_dir(settings.out_dir)  # read below for the branch point (again, with the data, in _data)
+    origin = branch_step(settings)
+    if not fork:
+        budget = budget.from_branch(origin)
     optimizer = setup_optimizer(settings.optimizer, train.max_lr)
     schedule = None if fork else resolve_lr_schedule(train, optimizer.peak_lr, budget.total_steps,
                                                      budget.accumulation_iters)
@@ -112,7 +128,15 @@ def setup_run(settings: RunSettings) -> RunSetup:
         schedule, budget, start, fork_notices = _fork_schedule(train, budget, start, record, start_step, start_iter,
                                                                optimizer, restored_lr, devices, data)
         notices += fork_notices
+    lr_weighted = not (budget.steps_end_at_iteration_multiples and start_iter % budget.accumulation_iters)
+    if not lr_weighted:
+        notices.append("the ledger records no LR-weighted tokens for this run: its first step is shorter (the fork "
+                       "dialect's step boundaries after a parent with other batch settings), so the stream cannot tell "
+                       "which step trains a sample.")
     loop_state = _loop_state(start, record, start_step, restored_lr)
+    average = resolve_average(train.average, budget.total_steps, origin or 0)
+    if start.kind is StartKind.RESUME:
+        check_resume(average, loop_state.get(files.AVERAGE), start_step)
     if schedule is not None and loop_state.get("lr_anchor") and loop_state["lr_anchor"][1] is not None:
         schedule = schedule.anchored(int(loop_state["lr_anchor"][0]), float(loop_state["lr_anchor"][1]))
 
@@ -147,7 +171,7 @@ def setup_run(settings: RunSettings) -> RunSetup:
         budget=budget, schedule=schedule, optimizer=optimizer, start=start, checkpoint=record, data=data,
         data_start=data_start, start_step=start_step, start_iter=start_iter, dialect=dialect,
         dialect_reason=dialect_reason, notices=tuple(notices), lr_jump=jump, tokenizer_files=tokenizers,
-        val_identities=val_identities, loop_state=loop_state)
+        val_identities=val_identities, loop_state=loop_state, average=average, lr_weighted=lr_weighted)
 
 
 def _refuse_unsupported(settings: RunSettings) -> None:

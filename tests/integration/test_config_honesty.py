@@ -81,6 +81,7 @@ CONSUMED = {
     "logger_name": "train/metrics.py",
     "seed": "train/run.py",
     "branch_from": "train/restore.py",
+    "anneal": "train/run.py",
     "accelerator": "train/devices.py",
     "compile": "train/devices.py",
     "train.save_interval": "train/loop.py",
@@ -105,6 +106,10 @@ CONSUMED = {
     "train.lr_warmup_iters": "train/lr_schedule.py",
     "train.lr_horizon_iters": "train/lr_schedule.py",
     "train.lr_iter_offset": "train/lr_schedule.py",
+    "train.lr_decay_shape": "train/lr_schedule.py",
+    "train.steps_from_branch": "train/budget.py",
+    "train.tokens_from_branch": "train/budget.py",
+    "train.average": "train/averaging.py",
     "train.keep_last_checkpoints": "train/checkpointer.py",
     "train.keep_checkpoint_steps": "train/loop.py",
     "train.dialect": "train/fork_dialect.py",
@@ -130,6 +135,7 @@ CONSUMED = {
     "data.allow_tokenizer_mismatch": "data/token_check.py",
     "data.val_samples_per_domain": "data/module.py",
     "data.allow_data_change": "data/module.py",
+    "data.order_seed": "data/shard_reader.py",
 }
 
 

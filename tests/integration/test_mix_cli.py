@@ -98,7 +98,8 @@ def test_console_script_and_module_entry_point(data_root):
 # a key of that command, as its --help must show it (its description: tests/integration/test_help.py)
 OWN_KEY = {"prepare": "--tokenizer_dir", "mix": "--data.mix_weights_str", "pretrain": "--train.max_steps",
            "port": "--fork_config", "sweep": "--spec", "eval": "--runs", "similarity": "--corpora",
-           "demo": "--branch_step", "recommend": "--candidates", "analyze": "--sft_for"}
+           "demo": "--branch_step", "recommend": "--candidates", "analyze": "--sft_for",
+           "anneal": "--candidates", "soup": "--checkpoints"}
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))

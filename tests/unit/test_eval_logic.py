@@ -208,6 +208,17 @@ def test_branch_curves_start_at_the_parent_point():
     assert figure["series"]["code"] == [(40, 4.0), (60, 3.5), (80, 3.0)] and figure["branches"] == {"code": (40, 4.0)}
 
 
+def test_a_runs_weight_average_is_a_point_beside_its_final_not_a_point_of_its_curve():
+    from midtrain.eval.report import latest_table
+
+    rows = [row(run="a", step=s, tokens_seen=s * 10, name="main", value=v, checkpoint=f"/r/a/{c}")
+            for s, v, c in ((4, 4.0, "step-00000004"), (8, 3.0, "final"), (8, 2.9, "average"))]
+    figure = curves(rows)[("heldout", "main", None)]
+    assert figure["series"]["a"] == [(40, 4.0), (80, 3.0)] and figure["averages"] == {"a": (80, 2.9)}
+    table = latest_table(rows, {r["checkpoint"] for r in rows})
+    assert "| a | 8 | 80 | 3.0000 |" in table and "| a (average) | 8 | 80 | 2.9000 |" in table
+
+
 def test_a_torn_last_row_is_cut_off_before_the_next_is_appended(tmp_path, caplog):
     table = ResultsTable(tmp_path)
     table.append([row(run="a", step=3, name="main", value=2.5, checkpoint="/c/3")])

@@ -13,7 +13,7 @@ LAYERS = [
     {"__main__"},
     {"cli"},
     {"commands"},
-    {"eval", "analysis", "demo"},
+    {"eval", "analysis", "demo", "soup"},
     {"train"},
     {"data"},
     {
@@ -27,6 +27,7 @@ LAYERS = [
         "field_docs",
         "reports",
         "publish",
+        "anneal",
         "",
     },
 ]

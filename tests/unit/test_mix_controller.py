@@ -201,7 +201,7 @@ def test_the_loss_and_each_samples_loss_come_from_one_chunked_per_token_computat
     import torch.nn.functional as F
     from litgpt.utils import chunked_cross_entropy
 
-    from midtrain.train.loop import token_losses
+    from midtrain.train.losses import token_losses
 
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 400, 50, generator=generator)

@@ -95,3 +95,37 @@ def test_ten_thousand_equal_shards_cost_little_per_sample():
     counts = [0] * 10_000
     chosen = schedule.run(0, counts, 20_000)
     assert len(schedule._classes) <= 2 and max(counts) - min(counts) <= 1 and len(set(chosen[:10_000])) == 10_000
+
+
+def _reader(chunk_items):
+    from types import SimpleNamespace
+
+    from midtrain.data.shard_reader import ShardReader
+
+    shard = SimpleNamespace(id="web/1", chunk_tokens=[n * 4 for n in chunk_items], data_format="no_header_tensor:1",
+                            path="/nonexistent", chunk_files=[f"c{i}" for i in range(len(chunk_items))],
+                            chunk_items=chunk_items)
+    return ShardReader(shard, 4, seed=7)
+
+
+@pytest.mark.parametrize("from_position", [0, 1, 5, 8, 12, 24, 25, 29, 53])
+def test_a_data_order_seed_reorders_only_the_unread_samples_of_each_pass(from_position):
+    chunk_items = [5, 3, 0, 7, 4, 6]
+    plain = _reader(chunk_items)
+    per_pass = plain.samples_per_pass
+    assert per_pass == 25
+    reference = [plain.locate(q) for q in range(3 * per_pass)]
+    reordered = _reader(chunk_items)
+    reordered.set_reorders([(from_position, 11)])
+    order = [reordered.locate(q) for q in range(3 * per_pass)]
+    assert order[:from_position] == reference[:from_position]  # what was read stays read
+    for p in range(3):  # every pass still reads every sample once
+        assert sorted(order[p * per_pass:(p + 1) * per_pass]) == sorted(reference[p * per_pass:(p + 1) * per_pass])
+    assert order[from_position:] != reference[from_position:]
+    stacked = _reader(chunk_items)  # a second seed later keeps the first one's order up to its own start
+    stacked.set_reorders([(from_position, 11), (from_position + 6, 12)])
+    again = [stacked.locate(q) for q in range(3 * per_pass)]
+    assert again[:from_position + 6] == order[:from_position + 6]
+    assert again[from_position + 6:] != order[from_position + 6:]
+    for p in range(3):
+        assert sorted(again[p * per_pass:(p + 1) * per_pass]) == sorted(reference[p * per_pass:(p + 1) * per_pass])

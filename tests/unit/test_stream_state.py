@@ -112,3 +112,40 @@ def test_stretch_records_hold_only_the_cursors_that_moved():
     second.load_state_dict(state)
     assert len(second.stretches[1]["start"]) == 10  # not 100
     assert sum(second.ledger()["stretches"][0]["tokens"].values()) == 10 * 9
+
+
+def weighed_tracker(members, weights, world_size=1, start_step=0):
+    from midtrain.data.mix_schedule import ConstantMixture
+
+    t = StreamTracker(members, weights, block_tokens=10, seed=1, sampling="exact", rank=0, world_size=world_size,
+                      timeline=ConstantMixture({s.id: w for s, w in zip(members, weights, strict=True)}),
+                      start_step=start_step, samples_per_step=4)
+    t.lr_at = lambda step: 1.0 / (step + 3)
+    return t
+
+
+def test_lr_weighted_samples_are_each_steps_lr_times_its_draws_however_the_steps_are_batched():
+    """A sample weighs the LR of the step that trains it; batches of any size, a save and a load in between, give the
+    same sums as one sample at a time, added up by hand."""
+    main, code = shard("main/1", "main", 1000), shard("c1", "code", 500)
+    by_hand = tracker([main, code], [0.7, 0.3], world_size=2)
+    expected = {"main": 0.0, "code": 0.0}
+    for n in range(40):
+        (member,) = by_hand.advance(1, members=True)
+        expected[by_hand.members[member].domain] += 2 * (1.0 / (n // 4 + 3))  # two ranks draw alike
+    uneven = weighed_tracker([main, code], [0.7, 0.3], world_size=2)
+    for length in (3, 5, 2, 6, 4):
+        uneven.advance(length)
+    resumed = weighed_tracker([main, code], [0.7, 0.3], world_size=2, start_step=5)
+    resumed.load_state_dict(uneven.state_dict())
+    resumed.advance(20)
+    whole = weighed_tracker([main, code], [0.7, 0.3], world_size=2)
+    whole.advance(40)
+    ledger = whole.ledger()
+    assert resumed.ledger() == ledger
+    per_token = 9
+    for domain, value in expected.items():
+        assert ledger["domains"][domain]["lr_weighted_tokens"] == pytest.approx(value * per_token, rel=1e-12)
+        assert ledger["stretches"][0]["lr_weighted_tokens"][domain] == pytest.approx(value * per_token, rel=1e-12)
+    assert ledger["shards"]["c1"]["lr_weighted_tokens"] == ledger["domains"]["code"]["lr_weighted_tokens"]
+    assert "lr_weighted_tokens" not in tracker([main], [1.0]).ledger()["domains"]["main"]  # no LR told: none

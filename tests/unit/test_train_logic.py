@@ -101,9 +101,54 @@ def test_decay_anneals_from_the_lr_in_effect_at_the_branch_point():
     assert branch.lr_at(100) == pytest.approx(1e-5)
 
 
+def test_decay_shapes_of_wsd_and_decay_reach_zero():
+    """sqrt is 1 - sqrt(progress): at a quarter of the decay half the drop is done; cosine half a cosine."""
+    for name, extra in (("wsd", {"stable_steps": 60}), ("decay", {})):
+        lrs = {shape: schedule(lr_scheduler=name, lr_warmup_steps=0, min_lr=0, lr_decay_shape=shape, **extra)
+               for shape in ("linear", "sqrt", "cosine")}
+        start, length = (60, 40) if name == "wsd" else (0, 100)
+        quarter = start + length // 4
+        assert lrs["linear"].lr_at(quarter) == pytest.approx(0.75e-3)
+        assert lrs["sqrt"].lr_at(quarter) == pytest.approx(0.5e-3)
+        assert lrs["cosine"].lr_at(quarter) == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi / 4)))
+        for s in lrs.values():
+            assert s.lr_at(start) == pytest.approx(1e-3) and s.lr_at(100) == 0.0
+            assert s.record()["decay_shape"] in ("linear", "sqrt", "cosine")
+    branch = schedule(lr_scheduler="decay", lr_decay_shape="sqrt", min_lr=0).anchored(40, 6e-4)
+    assert branch.lr_at(40) == pytest.approx(6e-4) and branch.lr_at(55) == pytest.approx(6e-4 * (1 - 0.5))
+    assert branch.lr_at(99) > 0 and branch.lr_at(100) == 0.0
+    assert schedule().decay_shape == "linear"  # unset: linear, as before
+
+
+def test_a_length_from_the_branch_point_ends_there_plus_the_budget():
+    b = resolve_budget(train_args(tokens_from_branch=8 * 16 * 30 + 7), 1, 16)
+    assert (b.steps_from_branch, b.from_branch(40).total_steps) == (30, 70)
+    assert resolve_budget(train_args(steps_from_branch=12), 1, 16).from_branch(0).total_steps == 12
+    assert resolve_budget(train_args(max_steps=9), 1, 16).from_branch(None).total_steps == 9
+    with pytest.raises(ConfigError, match=r"branches from nothing .* Set --branch_from"):
+        resolve_budget(train_args(steps_from_branch=12), 1, 16).from_branch(None)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
+        ({"steps_from_branch": 5, "max_steps": 100}, r"--train.max_steps and --train.steps_from_branch all give"),
+        ({"steps_from_branch": 5, "tokens_from_branch": 5000}, r"steps_from_branch and --train.tokens_from_branch"),
+        ({"tokens_from_branch": 100}, r"--train.tokens_from_branch=100 is less than one optimizer step"),
+        ({"steps_from_branch": 0}, r"--train.steps_from_branch=0 must be a positive integer"),
+    ],
+)
+def test_a_length_from_the_branch_point_is_checked(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        resolve_budget(train_args(**kwargs), 1, 16)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"lr_decay_shape": "sqrt"}, r"--train.lr_decay_shape=sqrt shapes the decay of --train.lr_scheduler wsd or "
+                                     r"decay \(it is 'cosine'\)"),
+        ({"lr_scheduler": "wsd", "lr_decay_shape": "exp"}, r"--train.lr_decay_shape='exp' is not one of linear"),
         (
             {"lr_warmup_steps": 5, "lr_warmup_fraction": 0.1},
             r"--train.lr_warmup_steps=5 and --train.lr_warmup_fraction=0.1 both",
