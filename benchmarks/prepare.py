@@ -39,6 +39,14 @@ def corpus(megabytes: float) -> list[str]:
     return docs
 
 
+def corpus_and_tokenizer(megabytes: float, root: Path) -> tuple[list[str], Path]:
+    """The benchmark's documents and a byte-level BPE of 4,096 tokens trained on the first eighth of them."""
+    from midtrain.tokenizer import train_bpe_tokenizer
+
+    docs = corpus(megabytes)
+    return docs, train_bpe_tokenizer(docs[: max(1, len(docs) // 8)], root / "tokenizer", vocab_size=4096)
+
+
 def _encode_share(args) -> tuple[int, float]:
     from tokenizers import Tokenizer
 
@@ -65,12 +73,10 @@ def main() -> None:
 
     from midtrain.commands.prepare import prepare as prepare_shard
     from midtrain.data.prepare import file_units
-    from midtrain.tokenizer import train_bpe_tokenizer
 
-    docs = corpus(args.megabytes)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        tokenizer_dir = train_bpe_tokenizer(docs[: max(1, len(docs) // 8)], root / "tokenizer", vocab_size=4096)
+        docs, tokenizer_dir = corpus_and_tokenizer(args.megabytes, root)
         # eight input files, and the same text as one file (which prepare cuts into parts, one share per worker)
         files = [root / f"part{i}.jsonl" for i in range(8)]
         for i, path in enumerate(files):

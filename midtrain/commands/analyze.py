@@ -22,6 +22,7 @@ def analyze(
     sft_for: dict[str, list[str]] | None = None,
     resamples: int = 2000,
     seed: int = 0,
+    decon: list[Path] | None = None,
 ) -> int:
     """Effects of every branch against its control, the timing x share fit, and bridge length against gain.
 
@@ -40,6 +41,10 @@ def analyze(
             their Δ is reported beside the domain's held-out Δ, and the timing x share fit uses it.
         resamples: Bootstrap resamples of the correlations' intervals.
         seed: Seed of the bootstrap.
+        decon: ``midtrain decon`` reports (decon.json): every Δ on a set is checked against the set by name in the
+            shards of the branch's target domains (items found: "gain may include leaked items"; shards
+            decontaminated against it: clean; else unchecked), from the reports and the decontamination the runs'
+            ``run.json`` records.
     """
     from midtrain.analysis.grid import match_controls, unique_rows
     from midtrain.eval.results import is_average, read_rows
@@ -56,7 +61,7 @@ def analyze(
     if averages:  # a point beside final at the same step: it would read as a second seed of that step
         notes.append(f"{averages:,} row(s) of runs' weight averages (average/) are not used: the effects compare the "
                      "runs' own checkpoints. Soup the checkpoints ('midtrain soup') to compare an average as a run.")
-    branches, soups = _branches(rows, paths)
+    branches, soups, shards = _branches(rows, paths)
     sft_for = {d: [v] if isinstance(v, str) else list(v) for d, v in (sft_for or {}).items()}
     _check_sft_for(sft_for, rows, branches)
     controls, matched_notes = match_controls(list(branches.values()))
@@ -68,13 +73,20 @@ def analyze(
                         f"({listed}), so no effect can be measured. Evaluate the control into the table too.")
     bridges = _bridges(similarity) if similarity is not None else None
     result = _analysis(rows, branches, controls, sft_for, bridges, resamples, seed)
+    from midtrain.analysis.leaks import leak_check, read_reports
+
+    decon_reports = read_reports([decon] if isinstance(decon, (str, Path)) else decon)
+    for effect in result["effects"]:
+        if effect["kind"] == "set":
+            read = {p: r for d in effect["targets"] for p, r in shards[effect["branch"]].get(d, {}).items()}
+            effect["leak"] = leak_check(effect["name"], read, decon_reports)
     result["anneals"] = anneal_summary(result["effects"], branches)
     result["soups"] = soup_effects(rows, soups, branches, controls)
     result["notes"] += notes
     result["tables"] = [str(p) for p in paths]
     figures = _figures(result, out_dir)
     effect_columns = ["branch", "control", "step", "share", "measure", "kind", "name", "tuned", "delta",
-                      "half_width", "at_step", "area", "mean_gap", "seeds"]
+                      "half_width", "at_step", "area", "mean_gap", "seeds", "leak_check"]
     fit_rows = [[f["domain"], f["on"], t["term"], t["estimate"], t["se"], t["t"], f["points"], f["residual_df"]]
                 for f in result["fits"] for t in f["terms"]]
     reports.write_json(out_dir / "analysis.json", result)
@@ -98,9 +110,10 @@ def analyze(
     return 0
 
 
-def _branches(rows: list[dict], paths: list) -> tuple[dict, dict]:
-    """Every run of the tables with its place in the grid, from its folder (the parent of its checkpoints); and the
-    soups among them (name -> their ``run.json``'s ``soup`` record), which have no lineage of their own."""
+def _branches(rows: list[dict], paths: list) -> tuple[dict, dict, dict]:
+    """Every run of the tables with its place in the grid, from its folder (the parent of its checkpoints); the
+    soups among them (name -> their ``run.json``'s ``soup`` record), which have no lineage of their own; and each
+    run's shards by domain (resolved path -> the decontamination its run.json records)."""
     from midtrain.analysis.grid import branch_of, two_folders_error
     from midtrain.train import checkpoint_files as files
 
@@ -113,7 +126,7 @@ def _branches(rows: list[dict], paths: list) -> tuple[dict, dict]:
     if not folders:
         raise DataError(f"--tables {', '.join(map(str, paths))}: no rows of a run's own checkpoints, so no run's "
                         "lineage can be read.")
-    branches, soups = {}, {}
+    branches, soups, shards = {}, {}, {}
     for name, folder in sorted(folders.items()):
         run, latest = _read_json(folder / "run.json"), files.latest_checkpoint(folder)
         if run is not None and isinstance(run.get("soup"), dict):
@@ -135,7 +148,29 @@ def _branches(rows: list[dict], paths: list) -> tuple[dict, dict]:
             raise DataError(f"branch {name!r}: its parent run {branch.parent_dir} (its run.json's lineage) is missing, "
                             "so its pretraining data and its control cannot be told. Restore the parent's folder.")
         branches[name] = branch
-    return branches, soups
+        shards[name] = _shards_by_domain(run, ledger)
+    return branches, soups, shards
+
+
+def _shards_by_domain(run: dict, ledger: dict) -> dict[str, dict[str, dict | None]]:
+    """domain -> {the shard's resolved path: the decontamination run.json records of it}, for the shards the run
+    read; paths from the data root its last invocation's config names (empty where that root is gone)."""
+    from midtrain.data.discovery import discover_shards, resolve_data_roots
+    from midtrain.data.domains import DomainRegistry
+
+    invocations = run.get("invocations") or [{}]
+    args = (((invocations[-1].get("config") or {}).get("data") or {}).get("init_args")) or {}
+    try:
+        root, _ = resolve_data_roots(Path(args["data_path"]), args.get("val_data_path"))
+        found = {s.id: s for s in discover_shards(root, DomainRegistry.with_extra(args.get("domain_prefixes") or {}))}
+    except (KeyError, TypeError, OSError, ConfigError, DataError):
+        return {}
+    records = run.get("decontamination") or {}
+    out: dict[str, dict[str, dict | None]] = {}
+    for shard_id, info in ledger["shards"].items():
+        if info.get("tokens") and shard_id in found:
+            out.setdefault(info["domain"], {})[str(found[shard_id].path.resolve())] = records.get(shard_id)
+    return out
 
 
 ANNEAL_COLUMNS = ["candidate", "group", "share", "measure", "kind", "name", "tuned", "seeds", "deltas", "mean_delta",
@@ -305,7 +340,7 @@ def _orders(pairs: list[dict]) -> dict:
 def _effect_rows(result: dict) -> list[list]:
     return [[e["branch"], e["control"], e["step"], ";".join(f"{d}:{s:.4f}" for d, s in e["share"].items()),
              e["measure"], e["kind"], e["name"], e["tuned"], e["delta"], e["half_width"], e["at_step"],
-             e["area"], e["mean_gap"], f"{e['seeds'][0]}/{e['seeds'][1]}"]
+             e["area"], e["mean_gap"], f"{e['seeds'][0]}/{e['seeds'][1]}", (e.get("leak") or {}).get("note", "")]
             for e in result["effects"]]
 
 
@@ -316,17 +351,18 @@ def render_report(result: dict, figures: list[str]) -> str:
     effects = [[e["branch"], e["control"], f"{e['step']:,}",
                 ", ".join(f"{d} {s:.0%}" for d, s in e["share"].items()) or "-", e["measure"],
                 f"{e['name']}{' (fine-tuned)' if e['tuned'] else ''}", num(e["delta"]), num(e["half_width"], ".4f"),
-                f"{e['at_step']:,}", num(e["mean_gap"])] for e in result["effects"]]
+                f"{e['at_step']:,}", num(e["mean_gap"]), (e.get("leak") or {}).get("note", "")]
+               for e in result["effects"]]
     effects += [[u["branch"], f"**no control at step {u['step']:,}**", f"{u['step']:,}", ", ".join(u["targets"]),
-                 *["-"] * 6] for u in result["without_control"]]
+                 *["-"] * 7] for u in result["without_control"]]
     lines = ["# Analysis of the grid", "",
              f"Tables: {', '.join(result['tables'])}. Δ = branch − control in loss (negative: the branch is better), "
              "at the latest step both have; *area* is the area between the curves from the branch point (loss × "
              "steps), *mean gap* that area per step. ± is the 95 % interval from the seeds' spread.", "",
              "## Branches against their controls", "",
              reports.markdown_table(["branch", "control", "step", "share", "measure", "set", "Δ", "±", "at step",
-                                     "mean gap"], effects, [False, False, True, False, False, False, True, True,
-                                                            True, True]),
+                                     "mean gap", "leak check"], effects, [False, False, True, False, False, False,
+                                                                          True, True, True, True, False]),
              "", "## Timing × share", ""]
     if not result["fits"]:
         lines.append("Too few branches per domain for a fit (two or more with a control are needed).")

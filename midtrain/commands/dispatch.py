@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "sweep": ("midtrain.commands.sweep", "sweep", "Expand a sweep spec into configs and an sbatch array."),
     "soup": ("midtrain.commands.soup", "soup", "Average the weights of several checkpoints into one."),
     "anneal": ("midtrain.commands.anneal", "anneal", "Matched anneals to LR 0 that judge data against a control."),
+    "decon": ("midtrain.commands.decon", "decon", "Find evaluation and SFT items in shards; write clean shards."),
     "eval": ("midtrain.commands.eval", "evaluate", "Score every checkpoint of some runs into one table."),
     "similarity": ("midtrain.commands.similarity", "similarity", "Similarity of corpora and bridge lengths."),
     "recommend": ("midtrain.commands.recommend", "recommend", "Rank midtraining data for a target, before training."),
@@ -30,7 +31,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 
 # flags of a list a user may give several times (``--target a=x --target b=y``), as well as one list
-REPEATABLE = {"recommend": ("--target",), "analyze": ("--tables",), "soup": ("--checkpoints",)}
+REPEATABLE = {"recommend": ("--target", "--decon"), "analyze": ("--tables", "--decon"), "soup": ("--checkpoints",),
+              "decon": ("--shards", "--against"), "prepare": ("--decontaminate",)}
 
 
 def merge_repeated(argv: list[str], flags: tuple[str, ...]) -> list[str]:

@@ -13,6 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
+from midtrain.data.decon import DECON_KEY
 from midtrain.data.documents import MIN_PART_BYTES, expand_inputs, load_hf_dataset
 from midtrain.data.encoding import EncoderSpec, tokenizer_fingerprint
 from midtrain.data.litdata_child import stop_signals_raise
@@ -50,6 +51,10 @@ def prepare(
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
     overwrite: bool = False,
     min_part_bytes: int = MIN_PART_BYTES,
+    decontaminate: list[str] | None = None,
+    decon_out: Path | None = None,
+    task_paths: list[Path] | None = None,
+    cache_dir: Path | None = None,
 ) -> list[dict]:
     """Tokenize raw text into one shard (EOS after every document), with an optional held-out shard.
 
@@ -72,6 +77,12 @@ def prepare(
         overwrite: Replace a non-empty ``output_dir`` (atomically, once the new shard is complete).
         min_part_bytes: A ``.jsonl`` or ``.parquet`` file bigger than its share of the work is cut into parts of at
             least this many bytes, read by several workers (the held-out split is the same however it is cut).
+        decontaminate: Sources, ``NAME=SOURCE`` as ``midtrain decon --against`` takes them: documents holding one
+            of their items are left out while tokenizing (the same matching), counted in each split's manifest
+            with the sources and their hashes, and attributed in ``decon_out``'s decon.json and report.md.
+        decon_out: Where the decontamination report goes (default ``decon_out/<output_dir's name>``).
+        task_paths: Folders of local lm-evaluation-harness task YAMLs, for ``task:NAME`` sources.
+        cache_dir: Where evaluation indexes are kept (as ``midtrain decon --cache_dir``).
     """
     inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
     output_dir = Path(output_dir)
@@ -116,6 +127,7 @@ def prepare(
         targets.append(("val", val_output_dir, "--val_output_dir"))
     for _, target, flag in targets:
         check_output(target, flag, overwrite)
+    decon = _decon_index(decontaminate, decon_out, output_dir, task_paths, cache_dir)
     encoder = EncoderSpec.from_tokenizer_dir(tokenizer_dir)
     manifest = {
         "inputs": described_inputs,
@@ -128,6 +140,7 @@ def prepare(
         # which documents are held out: a hash of (file below the inputs' common folder, position in the file), the
         # position being the 0-based line (JSONL) or row (Parquet) number; earlier versions counted documents
         "held_out_key": "file and line/row number",
+        **({} if decon is None else {DECON_KEY: decon["record"]}),
     }
     records: list[dict] = []
     locks = [FolderLock(target.parent / f".{target.name}.lock", flag, target, "prepare") for _, target, flag in targets]
@@ -141,10 +154,13 @@ def prepare(
                     log.info("Removed %s, left behind by an earlier prepare that was killed", stale)
             for split, target, _ in targets:
                 fn = TokenizeUnit(encoder, text_key, split, val_fraction, batch_size,
-                                  str(target.parent / f".{target.name}.stats-{os.getpid()}"), hf)
-                partial, record = write_split(units, fn, target, num_workers, chunk_tokens, manifest)
+                                  str(target.parent / f".{target.name}.stats-{os.getpid()}"), hf,
+                                  None if decon is None else decon["path"])
+                partial, record, found = write_split(units, fn, target, num_workers, chunk_tokens, manifest)
                 written.append((partial, target))
                 records.append(record)
+                if decon is not None:
+                    decon["found"].append((split, target, record, found))
             publish_splits(written)
         except BaseException:
             for partial, _ in written:
@@ -156,4 +172,66 @@ def prepare(
     for (split, target, _), record in zip(targets, records, strict=True):
         log.info("Wrote %s split: %s documents, %s tokens -> %s%s", split, f"{record['documents']:,}",
                  f"{record['tokens']:,}", target, describe_skipped(record))
+    if decon is not None:
+        _write_decon_report(decon)
     return records
+
+
+def _decon_index(decontaminate, decon_out, output_dir: Path, task_paths, cache_dir) -> dict | None:
+    """The sources read and their index built (or found in the cache) before any tokenizing: the index file the
+    workers read, the record each manifest gets, and where the report goes."""
+    if not decontaminate:
+        return None
+    from midtrain.data.decon import cached_index, policy_record, sources_digest
+    from midtrain.eval.decon_sources import parse_against, read_source
+    from midtrain.publish import check_output_dir
+
+    wanted = parse_against(decontaminate, "--decontaminate")
+    out = check_output_dir(Path(decon_out) if decon_out else Path("decon_out") / Path(output_dir).name,
+                           "--decon_out", ("decon.json", "report.md"))
+    sources = [read_source(name, location, task_paths) for name, location in wanted]
+    items = [item for source in sources for item in source.items]
+    digest = sources_digest([(s.name, s.digest) for s in sources])
+    index, _, path = cached_index(items, digest, cache_dir, fallback_dir=out / ".index")
+    if path is None:
+        raise ConfigError(f"--cache_dir: the evaluation index cannot be written (neither to the cache nor to "
+                          f"{out}), and the tokenizer workers read it from a file. Give a writable --cache_dir.")
+    record = policy_record(digest, [(s.name, s.location, s.digest, len(s.items)) for s in sources])
+    return {"path": str(path), "record": record, "sources": sources, "items": items, "index": index, "out": out,
+            "found": []}
+
+
+def _write_decon_report(decon: dict) -> None:
+    """decon.json and report.md of a decontaminating prepare, in ``midtrain decon``'s form: per source, the items
+    found and where (the input line or row); per split, its documents and those left out."""
+    from midtrain import reports
+    from midtrain.commands.decon import render_report
+    from midtrain.publish import write_text_atomic
+
+    by_item: dict[int, list[dict]] = {}
+    for split, _, _, found in decon["found"]:
+        for where, item_ids in found:
+            for item_id in item_ids:
+                by_item.setdefault(item_id, []).append({"input": where, "split": split})
+    sources, first = {}, 0
+    too_short = set(decon["index"].too_short)
+    for source in decon["sources"]:
+        ids = range(first, first + len(source.items))
+        sources[source.name] = {"location": source.location, "sha256": source.digest, "items": len(source.items),
+                                "too_short": [i - first for i in ids if i in too_short],
+                                "found": {str(i - first): by_item[i] for i in ids if i in by_item}}
+        first += len(source.items)
+    shards = {}
+    for _, target, record, found in decon["found"]:
+        counts: dict[str, int] = {}
+        for _, item_ids in found:
+            for name in {decon["items"][i].source for i in item_ids}:
+                counts[name] = counts.get(name, 0) + 1
+        shards[str(target)] = {"documents": record[DECON_KEY]["documents_before"], "tokens": record["tokens"],
+                               "contaminated": len(found), "tokens_removed": None, "by_source": counts}
+    report = {**decon["record"], "index_from_cache": None, "sources": sources, "shards": shards}
+    reports.write_json(decon["out"] / "decon.json", report)
+    write_text_atomic(decon["out"] / "report.md", render_report(report, [], decon["items"]))
+    removed = sum(len(f) for *_, f in decon["found"])
+    log.info("Decontamination: left out %s document(s) holding one of %s items; report %s", f"{removed:,}",
+             f"{len(decon['items']):,}", decon["out"] / "report.md")

@@ -30,6 +30,7 @@ def recommend(
     domain_prefixes: dict[str, str] | None = None,
     accelerator: Literal["auto", "cpu", "cuda"] = "auto",
     micro_batch_size: int = 8,
+    decon: list[Path] | None = None,
 ) -> int:
     """Rank candidate midtraining corpora for each target by bridge length, and suggest a mixture.
 
@@ -54,6 +55,9 @@ def recommend(
         domain_prefixes: Extra shard folder prefixes (as ``--data.domain_prefixes``).
         accelerator: For the model measure.
         micro_batch_size: Sequences per forward pass (model measure).
+        decon: ``midtrain decon`` reports (decon.json): each candidate is checked against each target by name
+            (items found in its shards: "leaked"; its shards decontaminated against the target: "clean"; else
+            "unchecked"), beside its rank. Without reports, the shards' manifests alone decide clean or unchecked.
     """
     from midtrain.analysis.measures import LABELS, check_sizes, measure
     from midtrain.analysis.recommend import rank_candidates, suggest_mixture
@@ -76,13 +80,20 @@ def recommend(
     out_dir = check_output_dir(Path(out_dir), "--out_dir", OUTPUTS)  # before minutes of measuring
     registry = DomainRegistry.with_extra(domain_prefixes)
     kinds = {s.name: _kind(s, registry) for s in specs[1 + len(targets):]}
+    from midtrain.analysis.leaks import read_reports
+
+    decon_reports = read_reports([decon] if isinstance(decon, (str, Path)) else decon)
+    candidate_shards = {s.name: _shard_records(s, registry) for s in specs[1 + len(targets):]}
     loaded, tokenizer = load_for_measures(checkpoint, tokenizer_dir, accelerator, seq_length)
     measured = measure(specs, tokenizer, loaded, registry, sample_tokens, seq_length, ngram, seed, micro_batch_size)
     rankings = {t: rank_candidates(measured.matrices, names, pretrain_name, candidate_names, t, measure_name)
                 for t in target_names}
-    for ranking in rankings.values():
+    from midtrain.analysis.leaks import leak_check
+
+    for target_name, ranking in rankings.items():
         for entry in ranking:
             entry["kind"] = kinds[entry["candidate"]]
+            entry["leak"] = leak_check(target_name, candidate_shards[entry["candidate"]], decon_reports)
     report = {
         "pretrain": pretrain_name,
         "corpora": {s.name: str(s.path) for s in specs},
@@ -99,15 +110,28 @@ def recommend(
     measures = list(measured.matrices)
     reports.write_csv(out_dir / "recommend.csv",
                       ["target", "rank", "candidate", "kind", "bridge_length",
-                       *(f"{m}_to_{side}" for m in measures for side in ("pretrain", "target")), "suggested_mixture"],
+                       *(f"{m}_to_{side}" for m in measures for side in ("pretrain", "target")), "suggested_mixture",
+                       "leak_check"],
                       [[target, e["rank"], e["candidate"], e["kind"], f"{e['bridge_length']:.6f}",
                         *(f"{e[m][side]:.6f}" for m in measures for side in ("to_pretrain", "to_target")),
-                        report["suggested"][target]["mix_weights_str"] if e["rank"] == 1 else ""]
+                        report["suggested"][target]["mix_weights_str"] if e["rank"] == 1 else "", e["leak"]["note"]]
                        for target, ranking in rankings.items() for e in ranking])
     _figure(rankings, measure_name, report["measures"][measure_name], out_dir / "recommend.png")
     print(_table(report))
     print(f"\nWrote {out_dir / 'recommend.json'}, recommend.csv and recommend.png in {out_dir}")
     return 0
+
+
+def _shard_records(spec: CorpusSpec, registry: DomainRegistry) -> dict[str, dict | None]:
+    """A candidate's shards (resolved paths) with the decontamination their manifests record; none for text."""
+    if spec.is_text:
+        return {}
+    from midtrain.data.decon_shards import decontamination_record
+    from midtrain.data.discovery import shards_at
+
+    shards = shards_at(Path(spec.path), registry, spec.domain, f"--candidates {spec.name}")
+    records = decontamination_record(shards)
+    return {str(s.path.resolve()): records[s.id] for s in shards}
 
 
 def _kind(spec: CorpusSpec, registry: DomainRegistry) -> str:
@@ -132,12 +156,13 @@ def _table(report: dict) -> str:
              f"target; every measure saw {report['sample_tokens']:,} tokens of each corpus."]
     for target, ranking in report["targets"].items():
         headers = ["rank", "candidate", "kind", "bridge length",
-                   *(f"{m}: to {side}" for m in measures for side in (report["pretrain"], target))]
+                   *(f"{m}: to {side}" for m in measures for side in (report["pretrain"], target)), "leak check"]
         rows = [[e["rank"], e["candidate"], e["kind"], f"{e['bridge_length']:.4f}",
-                 *(f"{e[m][side]:.4f}" for m in measures for side in ("to_pretrain", "to_target"))] for e in ranking]
+                 *(f"{e[m][side]:.4f}" for m in measures for side in ("to_pretrain", "to_target")),
+                 e["leak"]["note"]] for e in ranking]
         s = report["suggested"][target]
         lines += ["", f"Target {target}:", reports.markdown_table(headers, rows, [True, False, False] + [True] * (
-            1 + 2 * len(measures))),
+            1 + 2 * len(measures)) + [False]),
                   f"Suggested: mix_weights_str: \"{s['mix_weights_str']}\" ({s['candidate']} at {s['share']:.0%}, "
                   f"{s['rule']})"]
     return "\n".join(lines)

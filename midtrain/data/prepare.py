@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from midtrain.data.content import CHUNK_HASHES_KEY, MANIFEST_FILE, chunk_hashes
+from midtrain.data.decon import DECON_KEY, load_index
 from midtrain.data.discovery import INDEX_FILE
 from midtrain.data.documents import (
     MIN_PART_BYTES,
@@ -63,6 +64,9 @@ class TokenizeUnit:
     batch_size: int
     stats_dir: str
     hf: tuple[str, str, str | None] | None = None
+    decon_index: str | None = None
+    """An evaluation index file (``midtrain.data.decon``): documents holding one of its items are left out, counted
+    and attributed (``prepare --decontaminate``)."""
 
     def __call__(self, unit: tuple) -> Iterator:
         progress = UnitProgress(Path(self.stats_dir), unit)
@@ -82,6 +86,7 @@ class TokenizeUnit:
         import torch
 
         tokenizer = cached_encoder(self.encoder)
+        index = None if self.decon_index is None else load_index(self.decon_index)
         key = unit[0]
         counts = UnitCounts()
         batch: list[tuple[int, str]] = []
@@ -99,6 +104,11 @@ class TokenizeUnit:
             if text is None:  # no text in this record (a null): skipped, counted and reported, in every format
                 counts.null_texts += 1
                 counts.first_null = counts.first_null or progress.where(position)
+                continue
+            found = index.found_in(text) if index is not None else None
+            if found:  # an evaluation item inside: left out, and where it was kept for the report
+                counts.decon_documents += 1
+                counts.decon_found.append([progress.where(position), sorted(found)])
                 continue
             batch.append((position, text))
             if len(batch) == self.batch_size:
@@ -135,6 +145,10 @@ class UnitCounts:
     """Where the first record without text was (``line 7 of a.jsonl``)."""
     surrogate_documents: int = 0
     first_surrogate: str | None = None
+    decon_documents: int = 0
+    """Documents left out because they hold an evaluation item (``--decontaminate``)."""
+    decon_found: list = dataclasses.field(default_factory=list)
+    """``[where, [item ids]]`` of each of them."""
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -263,8 +277,9 @@ def default_val_output(output_dir: Path) -> Path:
 
 def write_split(
     units: list[tuple], fn: TokenizeUnit, target: Path, num_workers: int, chunk_tokens: int, manifest: dict
-) -> tuple[Path, dict]:
-    """Run ``litdata.optimize`` into a hidden sibling of ``target``; returns (that folder, the split's manifest).
+) -> tuple[Path, dict, list]:
+    """Run ``litdata.optimize`` into a hidden sibling of ``target``; returns (that folder, the split's manifest, the
+    documents left out as contaminated: ``[where, [item ids]]``).
     Publishing is the caller's, once every split is complete. The folder is removed if anything goes wrong."""
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.parent / f".{target.name}.partial-{os.getpid()}"
@@ -297,11 +312,11 @@ def write_split(
                 "was published; rerun prepare (check free disk space and memory).")
         record = {**manifest, "split": fn.split, "documents": documents, "tokens": tokens,
                   "max_token_id": max(c.max_token_id for c in counts),
-                  **skipped_record(counts),
+                  **skipped_record(counts), **decon_counts(manifest, counts, documents),
                   # what a resume compares a chunk with when its modification time changed (midtrain.data.content)
                   CHUNK_HASHES_KEY: chunk_hashes(partial, [c["filename"] for c in index["chunks"]])}
         (partial / MANIFEST_FILE).write_text(json.dumps(record, indent=2))
-        return partial, record
+        return partial, record, [found for c in counts for found in c.decon_found]
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -345,12 +360,25 @@ def skipped_record(counts: list[UnitCounts]) -> dict:
             "first_lone_surrogate": next((c.first_surrogate for c in counts if c.first_surrogate), None)}
 
 
+def decon_counts(manifest: dict, counts: list[UnitCounts], documents: int) -> dict:
+    """The manifest's decontamination record of a split (when ``manifest`` carries the check's): its policy and
+    sources, and the documents it left out."""
+    if DECON_KEY not in manifest:
+        return {}
+    removed = sum(c.decon_documents for c in counts)
+    return {DECON_KEY: {**manifest[DECON_KEY], "from": "prepare", "documents_removed": removed,
+                        "documents_before": documents + removed, "tokens_removed": None}}
+
+
 def describe_skipped(record: dict) -> str:
     """`` (skipped 3 records whose text is null, first: row 7 of b.parquet; …)`` for the summary line, or ''."""
     notes = []
     if record.get("skipped_null_texts"):
         notes.append(f"skipped {record['skipped_null_texts']:,} record(s) whose text is null, first: "
                      f"{record['first_null_text']}")
+    if (record.get(DECON_KEY) or {}).get("documents_removed"):
+        notes.append(f"left out {record[DECON_KEY]['documents_removed']:,} document(s) holding an evaluation item "
+                     "(--decontaminate)")
     if record.get("replaced_lone_surrogates_documents"):
         notes.append(f"replaced lone surrogates (not encodable as UTF-8) with U+FFFD in "
                      f"{record['replaced_lone_surrogates_documents']:,} document(s), first: "

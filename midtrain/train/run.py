@@ -17,6 +17,7 @@ import torch
 from litgpt.model import GPT
 
 from midtrain.config_files import plain
+from midtrain.data.decon_shards import decontamination_record
 from midtrain.errors import ConfigError
 from midtrain.folder_lock import FolderLock
 from midtrain.train import checkpoint_files as files
@@ -258,6 +259,8 @@ def _open_run(fabric, setup: RunSetup) -> dict:
                           **changes)
         invocation.update(data_start.record())
         invocation["config"] = setup.settings.config_dump  # every invocation's, so an edit of the past can be told
+        # whether each shard read was decontaminated, and against what (analyze and recommend check targets by it)
+        run.setdefault("decontamination", {}).update(decontamination_record(setup.data.mixture.used_shards()))
         if setup.settings.anneal is not None:  # where analyze finds it, and the same record for every invocation
             run["anneal"] = plain(setup.settings.anneal)
         run["invocations"].append(invocation)

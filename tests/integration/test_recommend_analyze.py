@@ -40,7 +40,8 @@ def test_recommend_ranks_by_bridge_length_computed_by_hand(corpora, tmp_path, ca
     assert main(["recommend", f"--pretrain=main={corpora / 'pretrain' / '1'}", f"--target=T={corpora / 't' / '1'}",
                  f"--target=U={corpora / 'u' / '1'}",
                  f"--candidates=[code={corpora / 'cands' / 'c1'}, math={corpora / 'cands' / 'm1'}]",
-                 f"--out_dir={out}", "--ngram=1", "--seq_length=16", "--sample_tokens=512"]) == 0
+                 f"--out_dir={out}", "--ngram=1", "--seq_length=16", "--sample_tokens=512",
+                 f"--decon={decon_report(corpora, tmp_path)}"]) == 0
     printed = capsys.readouterr().out
     report = json.loads((out / "recommend.json").read_text())
     assert report["measure"] == "token" and report["sample_tokens"] == 512
@@ -60,6 +61,21 @@ def test_recommend_ranks_by_bridge_length_computed_by_hand(corpora, tmp_path, ca
                                                                        ("U", "1", "math"), ("U", "2", "code")]
     assert rows[0]["suggested_mixture"] == "main:0.8,code:0.2" and (out / "recommend.png").stat().st_size > 0
     assert "every measure saw 512 tokens of each corpus" in printed
+    # the leak check beside each rank: T's items were found in code's shard; U was checked, and found nowhere
+    assert t[0]["leak"]["note"] == "gain may include leaked items: 2 of 10 T items found in c1"
+    assert t[1]["leak"]["status"] == "clean" and u[0]["leak"]["note"] == "not checked against U"
+    assert rows[0]["leak_check"] == t[0]["leak"]["note"] and "leak check" in printed
+
+
+def decon_report(corpora: Path, folder: Path) -> Path:
+    """A 'midtrain decon' report: two of T's ten items found in the code shard; both candidates' shards scanned."""
+    c1, m1 = (str((corpora / "cands" / n).resolve()) for n in ("c1", "m1"))
+    report = {"sources": {"T": {"items": 10, "found": {"1": [{"shard": c1, "document": 0, "overlap": 1.0}],
+                                                       "7": [{"shard": c1, "document": 1, "overlap": 0.5}]}}},
+              "shards": {c1: {}, m1: {}}}
+    path = folder / "decon.json"
+    path.write_text(json.dumps(report))
+    return path
 
 
 def test_recommend_refuses_bad_input_writing_nothing(corpora, tmp_path, capsys):
@@ -307,3 +323,25 @@ def test_recommend_names_the_flag_of_a_bad_name_and_refuses_a_sample_below_one_s
                  f"--out_dir={tmp_path / 'file'}"]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err  # before anything is measured
     assert not out.exists()
+
+
+def test_analyze_flags_a_gain_on_a_set_whose_items_were_found_in_the_branchs_data(grid, data_root):
+    from midtrain.train.run_dir import write_json_atomic
+
+    branch = grid / "runs" / "code100-20"
+    run = json.loads((branch / "run.json").read_text())
+    run["invocations"] = [{"config": {"data": {"init_args": {"data_path": str(data_root)}}}}]
+    write_json_atomic(branch / "run.json", run)
+    ledger = json.loads((branch / "final" / "ledger.json").read_text())
+    ledger["shards"] = {"main/1": {"domain": "main", "tokens": 1800}, "c1": {"domain": "code", "tokens": 200}}
+    write_json_atomic(branch / "final" / "ledger.json", ledger)
+    c1 = str((data_root / "train" / "c1").resolve())
+    report = {"sources": {"code_sft": {"items": 50, "found": {"4": [{"shard": c1, "document": 2, "overlap": 1.0}]}}},
+              "shards": {c1: {}}}
+    (grid / "decon.json").write_text(json.dumps(report))
+    out = grid / "analysis"
+    assert main(["analyze", f"--tables={grid / 'eval' / 'eval.csv'}", f"--decon={grid / 'decon.json'}",
+                 f"--out_dir={out}"]) == 0
+    effects = {(e["branch"], e["name"]): e for e in json.loads((out / "analysis.json").read_text())["effects"]}
+    assert effects[("code100-20", "code_sft")]["leak"]["status"] == "leaked"
+    assert "gain may include leaked items: 1 of 50 code_sft items found in c1" in (out / "report.md").read_text()

@@ -130,3 +130,21 @@ def test_ranking_and_suggestion_by_hand():
     assert suggest_mixture("gsm", "math")["share"] == 0.12
     other = suggest_mixture("flan", "flan")
     assert other["share"] == 0.2 and "no paper branch of kind 'flan'" in other["rule"]
+
+
+def test_a_gain_on_a_set_is_flagged_when_its_items_were_found_in_the_data_read(tmp_path):
+    from midtrain.analysis.leaks import leak_check
+
+    c1, c2 = str(tmp_path / "c1"), str(tmp_path / "c2")
+    report = {"sources": {"code_sft": {"items": 40, "found": {"3": [{"shard": c1, "document": 7, "overlap": 1.0}],
+                                                              "9": [{"shard": c2, "document": 1, "overlap": 0.6}]}}},
+              "shards": {c1: {}, c2: {}}}
+    leaked = leak_check("code_sft", {c1: None}, [report])
+    assert leaked["status"] == "leaked" and leaked["found"] == 1 and leaked["shards"] == ["c1"]
+    assert leaked["note"] == "gain may include leaked items: 1 of 40 code_sft items found in c1"
+    cleaned = {"sources": [{"name": "code_sft", "sha256": "ab"}]}
+    assert leak_check("code_sft", {c1: cleaned, c2: cleaned}, [])["status"] == "clean"
+    assert leak_check("code_sft", {c1: cleaned, c2: None}, [])["status"] == "unchecked"
+    other = {"sources": {"math_sft": {"items": 5, "found": {}}}, "shards": {c1: {}}}
+    assert leak_check("math_sft", {c1: None}, [other])["note"] == "no math_sft item found (decon report)"
+    assert leak_check("math_sft", {}, [other])["status"] == "unchecked"  # a text corpus: no shards to check
