@@ -177,7 +177,9 @@ def write_soup(ingredients: list[Ingredient], out_dir: Path) -> Path:
         steps = {i.step for i in ingredients}
         step = steps.pop() if len(steps) == 1 else max(s for s in steps if s is not None)
         record = {"ingredients": [i.record() for i in ingredients], "weights": [i.weight for i in ingredients]}
-        info = {"step": step, SOUP: {"checkpoints": [str(i.checkpoint.resolve()) for i in ingredients],
+        tokens = {i.info.get("tokens") for i in ingredients}
+        info = {"step": step, **({"tokens": tokens.pop()} if len(tokens) == 1 and None not in tokens else {}),
+                SOUP: {"checkpoints": [str(i.checkpoint.resolve()) for i in ingredients],
                                      "weights": record["weights"], "steps": [i.step for i in ingredients]}}
         run_dir.write_json_atomic(staging / files.FINAL / files.INFO_FILE, info)
         run = run_dir.new_run(out_dir)

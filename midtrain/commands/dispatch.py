@@ -46,8 +46,8 @@ def merge_repeated(argv: list[str], flags: tuple[str, ...]) -> list[str]:
         if flag in flags and (inline or i + 1 < len(argv)):
             value = inline if inline else argv[i + 1]
             i += 1 if inline else 2
-            if value.lstrip().startswith("["):
-                values.setdefault(flag, []).extend(json.loads(value) if _is_json(value) else [value])
+            if value.lstrip().startswith("["):  # a list, as JSON or YAML writes it ('[a/final, b/final]')
+                values.setdefault(flag, []).extend(_as_list(value))
             else:
                 values.setdefault(flag, []).append(value)
             continue
@@ -56,11 +56,15 @@ def merge_repeated(argv: list[str], flags: tuple[str, ...]) -> list[str]:
     return rest + [f"{flag}={json.dumps(items)}" for flag, items in values.items()]
 
 
-def _is_json(text: str) -> bool:
+def _as_list(text: str) -> list:
+    """The items of a list written as JSON or YAML (flow style); the text itself when it is no list."""
+    import yaml
+
     try:
-        return isinstance(json.loads(text), list)
-    except ValueError:
-        return False
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return [text]
+    return value if isinstance(value, list) else [text]
 
 
 # flags a command also takes under another name: ``--from`` is a Python keyword, so no parameter's name; anneal's

@@ -116,13 +116,16 @@ class EvalIndex:
             left = np.searchsorted(self.keys, grams, side="left")
             right = np.searchsorted(self.keys, grams, side="right")
             present = right > left
-            for lo, hi in zip(left[present], right[present], strict=True):
-                hits.append(self.owners[lo:hi])
+            if present.any():  # every owner of every present n-gram, gathered without a Python loop
+                lo, width = left[present], (right - left)[present]
+                starts = np.repeat(lo - np.cumsum(width) + width, width)
+                hits.append(self.owners[starts + np.arange(int(width.sum()))])
         if not hits:
             return {}
-        counts = np.bincount(np.concatenate(hits), minlength=len(self.grams))
-        found = np.flatnonzero((counts >= self.needed) & (self.grams > 0))
-        return {int(i): float(counts[i]) / float(self.grams[i]) for i in found}
+        # counted over the items hit only: the cost per document does not grow with the number of items
+        owners, counts = np.unique(np.concatenate(hits), return_counts=True)
+        found = counts >= self.needed[owners]
+        return {int(i): float(c) / float(self.grams[i]) for i, c in zip(owners[found], counts[found], strict=True)}
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"keys": self.keys, "owners": self.owners, "grams": self.grams,

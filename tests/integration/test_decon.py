@@ -149,3 +149,20 @@ def test_prepare_leaves_out_the_same_documents_while_tokenizing(planted, tmp_pat
     shard, _ = open_shard(out, "--shards")
     texts = decode_batch(load_tokenizer(tokenizer_dir), list(documents(shard)))
     assert len(texts) == 36 and not any("zqxplant" in t for t in texts) and sum("zqxnear" in t for t in texts) == 2
+
+
+@pytest.mark.slow
+def test_an_lm_eval_task_is_a_source_of_its_formatted_documents_and_gold_answers(tmp_path, monkeypatch):
+    from midtrain.data.decon import EvalIndex
+    from midtrain.eval.decon_sources import read_source
+    from tests.integration.test_eval import write_local_tasks
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.setenv(name, "1")
+    source = read_source("arith", "task:arith_mc", [write_local_tasks(tmp_path / "tasks")])
+    assert [i.text for i in source.items][:2] == ["Question: What is 2 + 3?\nAnswer: 5",
+                                                   "Question: What is 4 + 5?\nAnswer: 9"]
+    index = EvalIndex.build(source.items)
+    assert index.found_in("notes: question - what is 4+5? answer: 9. next") == {1: 1.0}
+    assert index.found_in("question what is 4 5 answer 20") == {}

@@ -20,4 +20,7 @@ def test_a_list_or_a_single_value_is_kept_as_a_list():
     assert merge_repeated(["--tables", '["a.csv", "b.csv"]'], ("--tables",)) == ['--tables=["a.csv", "b.csv"]']
     assert merge_repeated(["--tables=a.csv"], ("--tables",)) == ['--tables=["a.csv"]']
     assert merge_repeated(["--tables", "[not json"], ("--tables",)) == ['--tables=["[not json"]']
+    # a list as YAML writes it (the docs' '[runs/a/final, runs/b/final]'), given once or with another entry
+    assert merge_repeated(["--c", "[a/final, b/final]", "--c", "c/final"], ("--c",)) == \
+        ['--c=["a/final", "b/final", "c/final"]']
     assert merge_repeated(["--other", "x"], ("--tables",)) == ["--other", "x"]
