@@ -57,3 +57,28 @@ def load_tokenizer(source: Path):
         raise ConfigError(f"--tokenizer_dir={str(source)!r} is not a usable litgpt tokenizer folder "
                           f"({type(exc).__name__}: {exc}). Point it at a folder with tokenizer.json and "
                           "tokenizer_config.json.") from None
+
+
+def decode_texts(tokenizer, rows) -> list[str]:
+    """The text of each row of token ids (lists or arrays), special tokens (EOS, BOS) left out, decoded by the
+    tokenizer's own processor in one batch."""
+    ids = [row.tolist() if hasattr(row, "tolist") else list(row) for row in rows]
+    if tokenizer.backend == "huggingface":
+        return tokenizer.processor.decode_batch(ids, skip_special_tokens=True)
+    return [tokenizer.processor.decode(i) for i in ids]
+
+
+def decoded_bytes(tokenizer, rows) -> int:
+    """The UTF-8 bytes the rows of token ids decode to: the denominator of bits per byte."""
+    return sum(len(text.encode("utf-8")) for text in decode_texts(tokenizer, rows))
+
+
+def tokenizer_identity(tokenizer) -> str:
+    """A hash of what the tokenizer maps ids to text by (two checkpoints with one tokenizer share it)."""
+    import hashlib
+
+    if tokenizer.backend == "huggingface":
+        content = tokenizer.processor.to_str().encode()
+    else:
+        content = tokenizer.processor.serialized_model_proto()
+    return hashlib.sha256(content).hexdigest()[:16]

@@ -17,6 +17,7 @@ from midtrain.data.content import CHUNK_HASHES_KEY, MANIFEST_FILE, chunk_hashes
 from midtrain.data.decon import DECON_KEY, EvalIndex
 from midtrain.data.discovery import INDEX_FILE, Shard, read_shard
 from midtrain.errors import ConfigError, DataError
+from midtrain.tokenizer import decode_texts
 
 DECODE_BATCH = 256
 DEFAULT_CHUNK_TOKENS = 1 << 24
@@ -74,20 +75,13 @@ def documents(shard: Shard) -> Iterator[np.ndarray]:
             yield np.frombuffer(raw, dtype=dtype, count=(int(end) - int(start)) // dtype.itemsize, offset=int(start))
 
 
-def decode_batch(tokenizer, batch: list[np.ndarray]) -> list[str]:
-    ids = [d.tolist() for d in batch]
-    if tokenizer.backend == "huggingface":
-        return tokenizer.processor.decode_batch(ids, skip_special_tokens=True)
-    return [tokenizer.processor.decode(i) for i in ids]
-
-
 def scan(shard: Shard, tokenizer, index: EvalIndex, examples: int = 5) -> ShardResult:
     """Every document of the shard matched against the index (the texts of the first ``examples`` found kept)."""
     result = ShardResult(shard)
     batch: list[np.ndarray] = []
 
     def flush() -> None:
-        for document, text in zip(batch, decode_batch(tokenizer, batch), strict=True):
+        for document, text in zip(batch, decode_texts(tokenizer, batch), strict=True):
             found = index.found_in(text)
             if found:
                 result.found[result.documents] = found

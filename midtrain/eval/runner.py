@@ -40,6 +40,9 @@ class EvalJob:
     task_manager: object = None
     tokenizer_dir: Path | None = None
     heldout_root: Path | None = None
+    heldout_bytes: dict = field(default_factory=dict)
+    """(domain, tokenizer) -> the UTF-8 bytes its scored held-out tokens decode to (bits per byte), computed once
+    per job."""
 
     @property
     def heldout_settings(self) -> str:
@@ -62,13 +65,30 @@ def base_row(target: EvalTarget) -> dict:
             "sft_task": finetune.get("task"), "seed": finetune.get("seed")}
 
 
-def loss_rows(total: float, count: int, what: str) -> list[dict]:
+def loss_rows(total: float, count: int, what: str, text_bytes: int | None = None) -> list[dict]:
+    """Loss and perplexity rows, and bits per byte where the bytes the scored tokens decode to are known."""
     if count == 0:
         raise DataError(f"{what}: no token is left to score (every target is masked or truncated). Use --sets "
                         "mask_prompt: false, shorter examples, or a model with a longer block size.")
     loss = total / count
-    return [{"metric": "loss", "value": loss, "eval_tokens": count},
+    rows = [{"metric": "loss", "value": loss, "eval_tokens": count},
             {"metric": "ppl", "value": math.exp(min(loss, 700.0)), "eval_tokens": count}]
+    if text_bytes:
+        rows.append({"metric": "bpb", "value": total / math.log(2) / text_bytes, "eval_tokens": count})
+    return rows
+
+
+def heldout_bytes(job: EvalJob, domain: str, tokenizer) -> int | None:
+    """The bytes a domain's scored held-out targets decode to (once per job); None without a tokenizer."""
+    if tokenizer is None:
+        return None
+    from midtrain.tokenizer import decoded_bytes, tokenizer_identity
+
+    key = (domain, tokenizer_identity(tokenizer))  # runs with other tokenizers in one table decode differently
+    if key not in job.heldout_bytes:
+        blocks = job.heldout[domain]
+        job.heldout_bytes[key] = decoded_bytes(tokenizer, [blocks[i][1:] for i in range(len(blocks))])
+    return job.heldout_bytes[key]
 
 
 def run_eval(job: EvalJob, table: ResultsTable) -> dict[str, int]:
@@ -95,15 +115,17 @@ def run_eval(job: EvalJob, table: ResultsTable) -> dict[str, int]:
                 if kind == "task":
                     continue
                 bar.set_postfix_str(f"{target.run} step {target.step}: {name}")
+                text_bytes = None
                 if kind == "heldout":
                     measured = loss_sums(
                         loaded.model, block_batches(job.heldout[name], job.micro_batch_size), job.device
                     )
+                    text_bytes = heldout_bytes(job, name, loaded.tokenizer)
                 else:
                     named = next(s for s in job.sets if s.name == name)
                     measured = _score_set(named, loaded, job)
                 rows += [{**base_row(target), "kind": kind, "name": name, "settings": settings, **r}
-                         for r in loss_rows(*measured, f"{target.checkpoint} on {name}")]
+                         for r in loss_rows(*measured, f"{target.checkpoint} on {name}", text_bytes)]
                 bar.update()
             if task_items:
                 from midtrain.eval.lm_eval_adapter import LitGPTHarnessModel

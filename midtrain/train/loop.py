@@ -19,7 +19,7 @@ from midtrain.train.log_window import Diverged, LogWindow
 from midtrain.train.losses import token_losses
 from midtrain.train.lr_schedule import LRSchedule
 from midtrain.train.preemption import StopReason, StopRequest
-from midtrain.train.validation import validate
+from midtrain.train.validation import bits_per_byte, validate
 
 
 @dataclass
@@ -68,6 +68,9 @@ class Trainer:
     counters: Counters = field(default_factory=Counters)
     data_wait_s: float = 0.0
     """Host time spent waiting for the loader."""
+    val_tokens_per_byte: Mapping = field(default_factory=dict)
+    """Each validation set's scored tokens per byte of their text: its loss in bits per byte (none without a
+    tokenizer)."""
 
     def __post_init__(self) -> None:
         self.progress = StepProgress(self.budget.total_steps, 0, show=False, bar=False)
@@ -213,7 +216,9 @@ class Trainer:
     def validate(self, step: int) -> dict[str, float]:
         started = time.perf_counter()
         losses = validate(self.fabric, self.model, self.val_sets, self.budget.micro_batch_size)
-        self.metrics.log_dict({f"val/{domain}/loss": value for domain, value in losses.items()}, step=step)
+        bpb = bits_per_byte(losses, self.val_tokens_per_byte)
+        self.metrics.log_dict({**{f"val/{domain}/loss": value for domain, value in losses.items()},
+                               **{f"val/{domain}/bpb": value for domain, value in bpb.items()}}, step=step)
         shown = ", ".join(f"{domain} {value:.4f}" for domain, value in losses.items())
         self.progress.write(f"step {step:,} | validation loss: {shown} ({time.perf_counter() - started:.1f} s)")
         return losses

@@ -133,7 +133,7 @@ def _train(fabric, strategy, setup: RunSetup, stop_request: StopRequest) -> int:
         setup.data.val_datasets(settings.eval.max_iters * budget.micro_batch_size), _saver(fabric, setup, run, state),
         metrics, hooks,
         loop_state.get("log_window") or () if resuming and loop_state.get("log_window_end") == counters.step else (),
-        counters)
+        counters, val_tokens_per_byte=setup.val_tokens_per_byte)
     try:
         reason = trainer.fit(stop_request)
     except CheckpointWriteError as exc:

@@ -42,6 +42,7 @@ from midtrain.train.restore import (
     read_start_checkpoint,
 )
 from midtrain.train.settings import RunSettings
+from midtrain.train.validation import tokens_per_byte
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,8 @@ class RunSetup:
     """``train.average``: the steps whose weights enter the run's average."""
     lr_weighted: bool = True
     """Whether the ledger weighs each sample by its step's LR (not where a step is no fixed number of samples)."""
+    val_tokens_per_byte: dict = field(default_factory=dict)
+    """Each validation set's tokens per byte of text (validation reports bits per byte), empty without a tokenizer."""
 
 
 def setup_run(settings: RunSettings) -> RunSetup:
@@ -162,6 +165,8 @@ def setup_run(settings: RunSettings) -> RunSetup:
         notices += say.edited_phases(settings.out_dir, settings.config_dump, start_step)
     tokenizers, tokenizer_note = tokenizer_files(settings.tokenizer_dir, start.checkpoint.path if continuing else None)
     notices += [tokenizer_note] if tokenizer_note else []
+    tokenizer_source = settings.tokenizer_dir or (start.checkpoint.path if continuing and tokenizers else None)
+    per_byte = tokens_per_byte(val_sets, load_tokenizer(tokenizer_source)) if val_sets and tokenizer_source else {}
     if start.kind is StartKind.RESUME and start.checkpoint.info.get("final") and start_step < budget.total_steps:
         notices.append(f"the run had finished at step {start_step:,} ({start.checkpoint.path.name}); this config's end "
                        f"(step {budget.total_steps:,}) extends it. Its final weights of step {start_step:,} are kept "
@@ -171,7 +176,8 @@ def setup_run(settings: RunSettings) -> RunSetup:
         budget=budget, schedule=schedule, optimizer=optimizer, start=start, checkpoint=record, data=data,
         data_start=data_start, start_step=start_step, start_iter=start_iter, dialect=dialect,
         dialect_reason=dialect_reason, notices=tuple(notices), lr_jump=jump, tokenizer_files=tokenizers,
-        val_identities=val_identities, loop_state=loop_state, average=average, lr_weighted=lr_weighted)
+        val_identities=val_identities, loop_state=loop_state, average=average, lr_weighted=lr_weighted,
+        val_tokens_per_byte=per_byte)
 
 
 def _refuse_unsupported(settings: RunSettings) -> None:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 OVERALL = "overall"
+LN2 = math.log(2)
 IGNORE_INDEX = -100
 """A target that is not scored (a masked prompt, padding, a short rank's filler row)."""
 
@@ -60,3 +61,23 @@ def validate(fabric, model: torch.nn.Module, sets: Mapping[str, Dataset], micro_
     if counts.sum() > 0:
         result[OVERALL] = (sums.sum() / counts.sum()).item()
     return result
+
+
+def tokens_per_byte(sets: Mapping[str, Dataset], tokenizer) -> dict[str, float]:
+    """Each set's scored tokens (every sample's targets) per UTF-8 byte they decode to, and over all sets
+    (``overall``): computed once, so each validation's bits per byte is its loss times this over ln 2."""
+    from midtrain.tokenizer import decoded_bytes
+
+    tokens, sizes = {}, {}
+    for domain, dataset in sets.items():
+        rows = [dataset[i][1:] for i in range(len(dataset))]
+        tokens[domain], sizes[domain] = sum(len(r) for r in rows), decoded_bytes(tokenizer, rows)
+    out = {d: tokens[d] / sizes[d] for d in sets if sizes[d] > 0}
+    if out and sum(sizes.values()) > 0:
+        out[OVERALL] = sum(tokens.values()) / sum(sizes.values())
+    return out
+
+
+def bits_per_byte(losses: Mapping[str, float], per_byte: Mapping[str, float]) -> dict[str, float]:
+    """Mean next-token losses (nats per token) as bits per byte of the text they score."""
+    return {domain: loss * per_byte[domain] / LN2 for domain, loss in losses.items() if domain in per_byte}

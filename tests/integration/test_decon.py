@@ -55,8 +55,8 @@ def planted(tmp_path_factory, tokenizer_dir):
 
 
 def test_planted_items_are_found_and_attributed_and_nothing_else_is_removed(planted, tmp_path, tokenizer_dir):
-    from midtrain.data.decon_shards import decode_batch, documents, open_shard
-    from midtrain.tokenizer import load_tokenizer
+    from midtrain.data.decon_shards import documents, open_shard
+    from midtrain.tokenizer import decode_texts, load_tokenizer
 
     shard_path = planted / "data" / "train" / "q1"
     cache = tmp_path / "cache"
@@ -68,7 +68,7 @@ def test_planted_items_are_found_and_attributed_and_nothing_else_is_removed(plan
     assert source["items"] == 7 and source["too_short"] == [6]
     assert sorted(source["found"]) == ["0", "1", "2", "5"]  # the four copies; not the near misses (3, 4)
     shard, _ = open_shard(shard_path, "--shards")
-    texts = decode_batch(load_tokenizer(tokenizer_dir), list(documents(shard)))
+    texts = decode_texts(load_tokenizer(tokenizer_dir), list(documents(shard)))
     for item, places in source["found"].items():
         assert len(places) == 1 and "zqxplant" in texts[places[0]["document"]], item
     found_documents = {p["document"] for places in source["found"].values() for p in places}
@@ -84,7 +84,7 @@ def test_planted_items_are_found_and_attributed_and_nothing_else_is_removed(plan
     assert manifest["documents"] == 36 and record["documents_removed"] == 4 and record["documents_before"] == 40
     assert record["sources"][0]["name"] == "sft" and record["n"] == 13 and record["index"] == report["index"]
     kept, _ = open_shard(clean, "--shards")
-    kept_texts = decode_batch(load_tokenizer(tokenizer_dir), list(documents(kept)))
+    kept_texts = decode_texts(load_tokenizer(tokenizer_dir), list(documents(kept)))
     assert kept_texts == [t for t in texts if "zqxplant" not in t]  # the rest, in order, token for token
 
     # a run on the clean root records what each shard it read was decontaminated against
@@ -143,11 +143,11 @@ def test_prepare_leaves_out_the_same_documents_while_tokenizing(planted, tmp_pat
     assert {p["input"] for places in found.values() for p in places} == {
         f"line {n} of {planted / 'raw' / 'docs.jsonl'}" for n in (4, 12, 21, 28)}
     # the same index as midtrain decon's, and the same documents left: its clean copy and this shard agree
-    from midtrain.data.decon_shards import decode_batch, documents, open_shard
-    from midtrain.tokenizer import load_tokenizer
+    from midtrain.data.decon_shards import documents, open_shard
+    from midtrain.tokenizer import decode_texts, load_tokenizer
 
     shard, _ = open_shard(out, "--shards")
-    texts = decode_batch(load_tokenizer(tokenizer_dir), list(documents(shard)))
+    texts = decode_texts(load_tokenizer(tokenizer_dir), list(documents(shard)))
     assert len(texts) == 36 and not any("zqxplant" in t for t in texts) and sum("zqxnear" in t for t in texts) == 2
 
 

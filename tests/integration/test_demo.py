@@ -48,7 +48,7 @@ def test_tiny_demo_runs_every_stage_and_writes_the_report(tiny_demo, capsys):
     assert scored == {(run, step, name) for run, steps in runs.items() for step in steps for name in names}
     assert {p.name for p in (tiny_demo / "eval" / "plots").iterdir()} == {
         f"heldout_{d}.png" for d in names - {"code_sft", "math_sft"}
-    } | {"set_code_sft.png", "set_math_sft.png"}
+    } | {"set_code_sft.png", "set_math_sft.png"} | {f"mixture_lr_{run}.png" for run in runs}
     report = json.loads((tiny_demo / "similarity" / "similarity.json").read_text())
     assert list(report["corpora"]) == ["main", "code", "math", "instruct", "code_sft", "math_sft"]
     assert set(report["similarity"]) == {"token", "model"}

@@ -45,12 +45,18 @@ def test_heldout_loss_matches_the_trainers_validation_and_reruns_skip(tiny_demo,
             )
             assert scored["eval_tokens"] == 128 and scored["parent"] == "trunk" and scored["branch_step"] == 6
     assert {r["tokens_seen"] for r in rows} == {9 * 8 * 32, 12 * 8 * 32}
+    # bits per byte: the same in the table as in training's metrics (the same bytes, decoded once per set)
+    assert sum(r["metric"] == "bpb" for r in eval_rows(out)) == 2 * len(DOMAINS)
+    for row in (r for r in eval_rows(out) if r["metric"] == "bpb"):
+        trained = metric(tiny_demo / "runs" / "code", f"val/{row['name']}/bpb")[row["step"]]
+        loss = next(r["value"] for r in rows if (r["step"], r["name"]) == (row["step"], row["name"]))
+        assert row["value"] == pytest.approx(trained, rel=1e-5) and 0 < row["value"] < loss
     captured = capsys.readouterr()  # not a terminal: one plain line per checkpoint, no bar
     assert "code step 12: 4 set(s) scored (8/8)" in captured.out and "midtrain eval:" not in captured.err
     assert main(args) == 0
-    assert "2 checkpoint(s) already scored" in capsys.readouterr().out and len(eval_rows(out)) == 2 * 2 * len(DOMAINS)
+    assert "2 checkpoint(s) already scored" in capsys.readouterr().out and len(eval_rows(out)) == 2 * 3 * len(DOMAINS)
     assert main([*args[:-2], "--tokens_per_domain=64", "--steps=[12]", "--domains=[math]", "--plot=false"]) == 0
-    assert len(eval_rows(out)) == 2 * 2 * len(DOMAINS) + 2  # new settings: scored again, old rows kept
+    assert len(eval_rows(out)) == 2 * 3 * len(DOMAINS) + 3  # new settings: scored again, old rows kept
     with (out / "eval.csv").open() as file:
         assert sum(1 for _ in csv.DictReader(file)) == len(eval_rows(out))
 

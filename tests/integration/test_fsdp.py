@@ -31,6 +31,8 @@ STEPS = 12
 
 
 def config_for(train_root: Path, out: Path, strategy: str, devices: int, **train) -> dict:
+    # the in-run weight average rides along: its copy is sharded like the weights and gathered at every save
+    train.setdefault("average", {"last_steps": 6, "every_steps": 2})
     config = tiny_config(train_root, out, mix=MIX, max_steps=STEPS, micro_batch_size=1, **train)
     config.update(strategy=strategy, devices=devices)
     return config
@@ -46,8 +48,8 @@ def ledger_samples(out: Path) -> dict[str, int]:
     return {shard: v["samples"] for shard, v in read_json(out / "final" / "ledger.json")["shards"].items()}
 
 
-def final_weights(out: Path) -> dict[str, torch.Tensor]:
-    return torch.load(out / "final" / "lit_model.pth", map_location="cpu", weights_only=True)["model"]
+def final_weights(out: Path, folder: str = "final") -> dict[str, torch.Tensor]:
+    return torch.load(out / folder / "lit_model.pth", map_location="cpu", weights_only=True)["model"]
 
 
 def assert_same_weights(ours: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> None:
@@ -89,6 +91,8 @@ def test_fsdp_trains_the_run_ddp_trains(ddp_run, fsdp_run):
         assert metric(fsdp, name) == pytest.approx(metric(ddp_run, name), rel=1e-5), name
     assert ledger_samples(fsdp) == ledger_samples(ddp_run)
     assert_same_weights(final_weights(fsdp), final_weights(ddp_run))
+    assert_same_weights(final_weights(fsdp, "average"), final_weights(ddp_run, "average"))
+    assert read_json(fsdp / "average" / "checkpoint.json")["average"]["count"] == 3  # steps 8, 10 and 12
 
 
 def test_an_fsdp_checkpoint_is_a_full_litgpt_checkpoint(fsdp_run):

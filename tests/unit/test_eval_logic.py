@@ -257,3 +257,23 @@ def test_a_run_folder_of_two_models_or_a_repeated_step_is_refused(tmp_path):
     make_checkpoint(tmp_path / "same" / "step-00000004", step=4)
     make_checkpoint(tmp_path / "same" / "final", step=4)
     assert [t.checkpoint.name for t in find_targets([str(tmp_path / "same")])] == ["step-00000004"]
+
+
+def test_bits_per_byte_is_the_summed_loss_over_ln2_over_the_bytes_the_targets_decode_to(tokenizer_dir):
+    import math
+
+    import torch
+
+    from midtrain.tokenizer import load_tokenizer
+    from midtrain.train.validation import bits_per_byte, tokens_per_byte
+
+    tokenizer = load_tokenizer(tokenizer_dir)
+    ids = tokenizer.encode("def double(x):\n    return x * 2  # twice é\n" * 4).tolist()
+    samples = [torch.tensor(ids[:17]), torch.tensor(ids[17:34]), torch.tensor(ids[34:51])]
+    text_bytes = sum(len(tokenizer.decode(s[1:]).encode("utf-8")) for s in samples[:2])
+    per_byte = tokens_per_byte({"code": samples[:2], "math": samples[2:]}, tokenizer)
+    assert per_byte["code"] == 32 / text_bytes
+    overall = text_bytes + len(tokenizer.decode(samples[2][1:]).encode("utf-8"))
+    assert per_byte["overall"] == 48 / overall
+    bpb = bits_per_byte({"code": 1.5, "overall": 2.0, "instruct": 3.0}, per_byte)
+    assert bpb == {"code": 1.5 * 32 / text_bytes / math.log(2), "overall": 2.0 * 48 / overall / math.log(2)}
