@@ -37,6 +37,9 @@ def describe(setup) -> str:
     ]
     if setup.average is not None:
         lines.append(setup.average.describe())
+    if setup.data.order_seed is not None:  # the order the samples come in, also when restored by a resume
+        lines.append(f"Data order (--data.order_seed={setup.data.order_seed}): each shard's samples not yet read are "
+                     "read in this seed's order (the same shares, none read twice or skipped)")
     if setup.dialect == "fork":
         lines.insert(0, f"Dialect: the paper fork's. Why: {setup.dialect_reason}. Set --train.dialect=midtrain for "
                         "midtrain's meaning, or convert the config with 'midtrain port'.")

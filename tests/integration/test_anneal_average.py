@@ -123,6 +123,8 @@ def test_an_order_seed_reads_the_same_shares_in_another_order_exactly(train_root
         if seed is not None:
             config["data"]["init_args"]["order_seed"] = seed
         assert pretrain(write_config(tmp_path / f"{name}.yaml", config)) == 0
+        said = capsys.readouterr().out
+        assert ("Data order (--data.order_seed=5)" in said) == (seed is not None)  # said at start-up
         runs[name] = read_json(out / "final" / "ledger.json")
     plain, seeded = runs["plain"], runs["seeded"]
     assert {d: v["tokens"] for d, v in plain["domains"].items()} == {
