@@ -30,6 +30,15 @@ class Problems:
     def __bool__(self) -> bool:
         return bool(self.messages)
 
+    def check_names(self, names: list[str], flag: str) -> None:
+        """The names a list of sets is given under: each once, non-empty and without '/' (they become metric keys,
+        table rows and file names)."""
+        for duplicate in sorted({n for n in names if names.count(n) > 1}):
+            self.add(f"{flag} names {duplicate!r} twice. Give each set its own name.")
+        for i, name in enumerate(names):
+            if not name or "/" in name:
+                self.add(f"{flag}[{i}].name={name!r} must be non-empty and without '/'.")
+
     def raise_if_any(self, error_type: type[MidtrainError]) -> None:
         if not self.messages:
             return

@@ -82,7 +82,7 @@ def branch_of(name: str, run: Mapping, ledger: Mapping, parent_ledger: Mapping |
     last = lineage[-1]
     step = int(last["step"])
     domain_of = {i: info["domain"] for i, info in ledger["shards"].items()}
-    parent = _domain_shares({domain_of.get(i, i): w for i, w in (last.get("mixture_before") or {}).items()})
+    parent = domain_shares({domain_of.get(i, i): w for i, w in (last.get("mixture_before") or {}).items()})
     read: dict[str, float] = defaultdict(float)
     if parent_ledger is not None:
         before = {i: info.get("tokens", 0) for i, info in parent_ledger["shards"].items()}
@@ -97,10 +97,10 @@ def branch_of(name: str, run: Mapping, ledger: Mapping, parent_ledger: Mapping |
             for shard_id, w in (last.get("mixture_after") or {}).items():
                 read[domain_of.get(shard_id, shard_id)] += w
     return Branch(name, last.get("parent_run_id"), last.get("parent_out_dir"), step, parent,
-                  _domain_shares({d: t for d, t in read.items() if t > 0}), run.get("anneal"))
+                  domain_shares({d: t for d, t in read.items() if t > 0}), run.get("anneal"))
 
 
-def _domain_shares(weights: Mapping[str, float]) -> dict[str, float]:
+def domain_shares(weights: Mapping[str, float]) -> dict[str, float]:
     merged: dict[str, float] = defaultdict(float)
     for domain, w in weights.items():
         merged[domain] += w

@@ -12,7 +12,7 @@ from midtrain.errors import ConfigError, DataError, did_you_mean
 from midtrain.publish import check_output_dir, write_text_atomic
 
 OUTPUTS = ("report.md", "analysis.json", "branches.csv", "fit.csv", "bridge.csv", "anneals.csv", "soups.csv",
-           "timing_share.png", "bridge_gain.png")
+           "decisions.csv", "predictors.csv", "timing_share.png", "bridge_gain.png")
 
 
 def analyze(
@@ -30,7 +30,10 @@ def analyze(
     paths): a control is a branch that continues its parent's mixture; every other branch is compared with the
     control of the same parent and step. A branch without one is listed as such. Anneals (``midtrain anneal``) are
     paired by their records: each candidate with the control of its set and seed, Δ per seed and over seeds. A soup
-    (``midtrain soup``) is compared with each of its ingredients and with their controls.
+    (``midtrain soup``) is compared with each of its ingredients and with their controls. Where the tables hold the
+    same grid at two or more model sizes (or several seeds of one), the decision accuracy of each metric: the share
+    of pairs of grid cells (branch step and data shares) a smaller model orders as the largest does, with a
+    bootstrap interval over seeds, and which metric at the smaller size predicts each metric at the largest best.
 
     Args:
         tables: ``midtrain eval`` tables (``eval.csv``); give the flag several times, or a list.
@@ -61,12 +64,13 @@ def analyze(
     if averages:  # a point beside final at the same step: it would read as a second seed of that step
         notes.append(f"{averages:,} row(s) of runs' weight averages (average/) are not used: the effects compare the "
                      "runs' own checkpoints. Soup the checkpoints ('midtrain soup') to compare an average as a run.")
-    branches, soups, shards = _branches(rows, paths)
+    branches, soups, shards, points = _branches(rows, paths)
     sft_for = {d: [v] if isinstance(v, str) else list(v) for d, v in (sft_for or {}).items()}
     _check_sft_for(sft_for, rows, branches)
     controls, matched_notes = match_controls(list(branches.values()))
     notes += matched_notes
-    if not any(b.is_control for b in branches.values()) and not soups:
+    decisions = _decisions(rows, points, resamples, seed)
+    if not any(b.is_control for b in branches.values()) and not soups and decisions is None:
         listed = ", ".join(f"{b.name} ({', '.join(b.targets) or 'no change'} at step {b.step:,})"
                            for b in branches.values() if b.step is not None) or "no branches"
         raise DataError(f"--tables: no control branch (a branch that continues its parent's mixture) among the runs "
@@ -82,6 +86,7 @@ def analyze(
             effect["leak"] = leak_check(effect["name"], read, decon_reports)
     result["anneals"] = anneal_summary(result["effects"], branches)
     result["soups"] = soup_effects(rows, soups, branches, controls)
+    result["decisions"] = decisions
     result["notes"] += notes
     result["tables"] = [str(p) for p in paths]
     figures = _figures(result, out_dir)
@@ -103,6 +108,12 @@ def analyze(
                                                                    for a in result["anneals"]])
     if result["soups"]:
         reports.write_csv(out_dir / "soups.csv", SOUP_COLUMNS, [[e[c] for c in SOUP_COLUMNS] for e in result["soups"]])
+    if decisions is not None:
+        reports.write_csv(out_dir / "decisions.csv", DECISION_COLUMNS, [[r[c] for c in DECISION_COLUMNS]
+                                                                      for r in decisions["same_metric"]])
+        reports.write_csv(out_dir / "predictors.csv", ["target", "small", "large", "proxy", "accuracy", "pairs"],
+                          [[p["target"], p["small"], p["large"], q["proxy"], q["accuracy"], q["pairs"]]
+                           for p in decisions["predictors"] for q in p["proxies"]])
     report = render_report(result, figures)
     write_text_atomic(out_dir / "report.md", report)
     print(report)
@@ -110,10 +121,48 @@ def analyze(
     return 0
 
 
-def _branches(rows: list[dict], paths: list) -> tuple[dict, dict, dict]:
+DECISION_COLUMNS = ["across", "small", "large", "kind", "name", "metric", "pairs", "accuracy", "low", "high"]
+
+
+def _decisions(rows: list[dict], points: dict, resamples: int, seed: int) -> dict | None:
+    """Decision accuracy where the tables allow it: two model sizes or more, or one with replicated grid cells."""
+    from midtrain.analysis.decisions import decision_accuracy, final_values
+
+    replicated = len({(p.model, p.cell) for p in points.values()}) < len(points)
+    models = {p.model: p.parameters for p in points.values()}
+    if len(models) < 2 and not replicated:
+        return None
+    result = decision_accuracy(final_values(rows, points), models, resamples, seed)
+    return result if result["same_metric"] else None
+
+
+def _run_point(name: str, run: dict, latest, ledger: dict, branch) -> object:
+    """The run's model (from its latest checkpoint's model_config.yaml), grid cell and seed (its config's)."""
+    import yaml
+
+    from midtrain.analysis.decisions import RunPoint, cell_of, estimated_parameters
+    from midtrain.analysis.grid import domain_shares
+
+    try:
+        config = yaml.safe_load((latest.path / "model_config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        config = {}
+    config = config if isinstance(config, dict) else {}
+    shares = branch.shares
+    if branch.step is None:  # a trunk: its recipe is all it read
+        domain_of = {i: info["domain"] for i, info in ledger["shards"].items()}
+        shares = domain_shares({domain_of[i]: info.get("tokens", 0) for i, info in ledger["shards"].items()})
+    invocations = run.get("invocations") or [{}]
+    seed = (invocations[-1].get("config") or {}).get("seed", name)
+    model = f"{config.get('name') or 'model'} ({config.get('n_layer')}x{config.get('n_embd')})"
+    return RunPoint(model, estimated_parameters(config), cell_of(branch.step, shares), seed)
+
+
+def _branches(rows: list[dict], paths: list) -> tuple[dict, dict, dict, dict]:
     """Every run of the tables with its place in the grid, from its folder (the parent of its checkpoints); the
-    soups among them (name -> their ``run.json``'s ``soup`` record), which have no lineage of their own; and each
-    run's shards by domain (resolved path -> the decontamination its run.json records)."""
+    soups among them (name -> their ``run.json``'s ``soup`` record), which have no lineage of their own; each run's
+    shards by domain (resolved path -> the decontamination its run.json records); and each run's model, grid cell
+    and seed (decision accuracy)."""
     from midtrain.analysis.grid import branch_of, two_folders_error
     from midtrain.train import checkpoint_files as files
 
@@ -126,7 +175,7 @@ def _branches(rows: list[dict], paths: list) -> tuple[dict, dict, dict]:
     if not folders:
         raise DataError(f"--tables {', '.join(map(str, paths))}: no rows of a run's own checkpoints, so no run's "
                         "lineage can be read.")
-    branches, soups, shards = {}, {}, {}
+    branches, soups, shards, points = {}, {}, {}, {}
     for name, folder in sorted(folders.items()):
         run, latest = _read_json(folder / "run.json"), files.latest_checkpoint(folder)
         if run is not None and isinstance(run.get("soup"), dict):
@@ -149,7 +198,8 @@ def _branches(rows: list[dict], paths: list) -> tuple[dict, dict, dict]:
                             "so its pretraining data and its control cannot be told. Restore the parent's folder.")
         branches[name] = branch
         shards[name] = _shards_by_domain(run, ledger)
-    return branches, soups, shards
+        points[name] = _run_point(name, run, latest, ledger, branch)
+    return branches, soups, shards, points
 
 
 def _shards_by_domain(run: dict, ledger: dict) -> dict[str, dict[str, dict | None]]:
@@ -415,11 +465,42 @@ def render_report(result: dict, figures: list[str]) -> str:
                                            f"{e['name']}{' (fine-tuned)' if e['tuned'] else ''}", num(e["delta"]),
                                            f"{e['at_step']:,}"] for e in result["soups"]],
                                          [False, False, False, False, True, True]), ""]
+    if result.get("decisions"):
+        lines += render_decisions(result["decisions"])
     if figures:
         lines += ["## Figures", "", *(f"![{f}]({f})" for f in figures), ""]
     if result["notes"]:
         lines += ["## Notes", "", *(f"- {n}" for n in result["notes"]), ""]
     return "\n".join(lines)
+
+
+def render_decisions(decisions: dict) -> list[str]:
+    """The decision-accuracy section: per metric, how often the smaller model (or one seed) orders the grid's cells
+    as the largest (or another seed) does; and the best predictor of each metric at the largest size."""
+    def interval(r: dict) -> str:
+        return "-" if r["low"] is None else f"[{r['low']:.2f}, {r['high']:.2f}]"
+
+    across = decisions["across"]
+    what = (f"the largest model, {decisions['models'][-1]}" if across == "size" else "another seed of the same model")
+    lines = ["## Decision accuracy", "",
+             f"Pairs of grid cells (branch step and data shares) ordered by each metric as {what} orders them "
+             "(ties at the reference left out, at the smaller size counted half); the interval resamples each "
+             "cell's seeds (none with one seed).", "",
+             reports.markdown_table(["model", "against", "metric", "pairs", "accuracy", "95 % interval"],
+                                    [[r["small"], r["large"] if across == "size" else "other seeds",
+                                      f"{r['kind']} {r['name']} {r['metric']}", str(r["pairs"]), f"{r['accuracy']:.2f}",
+                                      interval(r)] for r in decisions["same_metric"]],
+                                    [False, False, False, True, True, False]), ""]
+    best = decisions["best_metric"]
+    if best is not None:
+        lines += [f"Best: {best['kind']} {best['name']} {best['metric']} decides {best['accuracy']:.0%} of pairs "
+                  f"alike at {best['small']}.", ""]
+    if decisions["predictors"]:
+        lines += ["Best predictor at the smaller model of each metric at the largest:", "",
+                  reports.markdown_table(["target (largest)", "model", "best predictor", "accuracy"],
+                                         [[p["target"], p["small"], p["best"], f"{p['best_accuracy']:.2f}"]
+                                          for p in decisions["predictors"]], [False, False, False, True]), ""]
+    return lines
 
 
 def _figures(result: dict, out_dir: Path) -> list[str]:

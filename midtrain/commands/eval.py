@@ -10,6 +10,7 @@ from midtrain.errors import ConfigError
 from midtrain.eval.inputs import first_run_config, heldout_sets, resolve_seq_length
 from midtrain.eval.named_sets import NamedSet, check_sets
 from midtrain.eval.targets import find_targets
+from midtrain.train.gold import GoldSet, check_gold_sets
 
 
 def evaluate(
@@ -23,6 +24,7 @@ def evaluate(
     seq_length: int | None = None,
     micro_batch_size: int = 8,
     sets: list[NamedSet] | None = None,
+    gold_sets: list[GoldSet] | None = None,
     tasks: str | list[str] | None = None,
     task_paths: Path | list[Path] | None = None,
     num_fewshot: int | None = None,
@@ -58,6 +60,9 @@ def evaluate(
         micro_batch_size: Sequences per forward pass.
         sets: Named validation sets: SFT JSON (``{name, json_path, prompt_style, mask_prompt}``) or token shards
             (``{name, shards_path, domain}``).
+        gold_sets: Gold-answer sets, as training's ``--eval.gold_sets`` scores them: SFT JSON (``{name, json_path,
+            prompt_style}``) or offline lm-eval multiple-choice tasks (``{name, task, task_paths, num_fewshot}``),
+            ``max_items`` (100) each; rows ``logprob``, ``bpb`` (and ``acc``, ``gold_prob`` for tasks).
         tasks: lm-evaluation-harness task names, a list or comma-separated (needs ``bash scripts/install.sh eval``).
         task_paths: Folders of local task YAMLs (e.g. ``dataset_path: json`` with local ``data_files``).
         num_fewshot: Few-shot examples for ``tasks`` (default each task's own).
@@ -72,7 +77,8 @@ def evaluate(
     from midtrain.eval.model_loading import resolve_device, resolve_precision
     from midtrain.eval.results import ResultsTable
     from midtrain.eval.runner import EvalJob, run_eval
-    from midtrain.eval.tasks import TaskSettings, go_offline, task_manager
+    from midtrain.eval.tasks import TaskSettings, task_manager
+    from midtrain.train.gold import go_offline
 
     if offline:
         go_offline()
@@ -80,8 +86,9 @@ def evaluate(
     if isinstance(tasks, str):
         tasks = [t.strip() for t in tasks.split(",") if t.strip()]
     task_paths = [task_paths] if isinstance(task_paths, (str, Path)) else task_paths
-    sets = list(sets or [])
+    sets, gold_sets = list(sets or []), list(gold_sets or [])
     check_sets(sets)
+    check_gold_sets(gold_sets, "--gold_sets")
     if micro_batch_size < 1:
         raise ConfigError(f"--micro_batch_size={micro_batch_size} must be at least 1.")
     if tokens_per_domain < 1:
@@ -94,7 +101,7 @@ def evaluate(
     )
     seq_length = resolve_seq_length(seq_length, targets, run_config)
     heldout_root, domain_sets = heldout_sets(heldout, val_data_path, data_args, domains, registry, seq_length,
-                                             tokens_per_domain, optional=bool(sets or tasks))
+                                             tokens_per_domain, optional=bool(sets or tasks or gold_sets))
     task_settings, manager = None, None
     if tasks:
         task_settings = TaskSettings(list(tasks), list(task_paths or []), num_fewshot, limit, micro_batch_size)
@@ -105,12 +112,12 @@ def evaluate(
     device = resolve_device(accelerator)
     job = EvalJob(targets, domain_sets, seq_length, tokens_per_domain, micro_batch_size, device,
                   resolve_precision(precision, device), registry, sets, task_settings, manager, tokenizer_dir,
-                  heldout_root)
+                  heldout_root, gold_sets=gold_sets)
     table = ResultsTable(out_dir)
     heldout_note = f" ({seq_length}-token sequences, up to {tokens_per_domain:,} tokens each)" if domain_sets else ""
     print(f"Evaluating {len(targets)} checkpoint(s) of {len({t.run for t in targets})} run(s): "
-          f"{len(domain_sets)} held-out domain(s){heldout_note}, {len(sets)} named set(s), {len(tasks or [])} task(s) "
-          f"-> {table.csv_path}", flush=True)
+          f"{len(domain_sets)} held-out domain(s){heldout_note}, {len(sets)} named set(s), "
+          f"{len(gold_sets)} gold set(s), {len(tasks or [])} task(s) -> {table.csv_path}", flush=True)
     counts = run_eval(job, table)
     if counts["skipped"]:
         print(f"{counts['skipped']} checkpoint(s) already scored with these settings: skipped.")

@@ -99,7 +99,8 @@ def read_source(name: str, location: str, task_paths: list[Path] | None = None) 
 
 def _task_source(name: str, task: str, task_paths: list[Path]) -> Source:
     """The evaluation documents of an lm-evaluation-harness task, offline: prompt and gold answer per document."""
-    from midtrain.eval.tasks import TaskSettings, go_offline, task_manager
+    from midtrain.eval.tasks import TaskSettings, task_manager
+    from midtrain.train.gold import go_offline
 
     go_offline()
     manager = task_manager(TaskSettings(tasks=[task], task_paths=list(task_paths)))

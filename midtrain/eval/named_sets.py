@@ -47,13 +47,9 @@ class NamedSet:
 
 def check_sets(sets: list[NamedSet]) -> None:
     problems = Problems()
-    names = [s.name for s in sets]
-    for duplicate in sorted({n for n in names if names.count(n) > 1}):
-        problems.add(f"--sets names {duplicate!r} twice. Give each set its own name.")
+    problems.check_names([s.name for s in sets], "--sets")
     for i, named in enumerate(sets):
         flag = f"--sets[{i}] ({named.name})"
-        if not named.name or "/" in named.name:
-            problems.add(f"{flag}: name {named.name!r} must be non-empty and without '/'.")
         if (named.json_path is None) == (named.shards_path is None):
             problems.add(f"{flag}: give exactly one of json_path (SFT data) and shards_path (token shards).")
         elif named.json_path is not None and not Path(named.json_path).is_file():

@@ -19,12 +19,16 @@ def _file_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
+PLOTTED = {"heldout": "loss", "set": "loss", "gold": "bpb"}
+"""The metric plotted over steps for each kind of row."""
+
+
 def curves(rows: list[dict]) -> dict[tuple[str, str, str | None], dict]:
     """(kind, name, sft task) -> {'axis', 'series': run -> [(x, loss)], 'branches': run -> (x, loss),
     'averages': run -> (x, loss)}."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
-        if row["metric"] == "loss" and row["kind"] in ("heldout", "set"):
+        if PLOTTED.get(row["kind"]) == row["metric"]:
             groups[(row["kind"], row["name"], row["sft_task"])].append(row)
     figures = {}
     for key, members in groups.items():
@@ -85,13 +89,13 @@ def plot_results(rows: list[dict], out_dir: Path) -> list[Path]:
             if run in figure_data["averages"]:
                 x, y = figure_data["averages"][run]
                 ax.scatter([x], [y], s=90, marker="*", color=drawn[0].get_color(), zorder=4)
-        what = "held-out" if kind == "heldout" else "validation set"
-        title = f"{name} ({what}) loss" + (f" after fine-tuning on {sft_task}" if sft_task else "")
+        what = {"heldout": "held-out", "set": "validation set", "gold": "gold answers"}[kind]
+        title = f"{name} ({what}) {PLOTTED[kind]}" + (f" after fine-tuning on {sft_task}" if sft_task else "")
         marks = ["circles: branch points"] * bool(figure_data["branches"]) + \
             ["stars: weight averages"] * bool(figure_data["averages"])
         ax.set_title("; ".join([title, *marks]), fontsize=9 if marks else None)
         ax.set_xlabel(figure_data["axis"])
-        ax.set_ylabel("loss")
+        ax.set_ylabel("bits per byte" if PLOTTED[kind] == "bpb" else "loss")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         path = out_dir / _file_name(f"{kind}_{name}" + (f"_after_{sft_task}" if sft_task else "") + ".png")

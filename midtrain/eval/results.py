@@ -1,7 +1,8 @@
 """The tidy results table of ``midtrain eval`` (pure file logic, no torch).
 
 One row per (checkpoint, what was scored, metric): ``kind`` is ``heldout`` (a domain's held-out shards),
-``set`` (a named validation set) or ``task`` (an lm-evaluation-harness task). ``eval.csv`` is appended to after
+``set`` (a named validation set), ``gold`` (a gold-answer set: ``logprob``, ``bpb``, and ``acc``, ``gold_prob`` for
+multiple choice) or ``task`` (an lm-evaluation-harness task). ``eval.csv`` is appended to after
 every checkpoint, so an interrupted evaluation keeps what it finished; ``eval.json`` holds the same rows as a list.
 Re-running skips every (checkpoint, kind, name) already scored with the same ``settings``.
 """

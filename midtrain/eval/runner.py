@@ -43,6 +43,10 @@ class EvalJob:
     heldout_bytes: dict = field(default_factory=dict)
     """(domain, tokenizer) -> the UTF-8 bytes its scored held-out tokens decode to (bits per byte), computed once
     per job."""
+    gold_sets: list = field(default_factory=list)
+    """``GoldSet``s scored as training's ``eval.gold_sets`` scores them."""
+    gold_prepared: dict = field(default_factory=dict)
+    """(tokenizer, context length) -> the gold sets' tokenized items, prepared once per job."""
 
     @property
     def heldout_settings(self) -> str:
@@ -52,6 +56,7 @@ class EvalJob:
         """(kind, name, settings) of everything each checkpoint is to be scored on (SFT files are hashed here, once)."""
         wanted = [("heldout", d, self.heldout_settings) for d in self.heldout]
         wanted += [("set", s.name, s.settings(self.seq_length, self.tokens_per_domain)) for s in self.sets]
+        wanted += [("gold", g.name, g.settings()) for g in self.gold_sets]
         if self.tasks is not None:
             wanted += [("task", t, self.tasks.settings()) for t in self.tasks.tasks]
         return wanted
@@ -99,7 +104,7 @@ def run_eval(job: EvalJob, table: ResultsTable) -> dict[str, int]:
     work = [(target, [w for w in wanted if not table.done(target.key, *w)]) for target in job.targets]
     work = [(target, items) for target, items in work if items]
     counts = {"checkpoints": len(work), "skipped": len(job.targets) - len(work), "rows": 0}
-    need_tokenizer = bool(job.tasks) or any(s.json_path is not None for s in job.sets)
+    need_tokenizer = bool(job.tasks or job.gold_sets) or any(s.json_path is not None for s in job.sets)
     show_bar, scored, total = bar_wanted(sys.stderr, os.environ), 0, sum(len(items) for _, items in work)
     with tqdm(total=total, desc="midtrain eval", unit="set", dynamic_ncols=True, disable=not show_bar) as bar:
         for target, _ in work:
@@ -111,8 +116,9 @@ def run_eval(job: EvalJob, table: ResultsTable) -> dict[str, int]:
             loaded = load_model(target.checkpoint, job.device, job.dtype, job.tokenizer_dir, need_tokenizer)
             rows = []
             task_items = [name for kind, name, _ in items if kind == "task"]
+            gold_items = [name for kind, name, _ in items if kind == "gold"]
             for kind, name, settings in items:
-                if kind == "task":
+                if kind in ("task", "gold"):
                     continue
                 bar.set_postfix_str(f"{target.run} step {target.step}: {name}")
                 text_bytes = None
@@ -127,6 +133,10 @@ def run_eval(job: EvalJob, table: ResultsTable) -> dict[str, int]:
                 rows += [{**base_row(target), "kind": kind, "name": name, "settings": settings, **r}
                          for r in loss_rows(*measured, f"{target.checkpoint} on {name}", text_bytes)]
                 bar.update()
+            if gold_items:
+                bar.set_postfix_str(f"{target.run} step {target.step}: gold {', '.join(gold_items)}")
+                rows += [{**base_row(target), "kind": "gold", **r} for r in _gold_rows(job, loaded, gold_items)]
+                bar.update(len(gold_items))
             if task_items:
                 from midtrain.eval.lm_eval_adapter import LitGPTHarnessModel
 
@@ -152,3 +162,22 @@ def _score_set(named: NamedSet, loaded, job: EvalJob) -> tuple[float, int]:
     max_samples = max(1, job.tokens_per_domain // job.seq_length)
     blocks = shard_blocks(named, job.seq_length + 1, max_samples, job.registry)
     return loss_sums(loaded.model, block_batches(blocks, job.micro_batch_size), job.device)
+
+
+def _gold_rows(job: EvalJob, loaded, names: list[str]) -> list[dict]:
+    """The gold sets' rows (name, settings, metric, value, eval_tokens: gold answer tokens), scored by the code that
+    scores training's ``eval.gold_sets``."""
+    from midtrain.tokenizer import tokenizer_identity
+    from midtrain.train.gold import prepare_gold_sets
+    from midtrain.train.gold_scoring import answer_tokens, gold_metrics, gold_sums
+
+    context = min(job.seq_length, loaded.block_size)  # training's context (train.max_seq_length), as it scores them
+    key = (tokenizer_identity(loaded.tokenizer), context)
+    if key not in job.gold_prepared:
+        job.gold_prepared[key] = prepare_gold_sets(job.gold_sets, loaded.tokenizer, context, "--gold_sets")
+    prepared = [p for p in job.gold_prepared[key] if p.name in names]
+    sums = gold_sums(loaded.model, prepared, context, job.micro_batch_size, job.device)
+    metrics = gold_metrics(prepared, sums)
+    return [{"name": p.name, "settings": p.settings, "metric": metric, "value": value,
+             "eval_tokens": answer_tokens(sums, s)}
+            for s, p in enumerate(prepared) for metric, value in metrics[p.name].items()]

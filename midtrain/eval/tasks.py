@@ -3,13 +3,10 @@ already in memory, flattened into results-table rows."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from midtrain.errors import ConfigError
-
-OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 
 
 @dataclass
@@ -23,12 +20,6 @@ class TaskSettings:
 
     def settings(self) -> str:
         return f"lm_eval:fewshot={self.num_fewshot}:limit={self.limit}:seed={self.seed}"
-
-
-def go_offline() -> None:
-    """Hugging Face libraries read these when first imported: set them before lm_eval/datasets load."""
-    for name in OFFLINE_VARIABLES:
-        os.environ[name] = "1"
 
 
 def task_manager(settings: TaskSettings):

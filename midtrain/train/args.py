@@ -12,6 +12,7 @@ from litgpt.args import LogArgs as LitLogArgs
 from litgpt.args import TrainArgs as LitTrainArgs
 
 from midtrain.field_docs import document_fields
+from midtrain.train.gold import GoldSet
 
 LRSchedulerName = Literal["cosine", "wsd", "linear", "constant", "decay"]
 DecayShape = Literal["linear", "sqrt", "cosine"]
@@ -145,6 +146,11 @@ class EvalArgs(LitEvalArgs):
     """litgpt's, for fine-tuning; refused by midtrain pretrain (pretraining generates nothing)."""
     evaluate_example: str | int = "first"
     """litgpt's, for fine-tuning; refused by midtrain pretrain unless left at ``first``."""
+    gold_sets: list[GoldSet] = field(default_factory=list)
+    """Gold-answer sets scored at each evaluation: SFT JSON (``{name, json_path, prompt_style}``) or offline
+    lm-eval multiple-choice tasks (``{name, task, task_paths, num_fewshot}``), the first ``max_items`` (100) items
+    each; logged as ``gold/<name>/logprob``, ``bpb`` (and ``acc``, ``gold_prob`` for tasks), as ``midtrain eval
+    --gold_sets`` scores them."""
 
 
 @document_fields

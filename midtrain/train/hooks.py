@@ -8,6 +8,10 @@ class Hook:
     """A component the training loop calls at fixed points. ``loop`` is the ``Trainer``: its ``counters``,
     ``loader``, ``fabric``, ``budget``, ``validate(step)`` and ``data_wait_s``."""
 
+    evaluates = False
+    """Whether it measures something at each evaluation (``evaluated``): the loop then evaluates at
+    ``eval.interval`` even without held-out sets."""
+
     sample_losses = False
     """Whether it reads each sample's training loss (``micro_batch``): the loss is then computed per token once, and
     reduced for the training loss and for the hook alike."""
@@ -17,6 +21,11 @@ class Hook:
 
     def micro_batch(self, loop, sample_losses) -> None:
         """A micro-batch's per-sample losses (a detached tensor; with ``sample_losses`` only)."""
+
+    def evaluated(self, loop, step: int) -> tuple[dict[str, float], str] | None:
+        """At each evaluation (with ``evaluates``): its metrics, logged with the held-out losses, and a summary for
+        the progress line."""
+        return None
 
     def stepped(self, loop, val_losses: dict[str, float] | None) -> bool:
         """After an optimizer step (and its validation, if one was due). True if the data stream must be restarted

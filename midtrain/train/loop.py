@@ -75,6 +75,7 @@ class Trainer:
     def __post_init__(self) -> None:
         self.progress = StepProgress(self.budget.total_steps, 0, show=False, bar=False)
         self.sample_losses = any(h.sample_losses for h in self.hooks)
+        self.evaluates = bool(self.val_sets) or any(h.evaluates for h in self.hooks)
 
     def fit(self, stop_request: StopRequest) -> StopReason:
         """Train from ``counters`` until a stop criterion; returns why it stopped (``finished`` if the horizon was
@@ -84,7 +85,7 @@ class Trainer:
         stop_step = budget.stop_step(start_step)
         self.progress = StepProgress(budget.total_steps, start_step, show=self.fabric.global_rank == 0)
         try:
-            initial = self.validate(counters.step) if settings.initial_validation and self.val_sets else None
+            initial = self.validate(counters.step) if settings.initial_validation and self.evaluates else None
             for hook in self.hooks:
                 hook.started(self, initial)
             batches = iter(self.loader)
@@ -108,7 +109,8 @@ class Trainer:
                 else:
                     self.progress.advance(counters.step)
                 val_losses = None
-                if self.val_sets and counters.step % settings.eval_interval == 0 and counters.step < budget.total_steps:
+                due = counters.step % settings.eval_interval == 0 and counters.step < budget.total_steps  # final: below
+                if self.evaluates and due:
                     val_losses = self.validate(counters.step)
                 if any([hook.stepped(self, val_losses) for hook in self.hooks]):
                     batches = iter(self.loader)  # the stream paused at this step: its iteration starts again
@@ -119,7 +121,7 @@ class Trainer:
                 if settings.saves_at(counters.step) and reason is not StopReason.FINISHED:
                     self.checked_save(False, window)
                     saved_step = counters.step
-            if reason is StopReason.FINISHED and settings.final_validation and self.val_sets:
+            if reason is StopReason.FINISHED and settings.final_validation and self.evaluates:
                 self.validate(counters.step)
             # a run already at its cap (e.g. max_iters) has nothing new to save; a finished one always writes final/,
             # and its step folder too when the save grid or keep_checkpoint_steps asks for that step (a branch point)
@@ -213,15 +215,23 @@ class Trainer:
         self.progress.advance(self.counters.step, loss)
         window.reset(self.counters.step)
 
-    def validate(self, step: int) -> dict[str, float]:
+    def validate(self, step: int) -> dict[str, float] | None:
+        """The held-out losses per domain (None without held-out sets), and what the evaluating hooks measure."""
         started = time.perf_counter()
-        losses = validate(self.fabric, self.model, self.val_sets, self.budget.micro_batch_size)
+        losses = validate(self.fabric, self.model, self.val_sets, self.budget.micro_batch_size) if self.val_sets else {}
         bpb = bits_per_byte(losses, self.val_tokens_per_byte)
-        self.metrics.log_dict({**{f"val/{domain}/loss": value for domain, value in losses.items()},
-                               **{f"val/{domain}/bpb": value for domain, value in bpb.items()}}, step=step)
-        shown = ", ".join(f"{domain} {value:.4f}" for domain, value in losses.items())
-        self.progress.write(f"step {step:,} | validation loss: {shown} ({time.perf_counter() - started:.1f} s)")
-        return losses
+        logged = {**{f"val/{domain}/loss": value for domain, value in losses.items()},
+                  **{f"val/{domain}/bpb": value for domain, value in bpb.items()}}
+        parts = [f"validation loss: {', '.join(f'{domain} {value:.4f}' for domain, value in losses.items())}"] \
+            if losses else []
+        for hook in self.hooks:
+            measured = hook.evaluated(self, step) if hook.evaluates else None
+            if measured is not None:
+                logged.update(measured[0])
+                parts.append(measured[1])
+        self.metrics.log_dict(logged, step=step)
+        self.progress.write(f"step {step:,} | {' | '.join(parts)} ({time.perf_counter() - started:.1f} s)")
+        return losses if self.val_sets else None
 
 
 def _local(tensor: torch.Tensor) -> torch.Tensor:

@@ -40,6 +40,7 @@ def describe(setup) -> str:
     if setup.data.order_seed is not None:  # the order the samples come in, also when restored by a resume
         lines.append(f"Data order (--data.order_seed={setup.data.order_seed}): each shard's samples not yet read are "
                      "read in this seed's order (the same shares, none read twice or skipped)")
+    lines += describe_gold_sets(setup)
     if setup.dialect == "fork":
         lines.insert(0, f"Dialect: the paper fork's. Why: {setup.dialect_reason}. Set --train.dialect=midtrain for "
                         "midtrain's meaning, or convert the config with 'midtrain port'.")
@@ -84,6 +85,23 @@ def describe_lr_weighted(setup) -> list[str]:
                 f"{b.total_steps:,}){later}; the ledger records what is read:",
             format_table(["domain", "tokens", "share", "LR-weighted tokens", "share"], rows,
                          [False, True, True, True, True])]
+
+
+def describe_gold_sets(setup) -> list[str]:
+    """What each evaluation's gold-answer sets cost, beside the held-out validation's forward tokens."""
+    if not setup.gold_sets:
+        return []
+    block = setup.budget.seq_length
+    heldout = setup.val_forward_tokens
+    total = sum(g.forward_tokens(block) for g in setup.gold_sets)
+    lines = [f"Gold sets (--eval.gold_sets), scored at each evaluation (every {setup.settings.eval.interval:,} steps): "
+             f"{total:,} forward tokens" + (f", {total / heldout:.2f}× the held-out validation's {heldout:,}"
+                                            if heldout else "")]
+    for g in setup.gold_sets:
+        kind = "multiple choice" if g.kind == "choice" else "SFT answers"
+        cut = f"; {g.cut} item(s) cut at the start to fit the context" if g.cut else ""
+        lines.append(f"  {g.name}: {len(g.items)} item(s), {kind}, {g.answer_tokens():,} gold answer tokens{cut}")
+    return lines
 
 
 def plan_header(setup) -> list[str]:

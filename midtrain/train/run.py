@@ -120,6 +120,10 @@ def _train(fabric, strategy, setup: RunSetup, stop_request: StopRequest) -> int:
     hooks = [Throughput(fabric, setup.model_config, budget, setup.devices.precision)]
     if loader.decisions is not None:
         hooks.append(MixControl(fabric, loader, budget.total_steps, budget.global_batch_size))
+    if setup.gold_sets:
+        from midtrain.train.gold_scoring import GoldEvaluation
+
+        hooks.append(GoldEvaluation(setup.gold_sets, budget.seq_length, budget.micro_batch_size))
     if setup.average is not None:
         hooks.append(WeightAverage(fabric, model, setup.average, settings.out_dir,
                                    setup.loop_state.get(files.AVERAGE) if resuming else None))

@@ -82,6 +82,10 @@ class RunSetup:
     """Whether the ledger weighs each sample by its step's LR (not where a step is no fixed number of samples)."""
     val_tokens_per_byte: dict = field(default_factory=dict)
     """Each validation set's tokens per byte of text (validation reports bits per byte), empty without a tokenizer."""
+    gold_sets: tuple = ()
+    val_forward_tokens: int = 0
+    """Tokens through the model in one held-out validation (all domains): the unit the gold sets' cost is given in."""
+    """``eval.gold_sets`` tokenized for the training context (``PreparedGold``), scored at each evaluation."""
 
 
 def setup_run(settings: RunSettings) -> RunSetup:
@@ -166,7 +170,9 @@ def setup_run(settings: RunSettings) -> RunSetup:
     tokenizers, tokenizer_note = tokenizer_files(settings.tokenizer_dir, start.checkpoint.path if continuing else None)
     notices += [tokenizer_note] if tokenizer_note else []
     tokenizer_source = settings.tokenizer_dir or (start.checkpoint.path if continuing and tokenizers else None)
-    per_byte = tokens_per_byte(val_sets, load_tokenizer(tokenizer_source)) if val_sets and tokenizer_source else {}
+    tokenizer = load_tokenizer(tokenizer_source) if tokenizer_source and (val_sets or settings.eval.gold_sets) else None
+    per_byte = tokens_per_byte(val_sets, tokenizer) if val_sets and tokenizer else {}
+    gold = _gold_sets(settings, tokenizer, seq_length)
     if start.kind is StartKind.RESUME and start.checkpoint.info.get("final") and start_step < budget.total_steps:
         notices.append(f"the run had finished at step {start_step:,} ({start.checkpoint.path.name}); this config's end "
                        f"(step {budget.total_steps:,}) extends it. Its final weights of step {start_step:,} are kept "
@@ -177,7 +183,22 @@ def setup_run(settings: RunSettings) -> RunSetup:
         data_start=data_start, start_step=start_step, start_iter=start_iter, dialect=dialect,
         dialect_reason=dialect_reason, notices=tuple(notices), lr_jump=jump, tokenizer_files=tokenizers,
         val_identities=val_identities, loop_state=loop_state, average=average, lr_weighted=lr_weighted,
-        val_tokens_per_byte=per_byte)
+        val_tokens_per_byte=per_byte, gold_sets=gold,
+        val_forward_tokens=sum(len(held_out) for held_out in val_sets.values()) * seq_length)
+
+
+def _gold_sets(settings: RunSettings, tokenizer, seq_length: int) -> tuple:
+    """``eval.gold_sets`` for the context the model trains at, refused before training where they cannot be scored."""
+    if not settings.eval.gold_sets:
+        return ()
+    from midtrain.train.gold import prepare_gold_sets
+
+    if tokenizer is None:
+        raise ConfigError("--eval.gold_sets needs the run's tokenizer to encode prompts and answers, and this run has "
+                          "none. Set --tokenizer_dir (the tokenizer the shards were prepared with).")
+    if settings.eval.interval < 1:
+        raise ConfigError(f"--eval.interval={settings.eval.interval} must be at least 1 to score --eval.gold_sets.")
+    return prepare_gold_sets(settings.eval.gold_sets, tokenizer, seq_length, "--eval.gold_sets")
 
 
 def _refuse_unsupported(settings: RunSettings) -> None:

@@ -117,6 +117,7 @@ CONSUMED = {
     "eval.max_iters": "train/run.py",
     "eval.initial_validation": "train/loop.py",
     "eval.final_validation": "train/loop.py",
+    "eval.gold_sets": "train/startup.py",
     "data.mix_weights_str": "data/spec.py",
     "data.mix_weights": "data/spec.py",
     "data.literal_weights_str": "data/spec.py",

@@ -97,9 +97,10 @@ def test_recommend_refuses_bad_input_writing_nothing(corpora, tmp_path, capsys):
 END = 400
 
 
-def make_run(root: Path, name: str, parent: Path | None, step: int | None, read: dict[str, int]) -> Path:
+def make_run(root: Path, name: str, parent: Path | None, step: int | None, read: dict[str, int],
+             model: dict | None = None) -> Path:
     """A run folder as midtrain leaves it: run.json with its lineage, and a final checkpoint with its ledger
-    (``read``: tokens per shard since the branch point)."""
+    (``read``: tokens per shard since the branch point) and, given ``model``, its model_config.yaml."""
     from midtrain.train.run_dir import branch_record, write_json_atomic
 
     folder = root / name
@@ -111,6 +112,8 @@ def make_run(root: Path, name: str, parent: Path | None, step: int | None, read:
     write_json_atomic(folder / "run.json", {"run_id": f"{name}-id", "out_dir": str(folder), "lineage": lineage,
                                             "invocations": []})
     (folder / "final" / "lit_model.pth").write_bytes(b"weights")  # what latest_checkpoint looks for
+    if model is not None:
+        (folder / "final" / "model_config.yaml").write_text(json.dumps(model))
     write_json_atomic(folder / "final" / "checkpoint.json", {"step": END, "final": True})
     shards = {"main/1": {"domain": "main"}, "c1": {"domain": "code"}}
     stretches = [{"start_step": 0, "tokens": {"main/1": 1000}}]
@@ -345,3 +348,56 @@ def test_analyze_flags_a_gain_on_a_set_whose_items_were_found_in_the_branchs_dat
     effects = {(e["branch"], e["name"]): e for e in json.loads((out / "analysis.json").read_text())["effects"]}
     assert effects[("code100-20", "code_sft")]["leak"]["status"] == "leaked"
     assert "gain may include leaked items: 1 of 50 code_sft items found in c1" in (out / "report.md").read_text()
+
+
+SMALL = {"name": "tiny", "n_layer": 2, "n_embd": 32, "padded_vocab_size": 4096}
+LARGE = {"name": "tiny", "n_layer": 4, "n_embd": 64, "padded_vocab_size": 4096}
+
+
+def test_analyze_reports_decision_accuracy_across_sizes_by_hand(tmp_path):
+    """One grid (a control and code at 10, 20, 30 % from step 100) at two sizes, the small one with two seeds. At the
+    large size every metric orders control < 10 < 20 < 30 %. At the small: held-out code loss swaps 10 and 20 % (5 of
+    6 pairs alike), gold bpb keeps the order (6 of 6), task accuracy ties all but 30 % (three pairs tied: 4.5 of 6)."""
+    from midtrain.eval.results import ResultsTable
+
+    cells = {"control": 0.0, "code10": 0.1, "code20": 0.2, "code30": 0.3}
+    values = {  # cell -> (code loss, gold bpb, task acc)
+        "LARGE": {"control": (4.0, 1.5, 0.25), "code10": (3.9, 1.4, 0.30), "code20": (3.8, 1.3, 0.35),
+                  "code30": (3.7, 1.2, 0.40)},
+        "SMALL": {"control": (4.5, 2.0, 0.25), "code10": (4.35, 1.9, 0.25), "code20": (4.4, 1.8, 0.25),
+                  "code30": (4.2, 1.7, 0.30)},
+    }
+    rows = []
+    for size, model, seeds in (("LARGE", LARGE, (0,)), ("SMALL", SMALL, (-0.01, 0.01))):
+        trunk = make_run(tmp_path / "runs", f"trunk-{size}", None, None, {}, model)
+        for cell, share in cells.items():
+            for k, spread in enumerate(seeds):
+                name = f"{size}-{cell}-s{k}"
+                read = {"main/1": round(1000 * (1 - share)), **({"c1": round(1000 * share)} if share else {})}
+                folder = make_run(tmp_path / "runs", name, trunk, 100, read, model)
+                code, bpb, acc = values[size][cell]
+                point = {"run": name, "step": END, "checkpoint": str(folder / "final"), "settings": "x"}
+                rows += [{**point, "kind": "heldout", "name": "code", "metric": "loss", "value": code + spread},
+                         {**point, "kind": "gold", "name": "arith", "metric": "bpb", "value": bpb + spread},
+                         {**point, "kind": "task", "name": "arith_mc", "metric": "acc", "value": acc},
+                         {**point, "step": 100, "kind": "heldout", "name": "code", "metric": "loss", "value": 9.0}]
+    ResultsTable(tmp_path / "eval").append(rows)
+    out = tmp_path / "analysis"
+    assert main(["analyze", f"--tables={tmp_path / 'eval' / 'eval.csv'}", f"--out_dir={out}", "--resamples=200"]) == 0
+    decisions = json.loads((out / "analysis.json").read_text())["decisions"]
+    assert decisions["across"] == "size" and decisions["models"] == ["tiny (2x32)", "tiny (4x64)"]
+    same = {(r["kind"], r["name"], r["metric"]): r for r in decisions["same_metric"]}
+    assert same["heldout", "code", "loss"]["pairs"] == 6
+    assert same["heldout", "code", "loss"]["accuracy"] == pytest.approx(5 / 6)
+    # the seeds' spread (0.02) never reorders 10 and 20 % (0.05 apart): the interval is the point
+    assert same["heldout", "code", "loss"]["low"] == pytest.approx(5 / 6)
+    assert same["heldout", "code", "loss"]["high"] == pytest.approx(5 / 6)
+    assert same["gold", "arith", "bpb"]["accuracy"] == 1.0
+    assert same["task", "arith_mc", "acc"]["accuracy"] == pytest.approx(4.5 / 6)
+    assert decisions["best_metric"]["metric"] == "bpb" and decisions["best_metric"]["kind"] == "gold"
+    predictors = {p["target"]: p for p in decisions["predictors"]}
+    assert predictors["task/arith_mc/acc"]["best"] == "gold/arith/bpb"  # lower bpb where higher accuracy
+    assert predictors["task/arith_mc/acc"]["best_accuracy"] == 1.0
+    report = (out / "report.md").read_text()
+    assert "## Decision accuracy" in report and "Best: gold arith bpb decides 100% of pairs alike" in report
+    assert (out / "decisions.csv").is_file() and (out / "predictors.csv").is_file()
