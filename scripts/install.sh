@@ -3,6 +3,7 @@
 #   bash scripts/install.sh          # runtime only
 #   bash scripts/install.sh test     # plus the test tools
 #   bash scripts/install.sh eval     # plus lm-evaluation-harness (midtrain eval --tasks); extras combine: "eval,wandb"
+#   bash scripts/install.sh export   # plus transformers and safetensors (midtrain export; loading what it writes)
 # An existing torch in the environment is kept (e.g. a CUDA build on a cluster); otherwise torch 2.13.0 is
 # installed (set MIDTRAIN_TORCH_INDEX to a wheel index, e.g. PyTorch's CPU index, to choose the build).
 set -euo pipefail

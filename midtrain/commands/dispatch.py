@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "soup": ("midtrain.commands.soup", "soup", "Average the weights of several checkpoints into one."),
     "anneal": ("midtrain.commands.anneal", "anneal", "Matched anneals to LR 0 that judge data against a control."),
     "decon": ("midtrain.commands.decon", "decon", "Find evaluation and SFT items in shards; write clean shards."),
+    "export": ("midtrain.commands.export", "export", "Checkpoints as Hugging Face model folders, with model cards."),
     "eval": ("midtrain.commands.eval", "evaluate", "Score every checkpoint of some runs into one table."),
     "similarity": ("midtrain.commands.similarity", "similarity", "Similarity of corpora and bridge lengths."),
     "recommend": ("midtrain.commands.recommend", "recommend", "Rank midtraining data for a target, before training."),
@@ -72,6 +73,10 @@ def _as_list(text: str) -> list:
 ALIASES = {"anneal": {"--from": "--from_checkpoint", "--config": "--base_config"}}
 
 
+# commands whose first argument may be given without its flag (``midtrain export runs/code/final --out_dir hf``)
+POSITIONAL = {"export": "--source"}
+
+
 def rename_flags(argv: list[str], aliases: dict[str, str]) -> list[str]:
     out = []
     for arg in argv:
@@ -91,7 +96,10 @@ def run_command(argv: list[str]) -> int:
     record(argv)
     name = argv[0]
     function = load_command(name)
-    words = rename_flags(merge_repeated(argv[1:], REPEATABLE.get(name, ())), ALIASES.get(name, {}))
+    words = argv[1:]
+    if name in POSITIONAL and words and not words[0].startswith("-"):
+        words = [f"{POSITIONAL[name]}={words[0]}", *words[1:]]
+    words = rename_flags(merge_repeated(words, REPEATABLE.get(name, ())), ALIASES.get(name, {}))
     init = call_with_args(function, words, prog=f"midtrain {name}")
     status = function(**init)
     return status if isinstance(status, int) and not isinstance(status, bool) else 0

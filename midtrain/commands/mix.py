@@ -18,7 +18,7 @@ from midtrain.errors import ConfigError
 DATA_MODULE = "midtrain.data.ShardedMixedDataset"
 RUN_KEYS = ("model_name", "model_config", "out_dir", "precision", "initial_checkpoint_dir", "resume", "train", "eval",
             "log", "optimizer", "devices", "strategy", "num_nodes", "tokenizer_dir", "logger_name", "seed",
-            "branch_from", "anneal", "accelerator", "compile")
+            "branch_from", "branch_from_step", "anneal", "accelerator", "compile")
 """``midtrain pretrain``'s keys beside ``data`` (a test keeps them in step with its settings): a config that gives
 any of them is a run's, planned as that run will read."""
 
@@ -47,6 +47,7 @@ def mix(
     logger_name: str | None = None,
     seed: int | None = None,
     branch_from: Path | None = None,
+    branch_from_step: int | None = None,
     anneal: dict | None = None,
     accelerator: str | None = None,
     compile: bool | None = None,
@@ -85,6 +86,7 @@ def mix(
         logger_name: A pretrain config's key.
         seed: A pretrain config's key.
         branch_from: A pretrain config's key.
+        branch_from_step: A pretrain config's key.
         anneal: A pretrain config's key.
         accelerator: A pretrain config's key.
         compile: A pretrain config's key.

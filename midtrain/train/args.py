@@ -97,6 +97,10 @@ class TrainArgs(LitTrainArgs):
     """With the per-micro-iteration LR: micro-iterations added to ``step × micro-batches per step`` before the LR is
     computed. ``midtrain port`` writes it for a branch whose parent's iteration count is off this run's step grid
     (a parent trained with other batch settings), so the LR of every step is the fork's. Default 0."""
+    rewarm_steps: int = 0
+    """After a branch whose optimizer starts fresh (a Hugging Face ``branch_from``, or ``reset_optimizer``), the LR
+    rises linearly from 0 to the schedule's over this many steps from the branch point, rebuilding Adam's moments
+    before the schedule continues (what OLMoE's maintainers suggest for anneals from weights-only checkpoints)."""
     reset_optimizer: bool = False
     """Start with a fresh optimizer (no moments from the checkpoint) while weights, step, LR position and data
     cursors continue: needed to change the optimizer class at a branch."""

@@ -92,6 +92,10 @@ def lr_jump(parent_info: dict, schedule_record: dict, lr_first: float, step: int
         return None
     jump = LRJump(step, float(parent_next), float(lr_first))
     name = schedule_record.get("name")
+    if schedule_record.get("rewarm_steps") and schedule_record.get("rewarm_start") == step:
+        jump.intentional = (f"intentional — --train.rewarm_steps={schedule_record['rewarm_steps']} raises the LR "
+                            "from 0 after the branch point, where the optimizer starts fresh")
+        return jump
     if name in ("decay", "exp_decay"):
         jump.intentional = (
             f"intentional — '{'decay' if name == 'decay' else 'the fork dialect’s decay'}' restarts the "

@@ -36,11 +36,23 @@ class LRSchedule:
     anchor_lr: float | None = None
     decay_shape: str = "linear"
     """The shape of the decay of ``wsd`` and ``decay`` (``DECAY_SHAPES``)."""
+    rewarm_start: int | None = None
+    """``train.rewarm_steps``: the branch point the LR rises from 0 at, over ``rewarm_steps`` steps."""
+    rewarm_steps: int = 0
 
     def anchored(self, step: int, lr: float) -> LRSchedule:
         return replace(self, anchor_step=step, anchor_lr=lr)
 
+    def rewarmed(self, start: int, steps: int) -> LRSchedule:
+        return replace(self, rewarm_start=start, rewarm_steps=steps)
+
     def lr_at(self, step: int) -> float:
+        lr = self._scheduled(step)
+        if self.rewarm_steps and self.rewarm_start is not None and 0 <= step - self.rewarm_start < self.rewarm_steps:
+            return lr * (step - self.rewarm_start + 1) / self.rewarm_steps
+        return lr
+
+    def _scheduled(self, step: int) -> float:
         total = self.total_steps
         if self.name == "decay" and self.anchor_step is not None and step >= self.anchor_step and self.anchor_step > 0:
             return _decay(self.anchor_lr, self.min_lr, step - self.anchor_step, total - self.anchor_step,

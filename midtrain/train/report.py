@@ -169,7 +169,9 @@ def describe_schedule(s: LRSchedule | IterationLRSchedule, first_step: int, end_
                 + (f", decay from step {s.decay_start_step:,}" if s.decay_start_step is not None else "")
                 + (f", {s.decay_shape} decay" if s.name in SHAPED_SCHEDULERS else "")
                 + (f" from the LR {s.anchor_lr:.4g} of step {s.anchor_step:,}" if s.name == "decay"
-                   and s.anchor_step else ""))
+                   and s.anchor_step else "")
+                + (f"; rewarmed from 0 over {s.rewarm_steps:,} steps from step {s.rewarm_start:,} "
+                   "(--train.rewarm_steps)" if s.rewarm_steps else ""))
     if end_step > first_step:
         def at(step: int) -> str:
             lr = s.lr_at(step)

@@ -17,6 +17,7 @@ from litgpt.config import Config
 from midtrain.config_files import plain
 from midtrain.errors import ConfigError, Problems
 from midtrain.train import checkpoint_files as files
+from midtrain.train.hf_trunk import HF_SOURCE, hf_branch_point, is_hf_folder, read_hf_branch_point
 from midtrain.train.run_dir import load_run
 from midtrain.train.safe_load import load_checkpoint_file
 from midtrain.train.settings import RunSettings
@@ -76,6 +77,11 @@ class CheckpointRecord:
         return self.payload.get("train_dataloader")
 
     @property
+    def weights_only(self) -> bool:
+        """A branch point with weights and a step only (a Hugging Face folder): no optimizer or data position."""
+        return HF_SOURCE in self.info
+
+    @property
     def loop_state(self) -> dict:
         """midtrain's own entries (the LR anchor of ``decay``, the log window)."""
         return dict(self.payload.get("midtrain") or {})
@@ -102,12 +108,15 @@ def find_start(settings: RunSettings, total_steps: int | None) -> StartPoint:
         )
     if isinstance(resume, (str, Path)) and resume != "auto" and settings.branch_from is not None:
         problems.add(f"--resume={resume} and --branch_from={settings.branch_from} both name a checkpoint. Use one.")
+    if settings.branch_from_step is not None and settings.branch_from is None:
+        problems.add(f"--branch_from_step={settings.branch_from_step} gives the step of a --branch_from Hugging Face "
+                     "folder, and --branch_from is not set. Remove it, or set --branch_from.")
     problems.raise_if_any(ConfigError)
 
     own = files.latest_checkpoint(out_dir)
     own_run = load_run(out_dir)
     if settings.branch_from is not None:
-        parent = files.checkpoint_folder(settings.branch_from, "--branch_from")
+        parent = branch_point(settings)
         check_branch_lineage(out_dir, own, own_run, parent)
     if isinstance(resume, (str, Path)) and resume != "auto":
         start = StartPoint(StartKind.RESUME, files.checkpoint_folder(resume, "--resume"), "--resume")
@@ -171,12 +180,24 @@ def find_start(settings: RunSettings, total_steps: int | None) -> StartPoint:
     return start
 
 
+def branch_point(settings: RunSettings) -> files.CheckpointInfo:
+    """``--branch_from``: a checkpoint folder, or a Hugging Face model folder (its step from its revision or
+    ``--branch_from_step``)."""
+    if is_hf_folder(settings.branch_from):
+        return hf_branch_point(settings.branch_from, settings.branch_from_step, "--branch_from")
+    if settings.branch_from_step is not None:
+        raise ConfigError(f"--branch_from_step={settings.branch_from_step} applies to a Hugging Face model folder, but "
+                          f"--branch_from={str(settings.branch_from)!r} is a checkpoint, whose own step counts. Remove "
+                          "--branch_from_step.")
+    return files.checkpoint_folder(settings.branch_from, "--branch_from")
+
+
 def branch_step(settings: RunSettings) -> int | None:
     """The step this run branched at, read from folders only: ``--branch_from``'s, else the branch its run folder
     recorded (or the parent's checkpoint linked or copied into it, the paper's way); None for a run that branches
     from nothing."""
     if settings.branch_from is not None:
-        return files.checkpoint_folder(settings.branch_from, "--branch_from").step
+        return branch_point(settings).step
     own_run = load_run(settings.out_dir)
     lineage = (own_run or {}).get("lineage") or []
     if lineage:
@@ -234,6 +255,10 @@ def load_checkpoint_payload(model_file: Path, flag: str) -> dict:
 def read_start_checkpoint(start: StartPoint, model_config: Config) -> CheckpointRecord | None:
     """The checkpoint a run starts from (or its initial weights), read once and checked against the configured model:
     every key a continuation needs, the tensors' shapes, and (for a resume or branch) the model config it recorded."""
+    if start.checkpoint is not None and HF_SOURCE in start.checkpoint.info:
+        payload = read_hf_branch_point(start.checkpoint, model_config, start.flag)
+        check_model_state(payload["model"], model_config, start.flag, start.checkpoint.path)
+        return CheckpointRecord(start.checkpoint.path, payload, start.checkpoint.info)
     if start.checkpoint is not None:
         payload = load_checkpoint_payload(start.checkpoint.model_file, start.flag)
         missing = [k for k in ("model", "optimizer", "train_dataloader", "step_count") if k not in payload]

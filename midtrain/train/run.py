@@ -26,6 +26,7 @@ from midtrain.train.averaging import WeightAverage
 from midtrain.train.checkpointer import Checkpointer, CheckpointWriteError
 from midtrain.train.continuity import hyperparameters
 from midtrain.train.devices import make_strategy, sharded
+from midtrain.train.hf_trunk import HF_SOURCE
 from midtrain.train.loop import Counters, Diverged, LoopSettings, Trainer
 from midtrain.train.metrics import MetricSink, Throughput
 from midtrain.train.mix_control import MixControl
@@ -184,8 +185,13 @@ def _restore(fabric, strategy, setup: RunSetup, model, optimizer, loader) -> Cou
     record, start = setup.checkpoint, setup.start
     if record is None:
         return Counters()
-    with_optimizer = start.checkpoint is not None and not setup.optimizer.reset
-    if sharded(strategy):
+    with_optimizer = start.checkpoint is not None and not setup.optimizer.reset and not record.weights_only
+    if sharded(strategy) and record.weights_only:  # converted in memory (a Hugging Face folder): no file to hand on
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        set_model_state_dict(model.module, record.model_state,
+                             options=StateDictOptions(full_state_dict=True, strict=True))
+    elif sharded(strategy):
         if start.checkpoint is not None:
             objects = {"model": model, **({"optimizer": optimizer} if with_optimizer else {})}
             fabric.load(start.checkpoint.model_file, objects, strict=False, weights_only=True)
@@ -200,7 +206,7 @@ def _restore(fabric, strategy, setup: RunSetup, model, optimizer, loader) -> Cou
     counters = Counters()
     if start.checkpoint is not None:
         apply_settings(optimizer, setup.optimizer)
-        if setup.data_start.restored:
+        if setup.data_start.restored and record.loader_state is not None:
             loader.load_state_dict(copy.deepcopy(record.loader_state))
         counters = Counters(step=record.step, iter_num=record.iter_num)
     record.release()
@@ -256,6 +262,14 @@ def _open_run(fabric, setup: RunSetup) -> dict:
                                              data_start.mixture_before, data_start.mixture_after), **changes}
             if not data_start.restored:
                 entry["data_cursors"] = "not restored: the parent's loader state is not midtrain's; shards start at 0"
+            if setup.optimizer.reset:
+                entry["optimizer"] = "fresh"  # what train.rewarm_steps is allowed after, also at a resume
+            if HF_SOURCE in parent:  # a Hugging Face folder: where it came from, and what it could not carry
+                source = parent[HF_SOURCE]
+                entry.update({HF_SOURCE: source, "parent_out_dir": None, "optimizer": "fresh",
+                              "parent_run_id": f"huggingface:{source.get('repo') or source['path']}@"
+                                               f"{source.get('commit') or source.get('revision') or ''}",
+                              "data_cursors": "a Hugging Face folder holds no data position; shards start at 0"})
             run["lineage"] = list(parent.get("lineage", [])) + [entry]
         started_from = str(start.checkpoint.path) if start.checkpoint else None
         invocation = run_dir.invocation_record(setup.start_step, setup.devices.world_size, started_from)

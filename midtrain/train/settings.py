@@ -75,7 +75,12 @@ class RunSettings:
     branch_from: Path | None = None
     """Start a new run (this ``out_dir``) from another run's checkpoint (its step folder or its ``lit_model.pth``):
     weights, optimizer, step, LR position and data cursors, with this config's mixture. Restarts of the branch
-    resume from its own checkpoints."""
+    resume from its own checkpoints. Or a Hugging Face model folder (GPT-NeoX or Llama, as ``from_pretrained`` or
+    ``huggingface-cli download`` leaves it): its weights, converted, at its step; a fresh optimizer and data cursors
+    (said at start-up; see ``train.rewarm_steps``)."""
+    branch_from_step: int | None = None
+    """The step of a ``branch_from`` Hugging Face folder whose revision does not name it (a revision such as
+    ``step40000`` in the Hugging Face cache does)."""
     anneal: AnnealRecord | None = None
     """This run's place in a set of anneals (written by ``midtrain anneal``: its group, candidate, share, data-order
     seed and budget); kept in ``run.json``, where ``midtrain analyze`` pairs each candidate with its control. A run

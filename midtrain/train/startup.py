@@ -29,6 +29,7 @@ from midtrain.train.fork_dialect import (
     refuse_fork_only_keys,
     resolve_fork_schedule,
 )
+from midtrain.train.hf_trunk import HF_SOURCE
 from midtrain.train.lr_schedule import IterationLRSchedule, LRSchedule, resolve_lr_schedule
 from midtrain.train.metrics import check_logger
 from midtrain.train.model_rule import resolve_model_config
@@ -121,7 +122,21 @@ def setup_run(settings: RunSettings) -> RunSetup:
     continuing = start.checkpoint is not None
     start_step, start_iter = (record.step, record.iter_num) if continuing else (0, 0)
     notices = [n for n in (model_note,) if n] + list(devices.notices)
-    if continuing:
+    weights_only = continuing and record.weights_only
+    if weights_only:
+        if fork:
+            raise ConfigError("--branch_from is a Hugging Face folder, which the paper fork's dialect cannot branch "
+                              "from (its LR counts micro-iterations of a parent it ran). Set --train.dialect=midtrain.")
+        start_iter = start_step * budget.accumulation_iters  # the step grid of this run's batch settings
+        source = record.info[HF_SOURCE]
+        where = f"{source['repo']}@{source['revision']}" if source.get("repo") else source["path"]
+        notices.append(f"--branch_from is a Hugging Face model folder ({where}, step {start_step:,}): its weights are "
+                       "converted and the run continues at that step of its LR schedule, but it holds no optimizer "
+                       "state and no data position: the optimizer starts fresh (Adam's moments at zero"
+                       + (f"; the LR rises from 0 over --train.rewarm_steps={train.rewarm_steps}"
+                          if train.rewarm_steps else "; --train.rewarm_steps=K rebuilds them under a rising LR")
+                       + ") and every shard at its first sample.")
+    elif continuing:
         optimizer = against_checkpoint(optimizer, record.optimizer_state, record.info, train.reset_optimizer,
                                        start.kind is StartKind.BRANCH, start.checkpoint.path)
         notices += optimizer.notices
@@ -146,6 +161,17 @@ def setup_run(settings: RunSettings) -> RunSetup:
         check_resume(average, loop_state.get(files.AVERAGE), start_step)
     if schedule is not None and loop_state.get("lr_anchor") and loop_state["lr_anchor"][1] is not None:
         schedule = schedule.anchored(int(loop_state["lr_anchor"][0]), float(loop_state["lr_anchor"][1]))
+    if weights_only and isinstance(schedule, LRSchedule) and schedule.name == "decay":
+        schedule = schedule.anchored(start_step, schedule.peak_lr)
+        loop_state["lr_anchor"] = [start_step, schedule.peak_lr]
+        notices.append(f"--train.lr_scheduler=decay from a Hugging Face folder, whose LR is unknown: the decay starts "
+                       f"from the peak LR ({schedule.peak_lr:g}) at step {start_step:,}.")
+    if start.kind is StartKind.RESUME:  # what the branch point recorded: its optimizer started fresh or not
+        lineage = (run_dir.load_run(settings.out_dir) or {}).get("lineage") or []
+        fresh_optimizer = bool(lineage) and lineage[-1].get("optimizer") == "fresh"
+    else:
+        fresh_optimizer = continuing and (weights_only or optimizer.reset)
+    schedule = _rewarm(train, schedule, origin, fresh_optimizer)
 
     data_start = data.continuation(record.loader_state if continuing else None, start_step=start_step,
                                    total_steps=budget.total_steps, global_batch_size=budget.global_batch_size,
@@ -185,6 +211,26 @@ def setup_run(settings: RunSettings) -> RunSetup:
         val_identities=val_identities, loop_state=loop_state, average=average, lr_weighted=lr_weighted,
         val_tokens_per_byte=per_byte, gold_sets=gold,
         val_forward_tokens=sum(len(held_out) for held_out in val_sets.values()) * seq_length)
+
+
+def _rewarm(train, schedule, origin: int | None, fresh_optimizer: bool):
+    """``train.rewarm_steps``: the LR rising from 0 after a branch point whose optimizer starts fresh."""
+    steps = train.rewarm_steps
+    if not steps:
+        return schedule
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ConfigError(f"--train.rewarm_steps={steps!r} must be 0 or a positive number of steps.")
+    if origin is None:
+        raise ConfigError(f"--train.rewarm_steps={steps} rewarms the LR after a branch point, and this run branches "
+                          "from nothing. Remove it (a fresh run has --train.lr_warmup_steps).")
+    if not isinstance(schedule, LRSchedule):
+        raise ConfigError(f"--train.rewarm_steps={steps} applies to midtrain's per-step LR, not the paper fork's "
+                          "per-micro-iteration one. Remove it, or set --train.dialect=midtrain.")
+    if not fresh_optimizer:
+        raise ConfigError(f"--train.rewarm_steps={steps}: this branch continues its parent's optimizer state, whose "
+                          "moments need no rebuilding. Remove it, or start the optimizer fresh "
+                          "(--train.reset_optimizer=true, or a Hugging Face --branch_from).")
+    return schedule.rewarmed(origin, steps)
 
 
 def _gold_sets(settings: RunSettings, tokenizer, seq_length: int) -> tuple:

@@ -34,13 +34,13 @@ def test_litgpt_convert_and_generate_accept_our_checkpoint(train_root, tokenizer
                         "--precision", "32-true")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "def main" in result.stdout
-    # util_scripts/export_hf.sh: the same conversion, then litgpt's export to Hugging Face parameter names
+    # util_scripts/export_hf.sh: midtrain export, a folder from_pretrained loads
     exported = subprocess.run(["bash", str(REPO / "util_scripts" / "export_hf.sh"), str(final), str(tmp_path / "hf")],
                               capture_output=True, text=True, cwd=REPO,
-                              env={"PATH": "/usr/bin:/bin", "LITGPT": str(Path(sys.executable).with_name("litgpt")),
+                              env={"PATH": "/usr/bin:/bin", "MIDTRAIN": str(Path(sys.executable).with_name("midtrain")),
                                    "LITDATA_DISABLE_VERSION_CHECK": "1"})
     assert exported.returncode == 0, exported.stderr[-3000:]
-    assert (tmp_path / "hf" / "hf" / "model.pth").is_file() and (tmp_path / "hf" / "hf" / "tokenizer.json").is_file()
+    assert (tmp_path / "hf" / "model.safetensors").is_file() and (tmp_path / "hf" / "config.json").is_file()
 
 
 @pytest.mark.slow

@@ -99,7 +99,8 @@ def test_console_script_and_module_entry_point(data_root):
 OWN_KEY = {"prepare": "--tokenizer_dir", "mix": "--data.mix_weights_str", "pretrain": "--train.max_steps",
            "port": "--fork_config", "sweep": "--spec", "eval": "--runs", "similarity": "--corpora",
            "demo": "--branch_step", "recommend": "--candidates", "analyze": "--sft_for",
-           "anneal": "--candidates", "soup": "--checkpoints", "decon": "--against"}
+           "anneal": "--candidates", "soup": "--checkpoints", "decon": "--against",
+           "export": "--all_steps"}
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))

@@ -13,7 +13,7 @@ LAYERS = [
     {"__main__"},
     {"cli"},
     {"commands"},
-    {"eval", "analysis", "demo", "soup"},
+    {"eval", "analysis", "demo", "soup", "export"},
     {"train"},
     {"data"},
     {
