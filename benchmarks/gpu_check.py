@@ -14,8 +14,14 @@ then, for the first precision:
   - ``--strategy=fsdp`` (FSDP2) on every visible GPU (2 CPU processes with ``--smoke``): step time, tokens/s per
     device and the largest relative loss difference from DDP on as many ranks (from the one-device run on one GPU;
     goal: below 1e-4 for 32-true, 2e-2 for bf16);
+  - FSDP compiled block by block (``--compile true``): step time and the largest relative loss difference from the
+    eager FSDP run (goal: below 1e-4 for 32-true, 2e-2 for bf16);
+  - ``train.activation_checkpointing``: step time and peak memory against the same run without it, and the largest
+    relative loss difference (goal: below 1e-4 for 32-true, 2e-2 for bf16);
   - ``midtrain eval`` of the same checkpoints on the same device: held-out loss and seconds;
   - peak memory of the midtrain run.
+``--budget_s`` (default 480 on a GPU) keeps the whole check inside a time budget: a check that would start after
+the budget's share for it is spent is listed as not run, so the table always comes back.
 Step times are slopes of the cumulative training time between step ``--steps`` / 2 and the last step (compilation
 and warm-up excluded). MFU counts litgpt's ``estimate_flops`` (6N plus attention) against the device's dense bf16
 peak (H100/H200: 989 TFLOPS, A100: 312); "n/a" elsewhere.
@@ -159,18 +165,45 @@ def device_peak() -> tuple[str, float | None]:
     return name, next((tflops * 1e12 for key, tflops in PEAK_TFLOPS.items() if key in name), None)
 
 
+def eval_row(setup: Setup, run: Path, work: Path) -> tuple[str, str, str]:
+    """``midtrain eval`` of a run's checkpoints on the same device: how many, how long, the final held-out loss."""
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "midtrain", "eval", f"--runs={run}", f"--out_dir={work / 'eval'}",
+                             f"--tokens_per_domain={32 * setup.seq}", f"--accelerator={setup.accelerator}"],
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
+    if result.returncode != 0:
+        raise SystemExit(f"midtrain eval failed:\n{result.stderr[-3000:]}")
+    scored = json.loads((work / "eval" / "eval.json").read_text())
+    final = [r for r in scored if r["metric"] == "loss" and r["step"] == setup.steps]
+    return ("midtrain eval", f"{len({r['checkpoint'] for r in scored})} checkpoint(s) in "
+            f"{time.perf_counter() - started:.0f} s, final held-out loss {final[0]['value']:.3f}"
+            if final else "no final row", "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="CPU, toy model: the same code paths, for CI")
     parser.add_argument("--steps", type=int, default=None, help="training steps per timed run (default 40; smoke 16)")
     parser.add_argument("--model", default="pythia-160m", help="a litgpt model name (e.g. pythia-410m if time allows)")
+    parser.add_argument("--budget_s", type=float, default=None,
+                        help="seconds for the whole check (default 480 on a GPU, none with --smoke)")
     args = parser.parse_args()
+    budget = args.budget_s if args.budget_s is not None else (None if args.smoke else 480.0)
     setup = Setup(args.smoke, args.steps or (16 if args.smoke else 40), args.model)
     started = time.perf_counter()
     device, peak = device_peak()
     if not args.smoke and peak is None and device == "cpu":
         raise SystemExit("no CUDA device: run with --smoke on CPU, or on a GPU machine")
     rows: list[tuple[str, str, str]] = []
+
+    def within_budget(check: str, share: float) -> bool:
+        """Whether ``check`` may start: the time spent is below ``share`` of the budget (the checks run in order of
+        importance; one that may not start is listed, so the table still comes back)."""
+        if budget is None or time.perf_counter() - started <= share * budget:
+            return True
+        rows.append((check, f"not run: {time.perf_counter() - started:.0f} s of the {budget:.0f} s budget spent", ""))
+        return False
+
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         vocab = setup.vocab_size()
@@ -180,7 +213,9 @@ def main() -> None:
         data_root = work / "data"
         per_step_flops = flops_per_step(setup)
         tokens_per_step = setup.batch * setup.seq
-        for precision in setup.precisions:
+        for index, precision in enumerate(setup.precisions):
+            if index and not within_budget(f"midtrain/litgpt {precision}", 0.35):
+                continue
             times = {}
             for tool in ("litgpt", "midtrain"):
                 out = work / f"{tool}-{precision}"
@@ -201,19 +236,37 @@ def main() -> None:
             )
 
         precision = setup.precisions[0]
-        waited = work / "workers4"
-        launch("midtrain", pretrain_config(setup, data_root, waited, precision, True, workers=4), work / "w.yaml")
-        shares = midtrain_metric(waited, "train/data_wait_share")
-        share = sum(v for s, v in shares.items() if s > setup.steps // 2) / max(
-            1, len([s for s in shares if s > setup.steps // 2])
-        )
-        rows.append(
-            (
-                "data wait, 4 workers",
-                f"{share * 100:.2f} % of step time",
-                f"< 2 %: {'ok' if share < 0.02 else 'MISSED'}",
+        baseline = work / f"midtrain-{precision}"
+        if within_budget("activation checkpointing", 0.45):
+            checkpointed = work / "checkpointed"
+            config = pretrain_config(setup, data_root, checkpointed, precision, True, timed=True)
+            config["train"]["activation_checkpointing"] = True
+            stdout = launch("midtrain", config, work / "ac.yaml")
+            step_s = seconds_per_step(midtrain_metric(checkpointed, "train/time_s"), setup.steps)
+            plain_s = seconds_per_step(midtrain_metric(baseline, "train/time_s"), setup.steps)
+            plain_losses, ac_losses = midtrain_metric(baseline, "train/loss"), midtrain_metric(checkpointed,
+                                                                                              "train/loss")
+            worst = max(abs(ac_losses[s] - plain_losses[s]) / abs(plain_losses[s]) for s in plain_losses)
+            memory = re.search(r"Peak memory: ([\d.]+) GB", stdout)
+            tolerance = 1e-4 if precision == "32-true" else 2e-2
+            rows.append(("activation checkpointing", f"{step_s / plain_s:.2f}× the step time"
+                         + (f", peak memory {memory.group(1)} GB" if memory else "")
+                         + f"; largest relative loss difference {worst:.2e}",
+                         f"<= {tolerance:g}: {'ok' if worst <= tolerance else 'MISSED'}"))
+        if within_budget("data wait, 4 workers", 0.5):
+            waited = work / "workers4"
+            launch("midtrain", pretrain_config(setup, data_root, waited, precision, True, workers=4), work / "w.yaml")
+            shares = midtrain_metric(waited, "train/data_wait_share")
+            share = sum(v for s, v in shares.items() if s > setup.steps // 2) / max(
+                1, len([s for s in shares if s > setup.steps // 2])
             )
-        )
+            rows.append(
+                (
+                    "data wait, 4 workers",
+                    f"{share * 100:.2f} % of step time",
+                    f"< 2 %: {'ok' if share < 0.02 else 'MISSED'}",
+                )
+            )
 
         half = setup.steps // 2
         whole, stopped = work / "uninterrupted", work / "resumed"
@@ -235,45 +288,42 @@ def main() -> None:
         ranks = 2 if setup.smoke else torch.cuda.device_count()
         micro = max(1, setup.batch // ranks)
         runs = {}
-        for strategy in ("fsdp", "ddp") if ranks > 1 else ("fsdp",):  # one rank: the one-device run is the reference
-            config = pretrain_config(setup, data_root, work / strategy, precision, True, save_interval=half)
-            config.update(strategy=strategy, devices=ranks)
+        if within_budget(f"fsdp on {ranks} {setup.accelerator} rank(s)", 0.7):
+            # one rank: the one-device run is the reference
+            for strategy in ("fsdp", "ddp") if ranks > 1 else ("fsdp",):
+                config = pretrain_config(setup, data_root, work / strategy, precision, True, save_interval=half)
+                config.update(strategy=strategy, devices=ranks)
+                config["train"].update(micro_batch_size=micro, global_batch_size=micro * ranks)
+                launch("midtrain", config, work / f"{strategy}.yaml")
+                runs[strategy] = midtrain_metric(work / strategy, "train/loss")
+            step_s = seconds_per_step(midtrain_metric(work / "fsdp", "train/time_s"), setup.steps)
+            against = runs.get("ddp", reference)
+            worst = max(abs(runs["fsdp"][s] - against[s]) / abs(against[s]) for s in against)
+            tolerance = 1e-4 if precision == "32-true" else 2e-2
+            rows.append((f"fsdp on {ranks} {setup.accelerator} rank(s)",
+                         f"{step_s * 1000:.1f} ms/step, {micro * setup.seq / step_s:,.0f} tok/s per device; largest "
+                         f"relative loss difference from {'ddp' if ranks > 1 else 'one device'} {worst:.2e}",
+                         f"<= {tolerance:g}: {'ok' if worst <= tolerance else 'MISSED'}"))
+        compiled_row = f"fsdp compiled on {ranks} {setup.accelerator} rank(s)"
+        if not within_budget(compiled_row, 0.8):
+            pass  # listed as not run
+        elif not runs:
+            rows.append((compiled_row, "not run: the eager fsdp run it is compared with did not run", ""))
+        else:
+            config = pretrain_config(setup, data_root, work / "fsdp-compiled", precision, True, save_interval=half,
+                                     timed=True)
+            config.update(strategy="fsdp", devices=ranks)
             config["train"].update(micro_batch_size=micro, global_batch_size=micro * ranks)
-            launch("midtrain", config, work / f"{strategy}.yaml")
-            runs[strategy] = midtrain_metric(work / strategy, "train/loss")
-        step_s = seconds_per_step(midtrain_metric(work / "fsdp", "train/time_s"), setup.steps)
-        against = runs.get("ddp", reference)
-        worst = max(abs(runs["fsdp"][s] - against[s]) / abs(against[s]) for s in against)
-        tolerance = 1e-4 if precision == "32-true" else 2e-2
-        rows.append((f"fsdp on {ranks} {setup.accelerator} rank(s)",
-                     f"{step_s * 1000:.1f} ms/step, {micro * setup.seq / step_s:,.0f} tok/s per device; largest "
-                     f"relative loss difference from {'ddp' if ranks > 1 else 'one device'} {worst:.2e}",
-                     f"<= {tolerance:g}: {'ok' if worst <= tolerance else 'MISSED'}"))
+            launch("midtrain", config, work / "fsdp-compiled.yaml")
+            compiled = midtrain_metric(work / "fsdp-compiled", "train/loss")
+            step_s = seconds_per_step(midtrain_metric(work / "fsdp-compiled", "train/time_s"), setup.steps)
+            worst = max(abs(compiled[s] - runs["fsdp"][s]) / abs(runs["fsdp"][s]) for s in runs["fsdp"])
+            rows.append((compiled_row,
+                         f"{step_s * 1000:.1f} ms/step; largest relative loss difference from eager fsdp "
+                         f"{worst:.2e}", f"<= {tolerance:g}: {'ok' if worst <= tolerance else 'MISSED'}"))
 
-        eval_started = time.perf_counter()
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "midtrain",
-                "eval",
-                f"--runs={whole}",
-                f"--out_dir={work / 'eval'}",
-                f"--tokens_per_domain={32 * setup.seq}",
-                f"--accelerator={setup.accelerator}",
-            ],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            cwd=REPO,
-        )
-        if result.returncode != 0:
-            raise SystemExit(f"midtrain eval failed:\n{result.stderr[-3000:]}")
-        scored = json.loads((work / "eval" / "eval.json").read_text())
-        final = [r for r in scored if r["metric"] == "loss" and r["step"] == setup.steps]
-        rows.append(("midtrain eval", f"{len({r['checkpoint'] for r in scored})} checkpoint(s) in "
-                     f"{time.perf_counter() - eval_started:.0f} s, final held-out loss {final[0]['value']:.3f}"
-                     if final else "no final row", ""))
+        if within_budget("midtrain eval", 0.9):
+            rows.append(eval_row(setup, whole, work))
 
     width = max(len(r[0]) for r in rows)
     print(f"\nmidtrain GPU check, {datetime.date.today().isoformat()}, {device}, {setup.model_name} "

@@ -118,8 +118,9 @@ TRAIN_ARGS_DEFAULTS = {
     "max_iters": None, "lr_scheduler": "cosine", "stable_steps": None, "decay_fraction": None, "max_lr": None,
     "lr_warmup_iters": None, "lr_horizon_iters": None, "lr_iter_offset": None, "dialect": "auto", "init_lr": None,
     "initial_sampling_rate": None, "episode_length": None, "freeze_sampling_rate": None, "data_scheduler": None,
-    "reset_optimizer": False, "rewarm_steps": 0, "keep_last_checkpoints": None, "keep_checkpoint_steps": [],
-    "lr_decay_shape": None, "steps_from_branch": None, "tokens_from_branch": None, "average": None,
+    "reset_optimizer": False, "rewarm_steps": 0, "activation_checkpointing": False, "keep_last_checkpoints": None,
+    "keep_checkpoint_steps": [], "lr_decay_shape": None, "steps_from_branch": None, "tokens_from_branch": None,
+    "average": None,
 }
 
 

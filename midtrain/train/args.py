@@ -97,6 +97,10 @@ class TrainArgs(LitTrainArgs):
     """With the per-micro-iteration LR: micro-iterations added to ``step × micro-batches per step`` before the LR is
     computed. ``midtrain port`` writes it for a branch whose parent's iteration count is off this run's step grid
     (a parent trained with other batch settings), so the LR of every step is the fork's. Default 0."""
+    activation_checkpointing: bool = False
+    """Recompute each transformer block's activations in the backward pass instead of keeping them (under one
+    device, DDP and FSDP alike): less memory for longer sequences or larger micro-batches, at about one more forward
+    pass of compute; the losses and gradients are the same."""
     rewarm_steps: int = 0
     """After a branch whose optimizer starts fresh (a Hugging Face ``branch_from``, or ``reset_optimizer``), the LR
     rises linearly from 0 to the schedule's over this many steps from the branch point, rebuilding Adam's moments

@@ -133,7 +133,8 @@ class WeightAverage(Hook):
 
         self.fabric, self.plan, self.out_dir = fabric, plan, out_dir
         self.module = getattr(model, "module", model)  # Fabric's wrapper holds the model it was given
-        self.params = dict(self.module.named_parameters())
+        # names as the state dict gives them (a block wrapped for activation checkpointing adds a prefix)
+        self.params = {n.replace("_checkpoint_wrapped_module.", ""): p for n, p in self.module.named_parameters()}
         self.count, self.first, self.last = 0, None, None
         self.weights: dict | None = None
         self._full: dict | None = None

@@ -4,6 +4,7 @@ Fabric strategy, and loader workers against the machine's cores."""
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 
 from midtrain.errors import ConfigError
@@ -63,7 +64,13 @@ def setup_devices(accelerator: str, devices: int | str, num_nodes: int, precisio
         precision = "bf16-mixed"
         notices.append("--precision=16-mixed runs as bf16-mixed on CPU (fp16 autocast is a GPU feature); the run "
                        "records bf16-mixed. Set --precision=bf16-mixed (or 32-true) to say so in the config.")
+    if accelerator == "cuda" and precision.startswith("bf16") and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"--precision={precision}: this GPU ({torch.cuda.get_device_name(0)}) has no bfloat16. Use "
+                          "--precision=16-mixed (float16 with loss scaling) or 32-true.")
     compiled = accelerator == "cuda" if compile_model is None else bool(compile_model)
+    if compiled and accelerator == "cpu" and not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+        raise ConfigError("--compile=true on CPU compiles kernels with a C++ compiler (inductor), and none is on the "
+                          "PATH here (c++, g++ or clang++). Install one, or set --compile=false to train eagerly.")
     if strategy not in ("auto", "ddp", "fsdp"):
         raise ConfigError(f"--strategy={strategy!r} is not one of auto, ddp, fsdp.")
     world_size = count * num_nodes
@@ -106,6 +113,17 @@ def make_strategy(setup: DeviceSetup):
                                                         compile_blocks=setup.compile),
                                  data_parallel_size=setup.world_size, tensor_parallel_size=1,
                                  save_distributed_checkpoint=False, process_group_backend=backend)
+
+
+def checkpoint_blocks(model) -> None:
+    """``train.activation_checkpointing``: each transformer block's activations are recomputed in the backward pass
+    instead of kept (PyTorch's non-reentrant checkpoint wrapper, as torchtitan applies it; the state dict's keys stay
+    litgpt's)."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointImpl, checkpoint_wrapper
+
+    blocks = model.transformer.h
+    for i, block in enumerate(blocks):
+        blocks[i] = checkpoint_wrapper(block, checkpoint_impl=CheckpointImpl.NO_REENTRANT)
 
 
 def shard_model(model, device_mesh, num_nodes: int = 1, compile_blocks: bool = False):

@@ -26,7 +26,8 @@ def describe(setup) -> str:
         f"Model {setup.model_config.name}: {setup.parameters:,} parameters, context {b.seq_length:,} tokens",
         f"Devices: {devices.world_size} × {devices.accelerator} ({devices.devices} per node × {devices.num_nodes} "
         f"node(s)), strategy {describe_strategy(devices)}, precision {devices.precision}, "
-        f"compile {'on' if devices.compile else 'off'}",
+        f"compile {'on' if devices.compile else 'off'}"
+        + (", activation checkpointing per block" if setup.settings.train.activation_checkpointing else ""),
         f"Budget: {b.total_steps:,} steps × {b.global_batch_size:,} sequences × {b.seq_length:,} tokens = "
         f"{b.total_steps * b.tokens_per_step:,} tokens; {micro}"
         + (f"; the end is the branch point + {b.steps_from_branch:,} steps (--train.steps_from_branch/"

@@ -13,8 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
-import torch
-from litgpt.model import GPT
 
 from midtrain.config_files import plain
 from midtrain.data.decon_shards import decontamination_record
@@ -162,20 +160,14 @@ def _train(fabric, strategy, setup: RunSetup, stop_request: StopRequest) -> int:
 
 
 def _build_model(fabric, setup: RunSetup):
-    """The model, initialised in full on every rank (FSDP2 then shards it), so its weights are those of a
-    one-device run whatever the strategy (a 1B model takes 4 GB of host memory per rank while it is built)."""
-    fabric.seed_everything(setup.settings.seed)
-    with fabric.init_module(empty_init=False):
-        model = GPT(setup.model_config)
-    from litgpt.pretrain import initialize_weights  # litgpt's GPT-NeoX initialisation, as `litgpt pretrain`
+    """The model with the weights of a one-device run for the seed: built whole on every rank, or under FSDP on the
+    meta device with each rank writing its own shards (``midtrain.train.model_build``)."""
+    from midtrain.train.model_build import build_model
 
-    initialize_weights(fabric, model, n_layer=setup.model_config.n_layer, n_embd=setup.model_config.n_embd)
-    if setup.settings.train.tie_embeddings:
-        model.transformer.wte.weight = model.lm_head.weight
-    model.max_seq_length = setup.budget.seq_length
-    if setup.devices.compile and setup.devices.strategy != "fsdp":  # FSDP compiles block by block (shard_model)
-        model = torch.compile(model)
-    return fabric.setup(model)
+    return build_model(fabric, setup.model_config, setup.settings.seed, setup.budget.seq_length,
+                       setup.settings.train.tie_embeddings, setup.devices.compile,
+                       on_meta=setup.devices.strategy == "fsdp",
+                       activation_checkpointing=setup.settings.train.activation_checkpointing)
 
 
 def _restore(fabric, strategy, setup: RunSetup, model, optimizer, loader) -> Counters:

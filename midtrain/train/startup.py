@@ -99,6 +99,9 @@ def setup_run(settings: RunSettings) -> RunSetup:
             f"--train.max_seq_length={seq_length} exceeds the model's block_size {model_config.block_size}. "
             f"Lower it, or raise --model_config.block_size."
         )
+    if train.activation_checkpointing and model_config.n_layer < 1:
+        raise ConfigError(f"--train.activation_checkpointing=true recomputes transformer blocks, and the model "
+                          f"({model_config.name}) has n_layer={model_config.n_layer}. Remove it.")
     devices = setup_devices(settings.accelerator, settings.devices, settings.num_nodes, settings.precision,
                             settings.compile, settings.strategy)
     _refuse_unsupported(settings)

@@ -112,6 +112,7 @@ CONSUMED = {
     "train.tokens_from_branch": "train/budget.py",
     "train.average": "train/averaging.py",
     "train.rewarm_steps": "train/startup.py",
+    "train.activation_checkpointing": "train/run.py",
     "train.keep_last_checkpoints": "train/checkpointer.py",
     "train.keep_checkpoint_steps": "train/loop.py",
     "train.dialect": "train/fork_dialect.py",

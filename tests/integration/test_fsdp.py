@@ -185,3 +185,68 @@ def test_two_nodes_shard_within_a_node_and_replicate_across(train_root, tmp_path
     assert metric(out, "val/overall/loss") == pytest.approx(metric(reference, "val/overall/loss"), rel=1e-5)
     assert ledger_samples(out) == ledger_samples(reference)
     assert_same_weights(final_weights(out), final_weights(reference))
+
+
+TINY_LLAMA = {"name": "tiny-llama", "block_size": 32, "vocab_size": 4096, "padded_vocab_size": 4096, "n_layer": 2,
+              "n_head": 4, "n_query_groups": 2, "n_embd": 32, "rotary_percentage": 1.0, "parallel_residual": False,
+              "bias": False, "norm_class_name": "RMSNorm", "mlp_class_name": "LLaMAMLP", "intermediate_size": 64}
+
+
+def test_the_meta_device_build_writes_the_one_device_weights_into_the_shards():
+    """Built on the meta device and sharded over 2 processes, each writing its own shards: the gathered weights are
+    bit-identical to the whole model initialised on every rank (the one-device initialisation) for the seed, for a
+    GPT-NeoX model, the same with tied embeddings, and a Llama model with grouped-query attention."""
+    import json
+
+    configs = [TINY_MODEL, {**TINY_MODEL, "tie": True}, TINY_LLAMA]
+    command = [sys.executable, str(REPO / "benchmarks" / "meta_init.py"), "--check_configs", json.dumps(configs)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    for name in ("tiny:", "tiny tied:", "tiny-llama:"):
+        assert f"{name} weights bit-identical: True" in result.stdout, result.stdout
+
+
+def test_fsdp_compiled_block_by_block_trains_the_eager_run(train_root, fsdp_run, tmp_path):
+    """``--compile true`` under FSDP on 2 CPU processes (inductor, each block compiled before it is sharded): the
+    per-step losses are the eager FSDP run's within 1e-4 (kernels of another fusion sum in another order)."""
+    out = tmp_path / "compiled"
+    config = config_for(train_root, out, "fsdp", 2)
+    config["compile"] = True
+    stdout = train(write_config(tmp_path / "c.yaml", config))
+    assert "compile on" in stdout
+    assert losses(out) == pytest.approx(losses(fsdp_run[0]), abs=1e-4)
+    assert metric(out, "val/overall/loss") == pytest.approx(metric(fsdp_run[0], "val/overall/loss"), abs=1e-4)
+
+
+@pytest.mark.parametrize("precision", ["bf16-true", "bf16-mixed"])
+def test_fsdp_in_bf16_trains_saves_and_resumes_exactly(train_root, tmp_path, precision):
+    """bf16 under FSDP on CPU processes: preempted and resumed, the run is the uninterrupted one loss for loss."""
+    whole, parted = tmp_path / "whole", tmp_path / "parted"
+    reference = config_for(train_root, whole, "fsdp", 2)
+    reference["precision"] = precision
+    stdout = train(write_config(tmp_path / "w.yaml", reference))
+    assert f"precision {precision}" in stdout
+    interrupted = {**reference, "out_dir": str(parted)}
+    path = write_config(tmp_path / "p.yaml", interrupted)
+    preempt(path, at_step=5)
+    train(path)
+    assert losses(parted) == losses(whole)
+    assert sorted(losses(parted)) == list(range(1, STEPS + 1))
+    assert final_weights(parted)["lm_head.weight"].dtype == (torch.bfloat16 if precision == "bf16-true"
+                                                               else torch.float32)
+    for name, tensor in final_weights(parted).items():
+        assert torch.equal(tensor, final_weights(whole)[name]), name
+
+
+def test_activation_checkpointing_under_ddp_and_fsdp_trains_the_same_run(train_root, ddp_run, fsdp_run, tmp_path):
+    """Each block recomputed in the backward pass, on 2 DDP processes and 2 FSDP processes: the runs without it,
+    losses and weights (and the average) alike."""
+    for strategy, reference in (("ddp", ddp_run), ("fsdp", fsdp_run[0])):
+        out = tmp_path / strategy
+        stdout = train(write_config(tmp_path / f"{strategy}.yaml",
+                                    config_for(train_root, out, strategy, 2, activation_checkpointing=True)))
+        assert "activation checkpointing per block" in stdout
+        assert losses(out) == pytest.approx(losses(reference), rel=1e-6), strategy
+        assert_same_weights(final_weights(out), final_weights(reference))
+        assert_same_weights(final_weights(out, "average"), final_weights(reference, "average"))

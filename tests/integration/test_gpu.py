@@ -102,3 +102,30 @@ def test_a_mixture_controller_decides_on_the_gpu_as_it_replays(train_root, tmp_p
     replayed_out = Path(yaml.safe_load((tmp_path / "replay.yaml").read_text())["out_dir"])
     replayed = read_json(replayed_out / "final" / "ledger.json")
     assert [s["tokens"] for s in replayed["stretches"]] == [s["tokens"] for s in stretches]
+
+
+@pytest.mark.parametrize("strategy", ["auto", "fsdp"])
+def test_activation_checkpointing_trains_the_run_without_it(train_root, tmp_path, strategy):
+    """Each block recomputed in the backward pass, on one GPU and under FSDP on every visible GPU (bf16-mixed):
+    the losses of the run without it, and a lower peak memory is not required at this toy size."""
+    ranks = torch.cuda.device_count() if strategy == "fsdp" else 1
+    plain, checkpointed = tmp_path / "plain", tmp_path / "ac"
+    for out, ac in ((plain, False), (checkpointed, True)):
+        stdout = train(write_config(tmp_path / f"{out.name}.yaml",
+                                    gpu_config(train_root, out, "bf16-mixed", ranks, strategy,
+                                               global_batch_size=4 * ranks, activation_checkpointing=ac)))
+    assert "activation checkpointing per block" in stdout
+    assert losses(checkpointed) == pytest.approx(losses(plain), rel=1e-3)
+
+
+def test_fsdp_bf16_true_compiled_resumes_exactly_on_the_gpus(train_root, tmp_path):
+    """bf16-true, compiled block by block, under FSDP on every visible GPU: preempted halfway (max_additional_steps)
+    and resumed, the losses of the uninterrupted run."""
+    ranks = torch.cuda.device_count()
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    train(write_config(tmp_path / "w.yaml", gpu_config(train_root, whole, "bf16-true", ranks, "fsdp", True,
+                                                       global_batch_size=4 * ranks)))
+    for _ in range(2):
+        train(write_config(tmp_path / "r.yaml", gpu_config(train_root, resumed, "bf16-true", ranks, "fsdp", True,
+                                                           global_batch_size=4 * ranks, max_additional_steps=6)))
+    assert losses(resumed) == pytest.approx(losses(whole), rel=2e-2)
